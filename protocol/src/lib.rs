@@ -1,1 +1,48 @@
-pub fn x(){}
+//! The sans-IO core of metalvpc: wire codec, Noise handshakes, data-plane AEAD with a replay
+//! window, timers, and the edge and supernode state machines.
+//!
+//! Nothing in this crate opens a socket, reads a clock, spawns a thread or takes a lock.
+//! Callers feed bytes and `now`, and get back datagrams to send and frames to deliver in an
+//! [`io::Output`]. Timers are `poll_timeout()` + `handle_timeout(now)`.
+#![warn(missing_docs)]
+
+pub mod control;
+pub mod crypto;
+pub mod edge;
+pub mod eth;
+pub mod io;
+pub mod keys;
+pub mod replay;
+pub mod session;
+pub mod supernode;
+pub mod wire;
+
+#[cfg(test)]
+mod sim;
+
+pub use io::{DropCounters, DropReason, Output, Transmit};
+pub use keys::{Mac, PrivateKey, PublicKey};
+
+/// Overlay MTU for a given underlay MTU: what fits in one underlay datagram even when the
+/// packet is relayed through a supernode over IPv4 (see `docs/protocol.md`):
+/// underlay − 20 (IPv4) − 8 (UDP) − 32 (data header and tag) − 36 (relay header and tag)
+/// − 14 (the inner Ethernet header).
+pub const fn overlay_mtu(underlay_mtu: usize) -> usize {
+    underlay_mtu - 20 - 8 - wire::DATA_OVERHEAD - wire::RELAY_OVERHEAD - eth::ETH_HEADER_LEN
+}
+
+/// Default overlay MTU: [`overlay_mtu`] of a 1500-byte underlay, i.e. 1390.
+pub const DEFAULT_MTU: usize = overlay_mtu(1500);
+
+/// A source of random 32-bit values and 64-bit values, seeded by the shell (or a test).
+pub(crate) fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    getrandom::getrandom(&mut b).expect("the OS random generator failed");
+    u32::from_le_bytes(b)
+}
+
+pub(crate) fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    getrandom::getrandom(&mut b).expect("the OS random generator failed");
+    u64::from_le_bytes(b)
+}

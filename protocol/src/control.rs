@@ -1,0 +1,413 @@
+//! Control messages between an edge and a supernode. They travel only inside encrypted
+//! payloads: the handshake payloads and data packets of an edge↔supernode session.
+//!
+//! Each message is one type byte followed by its fields in order (see `docs/protocol.md`).
+//! Compatibility: decoders ignore bytes after the fields they know, so a later version may
+//! append fields; an unknown message type decodes to [`Control::Unknown`] and is ignored.
+
+use crate::keys::{Mac, PublicKey};
+use crate::wire::{Reader, Truncated, Writer};
+use ipnet::IpNet;
+use std::net::{IpAddr, SocketAddr};
+
+/// Most endpoints an edge may announce.
+pub const MAX_ENDPOINTS: usize = 8;
+/// Most extra CIDRs a node may own.
+pub const MAX_ALLOWED_CIDRS: usize = 64;
+/// Most peer records one `PeerList` message may hold.
+pub const RECORDS_PER_LIST: usize = 32;
+/// A supernode fills a `PeerList` chunk up to about this many bytes, to stay within one
+/// underlay datagram.
+pub const LIST_CHUNK_BYTES: usize = 1000;
+
+/// Why a supernode refused a registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum NakCode {
+    /// The key is not a member of the community.
+    NotMember = 1,
+    /// The key is a member, but the claimed address belongs to another node or to none.
+    AddressNotOwned = 2,
+    /// The community does not exist on this supernode.
+    UnknownCommunity = 3,
+    /// Another registered member already uses the claimed MAC.
+    MacInUse = 4,
+    /// Anything else.
+    Other = 255,
+}
+
+impl NakCode {
+    fn from_u8(v: u8) -> NakCode {
+        match v {
+            1 => NakCode::NotMember,
+            2 => NakCode::AddressNotOwned,
+            3 => NakCode::UnknownCommunity,
+            4 => NakCode::MacInUse,
+            _ => NakCode::Other,
+        }
+    }
+}
+
+/// What a supernode tells edges about a registered member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerRecord {
+    /// The member's id at this supernode (used to address relayed packets).
+    pub id: u32,
+    /// Static public key.
+    pub key: PublicKey,
+    /// Human name from the community file (may be empty).
+    pub name: String,
+    /// Overlay address from the community file.
+    pub address: IpAddr,
+    /// The member's overlay MAC.
+    pub mac: Mac,
+    /// Random number chosen at each start of the member's edge; a change means it restarted.
+    pub instance: u64,
+    /// Extra source ranges the member may send from.
+    pub allowed_cidrs: Vec<IpNet>,
+    /// Underlay endpoints: the one the supernode observed first, then the ones the edge announced.
+    pub endpoints: Vec<SocketAddr>,
+}
+
+/// What a lookup asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Query {
+    /// By overlay MAC.
+    Mac(Mac),
+    /// By overlay IP address.
+    Ip(IpAddr),
+    /// By static key.
+    Key(PublicKey),
+}
+
+/// A control message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// Edge → supernode: join (in the handshake payload) or refresh (in data).
+    Register {
+        /// Highest protocol version the edge speaks.
+        max_version: u8,
+        /// Community name.
+        community: String,
+        /// The overlay address the edge claims.
+        address: IpAddr,
+        /// The edge's overlay MAC.
+        mac: Mac,
+        /// Random per process start.
+        instance: u64,
+        /// Microseconds since the Unix epoch, strictly increasing per key: a replayed
+        /// handshake carries an old one and is ignored.
+        timestamp: u64,
+        /// Local underlay endpoints (for peers on the same LAN).
+        endpoints: Vec<SocketAddr>,
+    },
+    /// Supernode → edge: registration accepted.
+    RegisterAck {
+        /// The edge's id at this supernode.
+        id: u32,
+        /// The edge's endpoint as the supernode saw it.
+        observed: SocketAddr,
+        /// The community's membership version; a differing one means "ask for the list".
+        epoch: u64,
+        /// Seconds until the edge should register again.
+        interval: u16,
+    },
+    /// Supernode → edge: registration refused.
+    RegisterNak {
+        /// Why.
+        code: NakCode,
+        /// A sentence for the operator.
+        message: String,
+    },
+    /// Edge → supernode: send me the member list.
+    SyncRequest,
+    /// Supernode → edge: one chunk of the member list.
+    PeerList {
+        /// Membership version this list belongs to.
+        epoch: u64,
+        /// Chunk number, from 0.
+        chunk: u16,
+        /// Number of chunks.
+        chunks: u16,
+        /// Records in this chunk.
+        records: Vec<PeerRecord>,
+    },
+    /// Edge → supernode: who is this? Also asks the supernode to tell the target about us.
+    Lookup {
+        /// Matches the reply.
+        txid: u32,
+        /// What we look for.
+        query: Query,
+    },
+    /// Supernode → edge: the answer.
+    LookupReply {
+        /// From the lookup.
+        txid: u32,
+        /// The member, if registered.
+        record: Option<PeerRecord>,
+    },
+    /// Supernode → edge: this member is trying to reach you (send to its endpoints now).
+    PeerNotify {
+        /// The member.
+        record: PeerRecord,
+    },
+    /// A type this build does not know; ignored.
+    Unknown(u8),
+}
+
+const T_REGISTER: u8 = 1;
+const T_ACK: u8 = 2;
+const T_NAK: u8 = 3;
+const T_SYNC: u8 = 4;
+const T_LIST: u8 = 5;
+const T_LOOKUP: u8 = 6;
+const T_LOOKUP_REPLY: u8 = 7;
+const T_NOTIFY: u8 = 8;
+
+/// Splits records into `PeerList` chunks of at most [`LIST_CHUNK_BYTES`] (or one record).
+pub fn chunk_records(records: Vec<PeerRecord>) -> Vec<Vec<PeerRecord>> {
+    let mut chunks: Vec<Vec<PeerRecord>> = vec![Vec::new()];
+    let mut size = 0;
+    for r in records {
+        let mut w = Writer::default();
+        put_record(&mut w, &r);
+        let last = chunks.last_mut().unwrap();
+        if !last.is_empty() && (size + w.buf.len() > LIST_CHUNK_BYTES || last.len() == RECORDS_PER_LIST) {
+            chunks.push(Vec::new());
+            size = 0;
+        }
+        size += w.buf.len();
+        chunks.last_mut().unwrap().push(r);
+    }
+    chunks
+}
+
+fn put_record(w: &mut Writer, r: &PeerRecord) {
+    w.u32(r.id).raw(&r.key.0).str(&r.name).ip(r.address).raw(&r.mac.0).u64(r.instance);
+    let cidrs = &r.allowed_cidrs[..r.allowed_cidrs.len().min(MAX_ALLOWED_CIDRS)];
+    w.u8(cidrs.len() as u8);
+    for c in cidrs {
+        w.ip(c.addr()).u8(c.prefix_len());
+    }
+    let eps = &r.endpoints[..r.endpoints.len().min(MAX_ENDPOINTS)];
+    w.u8(eps.len() as u8);
+    for e in eps {
+        w.sockaddr(*e);
+    }
+}
+
+fn get_record(r: &mut Reader<'_>) -> Result<PeerRecord, Truncated> {
+    let id = r.u32()?;
+    let key = PublicKey(r.array()?);
+    let name = r.str()?;
+    let address = r.ip()?;
+    let mac = Mac(r.array()?);
+    let instance = r.u64()?;
+    let n = r.count(MAX_ALLOWED_CIDRS)?;
+    let mut allowed_cidrs = Vec::with_capacity(n);
+    for _ in 0..n {
+        let ip = r.ip()?;
+        let len = r.u8()?;
+        allowed_cidrs.push(IpNet::new(ip, len).map_err(|_| Truncated)?.trunc());
+    }
+    let endpoints = get_endpoints(r)?;
+    Ok(PeerRecord { id, key, name, address, mac, instance, allowed_cidrs, endpoints })
+}
+
+fn get_endpoints(r: &mut Reader<'_>) -> Result<Vec<SocketAddr>, Truncated> {
+    let n = r.count(MAX_ENDPOINTS)?;
+    (0..n).map(|_| r.sockaddr()).collect()
+}
+
+impl Control {
+    /// Encodes into a new buffer.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        match self {
+            Control::Register { max_version, community, address, mac, instance, timestamp, endpoints } => {
+                w.u8(T_REGISTER).u8(*max_version).str(community).ip(*address).raw(&mac.0);
+                w.u64(*instance).u64(*timestamp);
+                let eps = &endpoints[..endpoints.len().min(MAX_ENDPOINTS)];
+                w.u8(eps.len() as u8);
+                for e in eps {
+                    w.sockaddr(*e);
+                }
+            }
+            Control::RegisterAck { id, observed, epoch, interval } => {
+                w.u8(T_ACK).u32(*id).sockaddr(*observed).u64(*epoch).u16(*interval);
+            }
+            Control::RegisterNak { code, message } => {
+                w.u8(T_NAK).u8(*code as u8).str(message);
+            }
+            Control::SyncRequest => {
+                w.u8(T_SYNC);
+            }
+            Control::PeerList { epoch, chunk, chunks, records } => {
+                w.u8(T_LIST).u64(*epoch).u16(*chunk).u16(*chunks);
+                let recs = &records[..records.len().min(RECORDS_PER_LIST)];
+                w.u8(recs.len() as u8);
+                for r in recs {
+                    put_record(&mut w, r);
+                }
+            }
+            Control::Lookup { txid, query } => {
+                w.u8(T_LOOKUP).u32(*txid);
+                match query {
+                    Query::Mac(m) => w.u8(1).raw(&m.0),
+                    Query::Ip(ip) => w.u8(2).ip(*ip),
+                    Query::Key(k) => w.u8(3).raw(&k.0),
+                };
+            }
+            Control::LookupReply { txid, record } => {
+                w.u8(T_LOOKUP_REPLY).u32(*txid);
+                match record {
+                    Some(r) => {
+                        w.u8(1);
+                        put_record(&mut w, r);
+                    }
+                    None => {
+                        w.u8(0);
+                    }
+                }
+            }
+            Control::PeerNotify { record } => {
+                w.u8(T_NOTIFY);
+                put_record(&mut w, record);
+            }
+            Control::Unknown(t) => {
+                w.u8(*t);
+            }
+        }
+        w.buf
+    }
+
+    /// Decodes; never panics, never allocates more than the input bounds allow.
+    pub fn decode(b: &[u8]) -> Result<Control, Truncated> {
+        let mut r = Reader::new(b);
+        Ok(match r.u8()? {
+            T_REGISTER => Control::Register {
+                max_version: r.u8()?,
+                community: r.str()?,
+                address: r.ip()?,
+                mac: Mac(r.array()?),
+                instance: r.u64()?,
+                timestamp: r.u64()?,
+                endpoints: get_endpoints(&mut r)?,
+            },
+            T_ACK => Control::RegisterAck {
+                id: r.u32()?,
+                observed: r.sockaddr()?,
+                epoch: r.u64()?,
+                interval: r.u16()?,
+            },
+            T_NAK => Control::RegisterNak { code: NakCode::from_u8(r.u8()?), message: r.str()? },
+            T_SYNC => Control::SyncRequest,
+            T_LIST => {
+                let epoch = r.u64()?;
+                let chunk = r.u16()?;
+                let chunks = r.u16()?;
+                let n = r.count(RECORDS_PER_LIST)?;
+                let records = (0..n).map(|_| get_record(&mut r)).collect::<Result<_, _>>()?;
+                Control::PeerList { epoch, chunk, chunks, records }
+            }
+            T_LOOKUP => {
+                let txid = r.u32()?;
+                let query = match r.u8()? {
+                    1 => Query::Mac(Mac(r.array()?)),
+                    2 => Query::Ip(r.ip()?),
+                    3 => Query::Key(PublicKey(r.array()?)),
+                    _ => return Err(Truncated),
+                };
+                Control::Lookup { txid, query }
+            }
+            T_LOOKUP_REPLY => {
+                let txid = r.u32()?;
+                let record = match r.u8()? {
+                    0 => None,
+                    1 => Some(get_record(&mut r)?),
+                    _ => return Err(Truncated),
+                };
+                Control::LookupReply { txid, record }
+            }
+            T_NOTIFY => Control::PeerNotify { record: get_record(&mut r)? },
+            t => Control::Unknown(t),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn record(id: u32) -> PeerRecord {
+        PeerRecord {
+            id,
+            key: PublicKey([id as u8; 32]),
+            name: format!("node-{id}"),
+            address: "10.0.0.7".parse().unwrap(),
+            mac: Mac([2, 0, 0, 0, 0, id as u8]),
+            instance: 42,
+            allowed_cidrs: vec!["10.244.1.0/24".parse().unwrap(), "fd00::/64".parse().unwrap()],
+            endpoints: vec!["198.18.0.5:7655".parse().unwrap(), "[2001:db8::5]:7655".parse().unwrap()],
+        }
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        let msgs = vec![
+            Control::Register {
+                max_version: 1,
+                community: "prod".into(),
+                address: "10.0.0.1".parse().unwrap(),
+                mac: Mac([2, 1, 2, 3, 4, 5]),
+                instance: 9,
+                timestamp: 1_700_000_000_000_000,
+                endpoints: vec!["192.168.1.4:7655".parse().unwrap()],
+            },
+            Control::RegisterAck { id: 3, observed: "198.18.0.9:40000".parse().unwrap(), epoch: 12, interval: 10 },
+            Control::RegisterNak { code: NakCode::AddressNotOwned, message: "no".into() },
+            Control::SyncRequest,
+            Control::PeerList { epoch: 5, chunk: 1, chunks: 3, records: vec![record(1), record(2)] },
+            Control::Lookup { txid: 8, query: Query::Mac(Mac([2, 0, 0, 0, 0, 1])) },
+            Control::Lookup { txid: 9, query: Query::Ip("10.0.0.2".parse().unwrap()) },
+            Control::Lookup { txid: 10, query: Query::Key(PublicKey([7; 32])) },
+            Control::LookupReply { txid: 8, record: Some(record(4)) },
+            Control::LookupReply { txid: 8, record: None },
+            Control::PeerNotify { record: record(5) },
+            Control::Unknown(200),
+        ];
+        for m in msgs {
+            let bytes = m.encode();
+            assert_eq!(Control::decode(&bytes), Ok(m.clone()), "{m:?}");
+            // Appended fields from a newer version are ignored.
+            let mut longer = bytes.clone();
+            longer.extend_from_slice(&[1, 2, 3]);
+            assert_eq!(Control::decode(&longer), Ok(m.clone()));
+            // Every truncation fails cleanly (except where the prefix is itself complete).
+            for cut in 0..bytes.len() {
+                let _ = Control::decode(&bytes[..cut]);
+            }
+        }
+    }
+
+    #[test]
+    fn list_chunks_stay_under_one_datagram() {
+        let records: Vec<_> = (0..100u32).map(record).collect();
+        let chunks = chunk_records(records.clone());
+        assert!(chunks.len() > 1);
+        assert_eq!(chunks.concat(), records);
+        for c in &chunks {
+            let m = Control::PeerList { epoch: 1, chunk: 0, chunks: 1, records: c.clone() };
+            assert!(m.encode().len() <= LIST_CHUNK_BYTES + 200, "{}", m.encode().len());
+        }
+        assert_eq!(chunk_records(Vec::new()), vec![Vec::<PeerRecord>::new()]);
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(b in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = Control::decode(&b);
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! The data-plane AEAD seam and the Noise handshake wrappers.
+//!
+//! Handshakes use `snow` with `Noise_IK_25519_ChaChaPoly_BLAKE2s`: the initiator knows the
+//! responder's static key (the supernode's from the edge config; a peer's from the
+//! supernode), and the first message carries the initiator's static key encrypted. After the
+//! handshake the two transport keys are taken out of `snow` (`dangerously_get_raw_split`) and
+//! the data plane seals with `ring`'s ChaCha20-Poly1305 in place, with our own 64-bit counter
+//! as nonce: `snow`'s transport mode would copy and rebuild the cipher per packet.
+
+use crate::keys::{PrivateKey, PublicKey};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+
+/// The Noise protocol name, fixed for protocol version 1.
+pub const NOISE_PARAMS: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
+/// Bound into every handshake hash, so a handshake of another protocol never validates.
+pub const PROLOGUE: &[u8] = b"metalvpc protocol 1";
+/// Size of Noise IK message 1 without payload: e (32) + s (32 + 16) + payload tag (16).
+pub const INIT_NOISE_OVERHEAD: usize = 96;
+/// Size of Noise IK message 2 without payload: e (32) + payload tag (16).
+pub const RESP_NOISE_OVERHEAD: usize = 48;
+
+/// A one-direction ChaCha20-Poly1305 key.
+pub struct AeadKey(LessSafeKey);
+
+fn nonce(counter: u64) -> Nonce {
+    let mut n = [0u8; 12];
+    n[4..].copy_from_slice(&counter.to_le_bytes());
+    Nonce::assume_unique_for_key(n)
+}
+
+impl AeadKey {
+    /// Wraps 32 raw key bytes.
+    pub fn new(key: &[u8; 32]) -> Self {
+        Self(LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, key).expect("32-byte key")))
+    }
+
+    /// Encrypts `data` in place and returns the tag to append.
+    pub fn seal(&self, counter: u64, aad: &[u8], data: &mut [u8]) -> [u8; 16] {
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(nonce(counter), Aad::from(aad), data)
+            .expect("ChaCha20-Poly1305 seal cannot fail for in-range lengths");
+        tag.as_ref().try_into().unwrap()
+    }
+
+    /// Decrypts `data_and_tag` in place; returns the plaintext length.
+    pub fn open(&self, counter: u64, aad: &[u8], data_and_tag: &mut [u8]) -> Option<usize> {
+        self.0.open_in_place(nonce(counter), Aad::from(aad), data_and_tag).ok().map(|p| p.len())
+    }
+}
+
+/// A Noise handshake in progress.
+pub struct Handshake(snow::HandshakeState);
+
+/// A handshake failed (bad message, wrong key, decryption failure).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("handshake failed")]
+pub struct HandshakeError;
+
+impl From<snow::Error> for HandshakeError {
+    fn from(_: snow::Error) -> Self {
+        HandshakeError
+    }
+}
+
+fn builder(local: &PrivateKey) -> Result<snow::Builder<'_>, HandshakeError> {
+    let params = NOISE_PARAMS.parse().map_err(|_| HandshakeError)?;
+    Ok(snow::Builder::new(params).local_private_key(&local.0)?.prologue(PROLOGUE)?)
+}
+
+/// Keys of a finished handshake.
+pub struct SessionKeys {
+    /// Key for what we send.
+    pub send: AeadKey,
+    /// Key for what we receive.
+    pub recv: AeadKey,
+}
+
+impl Handshake {
+    /// Starts as initiator towards `remote`, appending message 1 (with `payload`) to `out`.
+    pub fn initiate(
+        local: &PrivateKey,
+        remote: &PublicKey,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Handshake, HandshakeError> {
+        let mut hs = builder(local)?.remote_public_key(&remote.0)?.build_initiator()?;
+        let start = out.len();
+        out.resize(start + INIT_NOISE_OVERHEAD + payload.len(), 0);
+        let n = hs.write_message(payload, &mut out[start..])?;
+        out.truncate(start + n);
+        Ok(Handshake(hs))
+    }
+
+    /// Reads message 1 as responder. Returns the state, the initiator's static key and the
+    /// payload. The caller decides whether it accepts that key before answering.
+    pub fn respond(
+        local: &PrivateKey,
+        msg: &[u8],
+    ) -> Result<(Handshake, PublicKey, Vec<u8>), HandshakeError> {
+        let mut hs = builder(local)?.build_responder()?;
+        let mut payload = vec![0u8; msg.len()];
+        let n = hs.read_message(msg, &mut payload)?;
+        payload.truncate(n);
+        let rs: [u8; 32] = hs.get_remote_static().ok_or(HandshakeError)?.try_into().map_err(|_| HandshakeError)?;
+        Ok((Handshake(hs), PublicKey(rs), payload))
+    }
+
+    /// Responder: appends message 2 (with `payload`) to `out` and returns the session keys.
+    pub fn finish_response(mut self, payload: &[u8], out: &mut Vec<u8>) -> Result<SessionKeys, HandshakeError> {
+        let start = out.len();
+        out.resize(start + RESP_NOISE_OVERHEAD + payload.len(), 0);
+        let n = self.0.write_message(payload, &mut out[start..])?;
+        out.truncate(start + n);
+        let (i2r, r2i) = self.0.dangerously_get_raw_split();
+        Ok(SessionKeys { send: AeadKey::new(&r2i), recv: AeadKey::new(&i2r) })
+    }
+
+    /// Initiator: reads message 2; returns the keys and the payload.
+    pub fn finish_initiation(mut self, msg: &[u8]) -> Result<(SessionKeys, Vec<u8>), HandshakeError> {
+        let mut payload = vec![0u8; msg.len()];
+        let n = self.0.read_message(msg, &mut payload)?;
+        payload.truncate(n);
+        if !self.0.is_handshake_finished() {
+            return Err(HandshakeError);
+        }
+        let (i2r, r2i) = self.0.dangerously_get_raw_split();
+        Ok((SessionKeys { send: AeadKey::new(&i2r), recv: AeadKey::new(&r2i) }, payload))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ik_handshake_agrees_on_keys_and_authenticates_the_initiator() {
+        let (a, b) = (PrivateKey::generate(), PrivateKey::generate());
+        let mut m1 = Vec::new();
+        let init = Handshake::initiate(&a, &b.public_key(), b"hello", &mut m1).unwrap();
+        let (resp, who, payload) = Handshake::respond(&b, &m1).unwrap();
+        assert_eq!(who, a.public_key());
+        assert_eq!(payload, b"hello");
+        let mut m2 = Vec::new();
+        let kb = resp.finish_response(b"ack", &mut m2).unwrap();
+        let (ka, p2) = init.finish_initiation(&m2).unwrap();
+        assert_eq!(p2, b"ack");
+
+        let mut data = *b"frame bytes";
+        let tag = ka.send.seal(7, b"hdr", &mut data);
+        let mut wire = data.to_vec();
+        wire.extend_from_slice(&tag);
+        let mut tampered = wire.clone();
+        assert_eq!(kb.recv.open(7, b"hdr", &mut wire), Some(11));
+        assert_eq!(&wire[..11], b"frame bytes");
+        tampered[0] ^= 1;
+        assert_eq!(kb.recv.open(7, b"hdr", &mut tampered), None);
+        // Wrong counter (nonce) fails.
+        let mut again = data.to_vec();
+        again.extend_from_slice(&tag);
+        assert_eq!(kb.recv.open(8, b"hdr", &mut again), None);
+    }
+
+    #[test]
+    fn initiation_to_the_wrong_responder_fails() {
+        let (a, b, c) = (PrivateKey::generate(), PrivateKey::generate(), PrivateKey::generate());
+        let mut m1 = Vec::new();
+        Handshake::initiate(&a, &b.public_key(), b"", &mut m1).unwrap();
+        assert!(Handshake::respond(&c, &m1).is_err());
+        assert!(Handshake::respond(&b, &m1[..m1.len() - 1]).is_err());
+    }
+}

@@ -1,0 +1,1298 @@
+//! The edge state machine: registration with supernodes, peer sessions, path choice
+//! (direct or relayed), and the forwarding of Ethernet frames.
+//!
+//! Feed it UDP datagrams ([`Edge::handle_udp`]), frames read from the TAP device
+//! ([`Edge::handle_frame`]) and time ([`Edge::handle_timeout`]); it fills an [`Output`] with
+//! datagrams to send and frames to write to the TAP device.
+//!
+//! Paths. A peer is reached *direct* while an authenticated packet arrived from its endpoint
+//! within [`DIRECT_TIMEOUT`]; otherwise through a supernode (*relay*), with the packet still
+//! end-to-end encrypted. While relayed, the edge sends a keepalive to each of the peer's
+//! endpoints every [`PROBE_INTERVAL`]; the first one that arrives authenticated switches both
+//! sides to direct.
+
+use crate::control::{Control, PeerRecord, Query};
+use crate::crypto::Handshake;
+use crate::eth::{self, SourceIp};
+use crate::io::{DropCounters, DropReason, Output, Traffic};
+use crate::keys::{Mac, PrivateKey, PublicKey};
+use crate::session::{OpenError, Session, REKEY_AFTER_SECS, REJECT_AFTER_SECS};
+use crate::wire::{self, Packet, WireError, RELAY_HEADER_LEN};
+use ipnet::IpNet;
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// Granularity of the edge's timers.
+pub const TICK: Duration = Duration::from_millis(250);
+/// A direct path is used while an authenticated packet came over it within this time.
+pub const DIRECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// While relayed, probe the peer's endpoints this often.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+/// Default interval of keepalives to peers (holds NAT mappings, proves direct paths).
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(5);
+/// A registration not acknowledged within this time is sent again.
+pub const ACK_RETRY: Duration = Duration::from_secs(2);
+/// A supernode that has acknowledged nothing for this long gets a new handshake.
+pub const LINK_LOST: Duration = Duration::from_secs(6);
+/// A supernode that refused us is asked again after this long (membership may change).
+pub const REFUSED_RETRY: Duration = Duration::from_secs(10);
+/// Longest wait between handshake attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(8);
+/// Frames held per peer while its handshake runs.
+pub const QUEUE_LIMIT: usize = 32;
+/// A peer no supernode lists and that sent nothing for this long is forgotten.
+pub const PEER_EXPIRY: Duration = Duration::from_secs(120);
+/// A responder session the initiator never confirmed is dropped after this long.
+const UNCONFIRMED_EXPIRY: Duration = Duration::from_secs(15);
+
+/// What the edge needs to know at start.
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// Community name.
+    pub community: String,
+    /// Our static key.
+    pub private_key: PrivateKey,
+    /// Our overlay address.
+    pub address: IpAddr,
+    /// Our overlay MAC.
+    pub mac: Mac,
+    /// Supernodes: underlay address and static public key.
+    pub supernodes: Vec<(SocketAddr, PublicKey)>,
+    /// Our local underlay endpoints, announced to peers for LAN shortcuts.
+    pub local_endpoints: Vec<SocketAddr>,
+    /// Keepalive interval towards peers.
+    pub keepalive: Duration,
+}
+
+/// Where a packet came from or goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    Direct(SocketAddr),
+    Relay { link: usize, id: u32 },
+}
+
+/// Owner of a local session index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    Link(usize),
+    Peer(usize),
+}
+
+struct Pending {
+    local_index: u32,
+    hs: Handshake,
+    sent: Instant,
+    attempts: u32,
+}
+
+/// Our connection to one supernode.
+struct Link {
+    addr: SocketAddr,
+    key: PublicKey,
+    session: Option<Session>,
+    previous: Option<Session>,
+    pending: Option<Pending>,
+    attempts: u32,
+    next_handshake: Instant,
+    registered: bool,
+    id: Option<u32>,
+    observed: Option<SocketAddr>,
+    error: Option<String>,
+    interval: Duration,
+    next_register: Instant,
+    awaiting_ack: Option<Instant>,
+    last_register_sent: Instant,
+    last_ack: Option<Instant>,
+    registered_at: Option<Instant>,
+    epoch_applied: Option<u64>,
+    staging: Option<ListStaging>,
+}
+
+struct ListStaging {
+    epoch: u64,
+    chunks: Vec<Option<Vec<PeerRecord>>>,
+}
+
+/// A peer we know from a supernode.
+struct Peer {
+    key: PublicKey,
+    name: String,
+    address: IpAddr,
+    mac: Mac,
+    instance: u64,
+    allowed: Vec<IpNet>,
+    endpoints: Vec<SocketAddr>,
+    /// This peer's id at each supernode (None: that supernode does not list it now).
+    relay_ids: Vec<Option<u32>>,
+    current: Option<Session>,
+    previous: Option<Session>,
+    unconfirmed: Option<Session>,
+    pending: Option<Pending>,
+    /// (initiator index, timestamp, response bytes) of the last initiation we answered, to
+    /// answer copies that arrive over other paths without another Diffie-Hellman.
+    last_response: Option<(u32, u64, Vec<u8>)>,
+    last_init_timestamp: u64,
+    direct: Option<SocketAddr>,
+    last_direct_rx: Option<Instant>,
+    last_rx: Option<Instant>,
+    last_tx: Option<Instant>,
+    last_probe: Option<Instant>,
+    last_handshake: Option<Instant>,
+    queue: VecDeque<Vec<u8>>,
+    traffic: Traffic,
+    drops: DropCounters,
+    created: Instant,
+}
+
+impl Peer {
+    fn direct_active(&self, now: Instant) -> Option<SocketAddr> {
+        let last = self.last_direct_rx?;
+        (now.saturating_duration_since(last) < DIRECT_TIMEOUT).then_some(self.direct?)
+    }
+    fn allows(&self, ip: IpAddr) -> bool {
+        ip == self.address || self.allowed.iter().any(|n| n.contains(&ip))
+    }
+    fn listed(&self) -> bool {
+        self.relay_ids.iter().any(Option::is_some)
+    }
+}
+
+/// One supernode as `status` shows it.
+#[derive(Debug, Clone)]
+pub struct LinkStatus {
+    /// Underlay address.
+    pub address: SocketAddr,
+    /// Its key.
+    pub public_key: PublicKey,
+    /// Registration accepted and fresh.
+    pub registered: bool,
+    /// Our id there.
+    pub id: Option<u32>,
+    /// Our endpoint as it sees it.
+    pub observed_endpoint: Option<SocketAddr>,
+    /// Last refusal or failure, for the operator.
+    pub error: Option<String>,
+    /// Seconds since the last acknowledgement.
+    pub last_ack_secs: Option<f64>,
+}
+
+/// One peer as `status` shows it.
+#[derive(Debug, Clone)]
+pub struct PeerStatus {
+    /// Name from the community file.
+    pub name: String,
+    /// Static key.
+    pub public_key: PublicKey,
+    /// Overlay address.
+    pub address: IpAddr,
+    /// Overlay MAC.
+    pub mac: Mac,
+    /// Extra ranges it may send from.
+    pub allowed_cidrs: Vec<IpNet>,
+    /// "direct", "relay" or "none".
+    pub path: &'static str,
+    /// Underlay endpoint in use (direct) or the supernode relaying (relay).
+    pub endpoint: Option<SocketAddr>,
+    /// Endpoints the supernode reported.
+    pub endpoints: Vec<SocketAddr>,
+    /// Seconds since the last completed handshake.
+    pub last_handshake_secs: Option<f64>,
+    /// Seconds since the last authenticated packet.
+    pub last_rx_secs: Option<f64>,
+    /// Whether a session is up.
+    pub session: bool,
+    /// Traffic counters.
+    pub traffic: Traffic,
+    /// Drops attributed to this peer.
+    pub drops: DropCounters,
+}
+
+/// A snapshot of the edge for `status`.
+#[derive(Debug, Clone)]
+pub struct EdgeStatus {
+    /// Our key.
+    pub public_key: PublicKey,
+    /// Our MAC.
+    pub mac: Mac,
+    /// Random per start.
+    pub instance: u64,
+    /// Supernodes.
+    pub supernodes: Vec<LinkStatus>,
+    /// Peers.
+    pub peers: Vec<PeerStatus>,
+    /// Drops not attributable to one peer, plus the sum of the peers'.
+    pub drops: DropCounters,
+}
+
+/// Something the shell may want to log or act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A supernode accepted our registration (first time or after a loss).
+    Registered {
+        /// Which.
+        supernode: SocketAddr,
+        /// Our endpoint as seen by it.
+        observed: SocketAddr,
+    },
+    /// A supernode refused us.
+    Refused {
+        /// Which.
+        supernode: SocketAddr,
+        /// Its explanation.
+        message: String,
+    },
+    /// A supernode stopped answering.
+    LinkLost {
+        /// Which.
+        supernode: SocketAddr,
+    },
+    /// A session with a peer came up.
+    PeerUp {
+        /// Peer name or key.
+        peer: String,
+    },
+    /// A peer's path changed.
+    PathChanged {
+        /// Peer name or key.
+        peer: String,
+        /// "direct" or "relay".
+        path: &'static str,
+        /// Endpoint (direct) or supernode (relay).
+        endpoint: Option<SocketAddr>,
+    },
+}
+
+/// The edge.
+pub struct Edge {
+    cfg: EdgeConfig,
+    public: PublicKey,
+    instance: u64,
+    base_instant: Instant,
+    base_unix_micros: u64,
+    last_timestamp: u64,
+    links: Vec<Link>,
+    peers: Vec<Option<Peer>>,
+    by_key: HashMap<PublicKey, usize>,
+    by_mac: HashMap<Mac, usize>,
+    index: HashMap<u32, Owner>,
+    drops: DropCounters,
+    next_tick: Instant,
+    next_txid: u32,
+    lookups: HashMap<Query, Instant>,
+    events: Vec<Event>,
+    last_path: HashMap<usize, &'static str>,
+}
+
+fn backoff(attempts: u32) -> Duration {
+    Duration::from_secs(1u64 << attempts.min(3)).min(MAX_BACKOFF)
+}
+
+fn peer_label(p: &Peer) -> String {
+    if p.name.is_empty() {
+        p.key.to_base64()
+    } else {
+        p.name.clone()
+    }
+}
+
+/// Sends `build`'s packet over `path`; a relayed packet is wrapped in the supernode session.
+fn emit(out: &mut Output, links: &mut [Link], path: Path, build: impl FnOnce(&mut Vec<u8>)) -> bool {
+    let start = out.buf.len();
+    match path {
+        Path::Direct(ep) => {
+            build(&mut out.buf);
+            out.transmit_from(start, ep);
+            true
+        }
+        Path::Relay { link, id } => {
+            let Some(l) = links.get_mut(link) else { return false };
+            let Some(s) = l.session.as_mut().filter(|_| l.registered) else { return false };
+            out.buf.resize(start + RELAY_HEADER_LEN, 0);
+            build(&mut out.buf);
+            s.seal_relay(id, &mut out.buf, start);
+            out.transmit_from(start, l.addr);
+            true
+        }
+    }
+}
+
+fn choose_path(peer: &Peer, links: &[Link], now: Instant) -> Option<Path> {
+    if let Some(ep) = peer.direct_active(now) {
+        return Some(Path::Direct(ep));
+    }
+    for (i, l) in links.iter().enumerate() {
+        if let (true, Some(id)) = (l.registered && l.session.is_some(), peer.relay_ids.get(i).copied().flatten()) {
+            return Some(Path::Relay { link: i, id });
+        }
+    }
+    peer.endpoints.first().map(|e| Path::Direct(*e))
+}
+
+impl Edge {
+    /// A new edge. `unix_micros` is the wall clock at `now` (used only to timestamp
+    /// handshakes, so that replayed initiations are recognised).
+    pub fn new(cfg: EdgeConfig, now: Instant, unix_micros: u64) -> Edge {
+        let links = cfg
+            .supernodes
+            .iter()
+            .map(|(addr, key)| Link {
+                addr: *addr,
+                key: *key,
+                session: None,
+                previous: None,
+                pending: None,
+                attempts: 0,
+                next_handshake: now,
+                registered: false,
+                id: None,
+                observed: None,
+                error: None,
+                interval: Duration::from_secs(10),
+                next_register: now,
+                awaiting_ack: None,
+                last_register_sent: now,
+                last_ack: None,
+                registered_at: None,
+                epoch_applied: None,
+                staging: None,
+            })
+            .collect();
+        Edge {
+            public: cfg.private_key.public_key(),
+            cfg,
+            instance: crate::random_u64(),
+            base_instant: now,
+            base_unix_micros: unix_micros,
+            last_timestamp: 0,
+            links,
+            peers: Vec::new(),
+            by_key: HashMap::new(),
+            by_mac: HashMap::new(),
+            index: HashMap::new(),
+            drops: DropCounters::default(),
+            next_tick: now,
+            next_txid: 1,
+            lookups: HashMap::new(),
+            events: Vec::new(),
+            last_path: HashMap::new(),
+        }
+    }
+
+    /// Our public key.
+    pub fn public_key(&self) -> PublicKey {
+        self.public
+    }
+
+    /// Events since the last call.
+    pub fn drain_events(&mut self) -> std::vec::Drain<'_, Event> {
+        self.events.drain(..)
+    }
+
+    /// True once at least one supernode accepted our registration.
+    pub fn is_registered(&self) -> bool {
+        self.links.iter().any(|l| l.registered)
+    }
+
+    /// Replaces the local endpoints announced at the next registration.
+    pub fn set_local_endpoints(&mut self, eps: Vec<SocketAddr>) {
+        self.cfg.local_endpoints = eps;
+    }
+
+    fn timestamp(&mut self, now: Instant) -> u64 {
+        let wall = self.base_unix_micros + now.saturating_duration_since(self.base_instant).as_micros() as u64;
+        self.last_timestamp = wall.max(self.last_timestamp + 1);
+        self.last_timestamp
+    }
+
+    fn new_index(&mut self, owner: Owner) -> u32 {
+        loop {
+            let i = crate::random_u32();
+            if i != 0 && !self.index.contains_key(&i) {
+                self.index.insert(i, owner);
+                return i;
+            }
+        }
+    }
+
+    fn retire(index: &mut HashMap<u32, Owner>, s: Option<Session>) {
+        if let Some(s) = s {
+            index.remove(&s.local_index);
+        }
+    }
+
+    fn retire_pending(index: &mut HashMap<u32, Owner>, p: Option<Pending>) {
+        if let Some(p) = p {
+            index.remove(&p.local_index);
+        }
+    }
+
+    fn drop_peer(&mut self, p: Option<usize>, r: DropReason) {
+        self.drops.add(r);
+        if let Some(peer) = p.and_then(|p| self.peers.get_mut(p)).and_then(Option::as_mut) {
+            peer.drops.add(r);
+        }
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Input: UDP
+
+    /// Handles one UDP datagram from `src`. The packet is decrypted in place.
+    pub fn handle_udp(&mut self, now: Instant, src: SocketAddr, pkt: &mut [u8], out: &mut Output) {
+        self.handle_packet(now, Path::Direct(src), src, pkt, out);
+    }
+
+    fn handle_packet(&mut self, now: Instant, path: Path, src: SocketAddr, pkt: &mut [u8], out: &mut Output) {
+        let decoded = match wire::decode(pkt) {
+            Ok(p) => p,
+            Err(WireError::BadVersion(_)) => return self.drops.add(DropReason::BadVersion),
+            Err(WireError::Malformed) => return self.drops.add(DropReason::Malformed),
+        };
+        match decoded {
+            Packet::Init { sender, noise } => {
+                let noise = noise.to_vec();
+                self.on_init(now, path, sender, &noise, out)
+            }
+            Packet::Resp { sender, receiver, noise } => {
+                let noise = noise.to_vec();
+                self.on_response(now, path, sender, receiver, &noise, out)
+            }
+            Packet::Data { receiver, counter } => self.on_data(now, path, receiver, counter, pkt, out),
+            Packet::Relay { receiver, counter, peer } => {
+                if let Path::Relay { .. } = path {
+                    return self.drops.add(DropReason::Malformed);
+                }
+                self.on_relay(now, src, receiver, counter, peer, pkt, out)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_relay(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        receiver: u32,
+        counter: u64,
+        from: u32,
+        pkt: &mut [u8],
+        out: &mut Output,
+    ) {
+        let Some(Owner::Link(l)) = self.index.get(&receiver).copied() else {
+            return self.drops.add(DropReason::UnknownSession);
+        };
+        let link = &mut self.links[l];
+        let session = [link.session.as_mut(), link.previous.as_mut()]
+            .into_iter()
+            .flatten()
+            .find(|s| s.local_index == receiver);
+        let Some(session) = session else { return self.drops.add(DropReason::UnknownSession) };
+        let inner = match session.open_relay(counter, pkt) {
+            Ok(r) => r,
+            Err(OpenError::Replay) => return self.drops.add(DropReason::Replay),
+            Err(OpenError::Decrypt) => return self.drops.add(DropReason::DecryptFailed),
+        };
+        let _ = src;
+        self.handle_packet(now, Path::Relay { link: l, id: from }, src, &mut pkt[inner], out);
+    }
+
+    fn on_init(&mut self, now: Instant, path: Path, sender: u32, noise: &[u8], out: &mut Output) {
+        let (hs, remote, payload) = match Handshake::respond(&self.cfg.private_key, noise) {
+            Ok(x) => x,
+            Err(_) => return self.drops.add(DropReason::HandshakeFailed),
+        };
+        let Some(&p) = self.by_key.get(&remote) else {
+            // Not vouched for by a supernode (yet): ask, and let the initiator retry.
+            self.drops.add(DropReason::UnknownPeer);
+            self.lookup(now, Query::Key(remote), out);
+            return;
+        };
+        let Ok(ts) = <[u8; 8]>::try_from(payload.get(..8).unwrap_or(&[])).map(u64::from_le_bytes) else {
+            return self.drop_peer(Some(p), DropReason::Malformed);
+        };
+        let peer = self.peers[p].as_mut().expect("indexed peer exists");
+        if let Some((idx, t, bytes)) = &peer.last_response {
+            if *idx == sender && *t == ts {
+                // The same initiation over another path: answer there too.
+                let bytes = bytes.clone();
+                emit(out, &mut self.links, path, |b| b.extend_from_slice(&bytes));
+                return;
+            }
+        }
+        if ts <= peer.last_init_timestamp {
+            return self.drop_peer(Some(p), DropReason::Replay);
+        }
+        let local_index = self.new_index(Owner::Peer(p));
+        let peer = self.peers[p].as_mut().expect("indexed peer exists");
+        let mut msg = Vec::with_capacity(128);
+        wire::put_resp_header(&mut msg, local_index, sender);
+        let keys = match hs.finish_response(&[], &mut msg) {
+            Ok(k) => k,
+            Err(_) => {
+                self.index.remove(&local_index);
+                return self.drop_peer(Some(p), DropReason::HandshakeFailed);
+            }
+        };
+        peer.last_init_timestamp = ts;
+        let old = peer.unconfirmed.replace(Session::new(local_index, sender, keys, now, false));
+        Self::retire(&mut self.index, old);
+        emit(out, &mut self.links, path, |b| b.extend_from_slice(&msg));
+        peer.last_response = Some((sender, ts, msg));
+    }
+
+    fn on_response(&mut self, now: Instant, path: Path, sender: u32, receiver: u32, noise: &[u8], out: &mut Output) {
+        match self.index.get(&receiver).copied() {
+            Some(Owner::Peer(p)) => {
+                let peer = self.peers[p].as_mut().expect("indexed peer exists");
+                let Some(pending) = peer.pending.take_if(|x| x.local_index == receiver) else {
+                    return self.drop_peer(Some(p), DropReason::Stale);
+                };
+                let keys = match pending.hs.finish_initiation(noise) {
+                    Ok((k, _)) => k,
+                    Err(_) => {
+                        self.index.remove(&receiver);
+                        return self.drop_peer(Some(p), DropReason::HandshakeFailed);
+                    }
+                };
+                let old = peer.previous.take();
+                peer.previous = peer.current.replace(Session::new(receiver, sender, keys, now, true));
+                Self::retire(&mut self.index, old);
+                peer.last_handshake = Some(now);
+                peer.last_rx = Some(now);
+                if let Path::Direct(src) = path {
+                    peer.direct = Some(src);
+                    peer.last_direct_rx = Some(now);
+                }
+                self.events.push(Event::PeerUp { peer: peer_label(peer) });
+                self.flush_queue(now, p, out);
+            }
+            Some(Owner::Link(l)) => {
+                if path != Path::Direct(self.links[l].addr) {
+                    return self.drops.add(DropReason::Stale);
+                }
+                let link = &mut self.links[l];
+                let Some(pending) = link.pending.take_if(|x| x.local_index == receiver) else {
+                    return self.drops.add(DropReason::Stale);
+                };
+                let (keys, payload) = match pending.hs.finish_initiation(noise) {
+                    Ok(x) => x,
+                    Err(_) => {
+                        self.index.remove(&receiver);
+                        return self.drops.add(DropReason::HandshakeFailed);
+                    }
+                };
+                let session = Session::new(receiver, sender, keys, now, true);
+                match Control::decode(&payload) {
+                    Ok(Control::RegisterAck { .. }) => {
+                        let old = link.previous.take();
+                        link.previous = link.session.replace(session);
+                        Self::retire(&mut self.index, old);
+                        link.attempts = 0;
+                        let msg = Control::decode(&payload).expect("decoded above");
+                        self.on_control(now, l, msg, out);
+                        // Confirm the session to the supernode at once (it may send first
+                        // anyway; this keeps the rule uniform).
+                    }
+                    Ok(Control::RegisterNak { message, .. }) => {
+                        self.index.remove(&receiver);
+                        self.refused(now, l, message);
+                    }
+                    _ => {
+                        self.index.remove(&receiver);
+                        self.drops.add(DropReason::Malformed);
+                    }
+                }
+            }
+            None => self.drops.add(DropReason::Stale),
+        }
+    }
+
+    fn refused(&mut self, now: Instant, l: usize, message: String) {
+        let link = &mut self.links[l];
+        link.registered = false;
+        Self::retire(&mut self.index, link.session.take());
+        Self::retire(&mut self.index, link.previous.take());
+        link.next_handshake = now + REFUSED_RETRY;
+        link.awaiting_ack = None;
+        if link.error.as_deref() != Some(message.as_str()) {
+            self.events.push(Event::Refused { supernode: link.addr, message: message.clone() });
+        }
+        link.error = Some(message);
+    }
+
+    fn on_data(&mut self, now: Instant, path: Path, receiver: u32, counter: u64, pkt: &mut [u8], out: &mut Output) {
+        match self.index.get(&receiver).copied() {
+            None => self.drops.add(DropReason::UnknownSession),
+            Some(Owner::Link(l)) => {
+                if !matches!(path, Path::Direct(_)) {
+                    return self.drops.add(DropReason::Malformed);
+                }
+                let link = &mut self.links[l];
+                let session = [link.session.as_mut(), link.previous.as_mut()]
+                    .into_iter()
+                    .flatten()
+                    .find(|s| s.local_index == receiver);
+                let Some(session) = session else { return self.drops.add(DropReason::Stale) };
+                let range = match session.open_data(counter, pkt) {
+                    Ok(r) => r,
+                    Err(OpenError::Replay) => return self.drops.add(DropReason::Replay),
+                    Err(OpenError::Decrypt) => return self.drops.add(DropReason::DecryptFailed),
+                };
+                match Control::decode(&pkt[range]) {
+                    Ok(msg) => self.on_control(now, l, msg, out),
+                    Err(_) => self.drops.add(DropReason::Malformed),
+                }
+            }
+            Some(Owner::Peer(p)) => self.on_peer_data(now, path, p, receiver, counter, pkt, out),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_peer_data(
+        &mut self,
+        now: Instant,
+        path: Path,
+        p: usize,
+        receiver: u32,
+        counter: u64,
+        pkt: &mut [u8],
+        out: &mut Output,
+    ) {
+        let peer = self.peers[p].as_mut().expect("indexed peer exists");
+        let slot = if peer.current.as_ref().is_some_and(|s| s.local_index == receiver) {
+            &mut peer.current
+        } else if peer.unconfirmed.as_ref().is_some_and(|s| s.local_index == receiver) {
+            &mut peer.unconfirmed
+        } else if peer.previous.as_ref().is_some_and(|s| s.local_index == receiver) {
+            &mut peer.previous
+        } else {
+            return self.drop_peer(Some(p), DropReason::Stale);
+        };
+        let session = slot.as_mut().expect("slot checked above");
+        if !session.usable(now) {
+            return self.drop_peer(Some(p), DropReason::Expired);
+        }
+        let range = match session.open_data(counter, pkt) {
+            Ok(r) => r,
+            Err(OpenError::Replay) => return self.drop_peer(Some(p), DropReason::Replay),
+            Err(OpenError::Decrypt) => return self.drop_peer(Some(p), DropReason::DecryptFailed),
+        };
+        // The initiator has proved it holds the keys: the responder session goes live.
+        if peer.unconfirmed.as_ref().is_some_and(|s| s.local_index == receiver) {
+            let mut s = peer.unconfirmed.take().expect("checked");
+            s.confirmed = true;
+            let old = peer.previous.take();
+            peer.previous = peer.current.replace(s);
+            Self::retire(&mut self.index, old);
+            peer.last_handshake = Some(now);
+            self.events.push(Event::PeerUp { peer: peer_label(peer) });
+        }
+        peer.last_rx = Some(now);
+        let mut answer_direct = None;
+        if let Path::Direct(src) = path {
+            let was = peer.direct_active(now);
+            peer.direct = Some(src);
+            peer.last_direct_rx = Some(now);
+            if was != Some(src) {
+                // Newly direct (or roamed): tell the peer at once over the same path, so it
+                // switches too without waiting for its next probe.
+                answer_direct = Some(src);
+            }
+        }
+        let frame_len = range.len();
+        if frame_len > 0 {
+            if frame_len < eth::ETH_HEADER_LEN {
+                return self.drop_peer(Some(p), DropReason::Malformed);
+            }
+            let frame = &pkt[range];
+            if let Err(r) = Self::check_frame(peer, self.cfg.mac, frame) {
+                return self.drop_peer(Some(p), r);
+            }
+            peer.traffic.rx_packets += 1;
+            peer.traffic.rx_bytes += frame_len as u64;
+            let start = out.buf.len();
+            out.buf.extend_from_slice(frame);
+            out.frames.push(start..out.buf.len());
+        }
+        if let Some(ep) = answer_direct {
+            self.send_keepalive(now, p, Path::Direct(ep), out);
+        }
+        if !self.queue_empty(p) {
+            self.flush_queue(now, p, out);
+        }
+    }
+
+    fn queue_empty(&self, p: usize) -> bool {
+        self.peers[p].as_ref().is_none_or(|x| x.queue.is_empty())
+    }
+
+    /// Anti-spoofing: the frame must come from the peer's MAC and from an address it owns,
+    /// and be addressed to us or to a group.
+    fn check_frame(peer: &Peer, our_mac: Mac, frame: &[u8]) -> Result<(), DropReason> {
+        if eth::src_mac(frame) != peer.mac {
+            return Err(DropReason::SourceMismatch);
+        }
+        let dst = eth::dst_mac(frame);
+        if !dst.is_group() && dst != our_mac {
+            return Err(DropReason::NotForUs);
+        }
+        match eth::source_ip(frame) {
+            SourceIp::Addr(ip) if !peer.allows(ip) => Err(DropReason::SourceMismatch),
+            SourceIp::Addr(_) | SourceIp::None => Ok(()),
+            SourceIp::Truncated => Err(DropReason::Malformed),
+            SourceIp::Unsupported => Err(DropReason::Unsupported),
+        }
+    }
+
+    fn on_control(&mut self, now: Instant, l: usize, msg: Control, out: &mut Output) {
+        match msg {
+            Control::RegisterAck { id, observed, epoch, interval } => {
+                let link = &mut self.links[l];
+                let first = !link.registered;
+                link.registered = true;
+                link.id = Some(id);
+                link.observed = Some(observed);
+                link.error = None;
+                link.interval = Duration::from_secs(u64::from(interval.clamp(1, 3600)));
+                link.awaiting_ack = None;
+                link.last_ack = Some(now);
+                link.next_register = now + link.interval;
+                if first {
+                    link.registered_at = Some(now);
+                    self.events.push(Event::Registered { supernode: link.addr, observed });
+                }
+                if link.epoch_applied != Some(epoch) {
+                    self.send_control(l, &Control::SyncRequest, out);
+                }
+            }
+            Control::RegisterNak { message, .. } => self.refused(now, l, message),
+            Control::PeerList { epoch, chunk, chunks, records } => {
+                let chunks = usize::from(chunks.max(1));
+                let chunk = usize::from(chunk);
+                if chunk >= chunks {
+                    return self.drops.add(DropReason::Malformed);
+                }
+                let link = &mut self.links[l];
+                let staging = link.staging.get_or_insert_with(|| ListStaging { epoch, chunks: Vec::new() });
+                if staging.epoch != epoch || staging.chunks.len() != chunks {
+                    *staging = ListStaging { epoch, chunks: vec![None; chunks] };
+                }
+                staging.chunks[chunk] = Some(records);
+                if staging.chunks.iter().all(Option::is_some) {
+                    let staging = link.staging.take().expect("present");
+                    link.epoch_applied = Some(staging.epoch);
+                    let all: Vec<PeerRecord> = staging.chunks.into_iter().flatten().flatten().collect();
+                    self.apply_list(now, l, all, out);
+                }
+            }
+            Control::LookupReply { record: Some(r), .. } => {
+                self.upsert_peer(now, l, r);
+            }
+            Control::PeerNotify { record } => {
+                let key = record.key;
+                self.upsert_peer(now, l, record);
+                // Someone is trying to reach us: open our side of the path now.
+                if let Some(&p) = self.by_key.get(&key) {
+                    self.probe(now, p, out);
+                }
+            }
+            Control::LookupReply { record: None, .. }
+            | Control::Register { .. }
+            | Control::SyncRequest
+            | Control::Lookup { .. }
+            | Control::Unknown(_) => {}
+        }
+    }
+
+    fn apply_list(&mut self, now: Instant, l: usize, records: Vec<PeerRecord>, out: &mut Output) {
+        let listed: std::collections::HashSet<PublicKey> = records.iter().map(|r| r.key).collect();
+        for r in records {
+            self.upsert_peer(now, l, r);
+        }
+        // A supernode that no longer lists a peer cannot relay to it. Its session, if any,
+        // stays: a supernode restart must not cut tunnels that work without it.
+        for peer in self.peers.iter_mut().flatten() {
+            if !listed.contains(&peer.key) {
+                if let Some(id) = peer.relay_ids.get_mut(l) {
+                    *id = None;
+                }
+            }
+        }
+        let _ = out;
+    }
+
+    fn upsert_peer(&mut self, now: Instant, l: usize, r: PeerRecord) {
+        if r.key == self.public {
+            return;
+        }
+        let nlinks = self.links.len();
+        let p = match self.by_key.get(&r.key) {
+            Some(&p) => p,
+            None => {
+                let peer = Peer {
+                    key: r.key,
+                    name: String::new(),
+                    address: r.address,
+                    mac: r.mac,
+                    instance: r.instance,
+                    allowed: Vec::new(),
+                    endpoints: Vec::new(),
+                    relay_ids: vec![None; nlinks],
+                    current: None,
+                    previous: None,
+                    unconfirmed: None,
+                    pending: None,
+                    last_response: None,
+                    last_init_timestamp: 0,
+                    direct: None,
+                    last_direct_rx: None,
+                    last_rx: None,
+                    last_tx: None,
+                    last_probe: None,
+                    last_handshake: None,
+                    queue: VecDeque::new(),
+                    traffic: Traffic::default(),
+                    drops: DropCounters::default(),
+                    created: now,
+                };
+                let p = match self.peers.iter().position(Option::is_none) {
+                    Some(i) => {
+                        self.peers[i] = Some(peer);
+                        i
+                    }
+                    None => {
+                        self.peers.push(Some(peer));
+                        self.peers.len() - 1
+                    }
+                };
+                self.by_key.insert(r.key, p);
+                self.by_mac.insert(r.mac, p);
+                p
+            }
+        };
+        let peer = self.peers[p].as_mut().expect("indexed peer exists");
+        if r.instance != peer.instance {
+            // The peer restarted: its sessions died with it. Drop ours so that the next frame
+            // starts a handshake instead of feeding a session nobody can read.
+            peer.instance = r.instance;
+            for s in [peer.current.take(), peer.previous.take(), peer.unconfirmed.take()] {
+                Self::retire(&mut self.index, s);
+            }
+            peer.direct = None;
+            peer.last_direct_rx = None;
+        }
+        if peer.mac != r.mac {
+            if self.by_mac.get(&peer.mac) == Some(&p) {
+                self.by_mac.remove(&peer.mac);
+            }
+            peer.mac = r.mac;
+        }
+        self.by_mac.insert(r.mac, p);
+        peer.name = r.name;
+        peer.address = r.address;
+        peer.allowed = r.allowed_cidrs;
+        peer.endpoints = r.endpoints;
+        peer.relay_ids[l] = Some(r.id);
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Input: frames from the TAP device
+
+    /// Handles one Ethernet frame read from the TAP device.
+    pub fn handle_frame(&mut self, now: Instant, frame: &[u8], out: &mut Output) {
+        if frame.len() < eth::ETH_HEADER_LEN {
+            return self.drops.add(DropReason::Malformed);
+        }
+        let dst = eth::dst_mac(frame);
+        if dst.is_group() {
+            for p in 0..self.peers.len() {
+                if self.peers[p].is_some() {
+                    self.send_frame(now, p, frame, out);
+                }
+            }
+        } else if let Some(&p) = self.by_mac.get(&dst) {
+            self.send_frame(now, p, frame, out);
+        } else {
+            self.drops.add(DropReason::NoRoute);
+            self.lookup(now, Query::Mac(dst), out);
+        }
+    }
+
+    fn send_frame(&mut self, now: Instant, p: usize, frame: &[u8], out: &mut Output) {
+        let peer = self.peers[p].as_mut().expect("caller checked");
+        let ready = peer.current.as_ref().is_some_and(|s| s.usable(now));
+        if !ready {
+            if peer.queue.len() >= QUEUE_LIMIT {
+                peer.queue.pop_front();
+                self.drops.add(DropReason::QueueFull);
+            }
+            let peer = self.peers[p].as_mut().expect("caller checked");
+            peer.queue.push_back(frame.to_vec());
+            if peer.pending.is_none() {
+                self.start_handshake(now, p, out);
+            }
+            return;
+        }
+        let Some(path) = choose_path(peer, &self.links, now) else {
+            return self.drop_peer(Some(p), DropReason::NoRoute);
+        };
+        let peer = self.peers[p].as_mut().expect("caller checked");
+        let session = peer.current.as_mut().expect("ready");
+        if emit(out, &mut self.links, path, |b| session.seal_data(frame, b)) {
+            peer.traffic.tx_packets += 1;
+            peer.traffic.tx_bytes += frame.len() as u64;
+            peer.last_tx = Some(now);
+        } else {
+            self.drop_peer(Some(p), DropReason::NoRoute);
+        }
+        self.note_path(now, p);
+    }
+
+    fn note_path(&mut self, now: Instant, p: usize) {
+        let peer = self.peers[p].as_ref().expect("caller checked");
+        let (path, endpoint) = match choose_path(peer, &self.links, now) {
+            Some(Path::Direct(ep)) if peer.direct_active(now).is_some() => ("direct", Some(ep)),
+            Some(Path::Relay { link, .. }) => ("relay", Some(self.links[link].addr)),
+            _ => ("none", None),
+        };
+        if self.last_path.get(&p) != Some(&path) && path != "none" {
+            self.last_path.insert(p, path);
+            self.events.push(Event::PathChanged { peer: peer_label(peer), path, endpoint });
+        }
+    }
+
+    fn flush_queue(&mut self, now: Instant, p: usize, out: &mut Output) {
+        let queued = std::mem::take(&mut self.peers[p].as_mut().expect("exists").queue);
+        if queued.is_empty() {
+            // Confirm a fresh initiator session with a keepalive.
+            if let Some(path) = choose_path(self.peers[p].as_ref().expect("exists"), &self.links, now) {
+                self.send_keepalive(now, p, path, out);
+            }
+        }
+        for f in queued {
+            self.send_frame(now, p, &f, out);
+        }
+    }
+
+    fn send_keepalive(&mut self, now: Instant, p: usize, path: Path, out: &mut Output) {
+        let peer = self.peers[p].as_mut().expect("caller checked");
+        let Some(session) = peer.current.as_mut().filter(|s| s.usable(now)) else { return };
+        if emit(out, &mut self.links, path, |b| session.seal_data(&[], b)) {
+            peer.last_tx = Some(now);
+        }
+    }
+
+    /// Keepalives straight to each of the peer's endpoints: the relay-to-direct upgrade and
+    /// the NAT hole punch.
+    fn probe(&mut self, now: Instant, p: usize, out: &mut Output) {
+        let peer = self.peers[p].as_mut().expect("caller checked");
+        peer.last_probe = Some(now);
+        let eps: Vec<SocketAddr> = peer.endpoints.iter().copied().take(4).collect();
+        for ep in eps {
+            self.send_keepalive(now, p, Path::Direct(ep), out);
+        }
+    }
+
+    fn send_control(&mut self, l: usize, msg: &Control, out: &mut Output) {
+        let link = &mut self.links[l];
+        let Some(session) = link.session.as_mut() else { return };
+        let start = out.buf.len();
+        session.seal_data(&msg.encode(), &mut out.buf);
+        out.transmit_from(start, link.addr);
+    }
+
+    fn lookup(&mut self, now: Instant, query: Query, out: &mut Output) {
+        if self.lookups.get(&query).is_some_and(|t| now.saturating_duration_since(*t) < Duration::from_secs(1)) {
+            return;
+        }
+        if self.lookups.len() > 1024 {
+            self.lookups.retain(|_, t| now.saturating_duration_since(*t) < Duration::from_secs(1));
+        }
+        self.lookups.insert(query, now);
+        let txid = self.next_txid;
+        self.next_txid = self.next_txid.wrapping_add(1);
+        for l in 0..self.links.len() {
+            if self.links[l].registered {
+                self.send_control(l, &Control::Lookup { txid, query }, out);
+            }
+        }
+    }
+
+    fn start_handshake(&mut self, now: Instant, p: usize, out: &mut Output) {
+        let ts = self.timestamp(now);
+        let local_index = self.new_index(Owner::Peer(p));
+        let peer = self.peers[p].as_mut().expect("caller checked");
+        let mut msg = Vec::with_capacity(160);
+        wire::put_init_header(&mut msg, local_index);
+        let hs = match Handshake::initiate(&self.cfg.private_key, &peer.key, &ts.to_le_bytes(), &mut msg) {
+            Ok(hs) => hs,
+            Err(_) => {
+                self.index.remove(&local_index);
+                return;
+            }
+        };
+        let attempts = peer.pending.as_ref().map_or(0, |x| x.attempts + 1);
+        let old = peer.pending.replace(Pending { local_index, hs, sent: now, attempts });
+        Self::retire_pending(&mut self.index, old);
+        // Every path at once: each direct endpoint, and one supernode relay. The responder
+        // answers each copy over the path it came by; the first answer wins.
+        let mut paths: Vec<Path> = peer.endpoints.iter().take(4).map(|e| Path::Direct(*e)).collect();
+        if let Some(d) = peer.direct.filter(|d| !peer.endpoints.contains(d)) {
+            paths.push(Path::Direct(d));
+        }
+        let key = peer.key;
+        let relay = self.links.iter().enumerate().find_map(|(i, l)| {
+            let id = peer.relay_ids.get(i).copied().flatten()?;
+            (l.registered && l.session.is_some()).then_some(Path::Relay { link: i, id })
+        });
+        paths.extend(relay);
+        for path in paths {
+            emit(out, &mut self.links, path, |b| b.extend_from_slice(&msg));
+        }
+        // Ask the supernode to tell the peer about us (fresh endpoints on both sides).
+        self.lookup(now, Query::Key(key), out);
+    }
+
+    fn start_link_handshake(&mut self, now: Instant, l: usize, out: &mut Output) {
+        let ts = self.timestamp(now);
+        let local_index = self.new_index(Owner::Link(l));
+        let register = self.register_message(ts);
+        let link = &mut self.links[l];
+        let start = out.buf.len();
+        wire::put_init_header(&mut out.buf, local_index);
+        let hs = match Handshake::initiate(&self.cfg.private_key, &link.key, &register.encode(), &mut out.buf) {
+            Ok(hs) => hs,
+            Err(_) => {
+                out.buf.truncate(start);
+                self.index.remove(&local_index);
+                return;
+            }
+        };
+        out.transmit_from(start, link.addr);
+        link.attempts += 1;
+        let old = link.pending.replace(Pending { local_index, hs, sent: now, attempts: link.attempts });
+        Self::retire_pending(&mut self.index, old);
+        link.next_handshake = now + backoff(link.attempts);
+        if link.attempts >= 4 && link.error.is_none() {
+            link.error = Some(format!(
+                "no answer from the supernode after {} handshake attempts: check that it runs, that its \
+                 `public_key` in this config is right, and that UDP to it is not blocked",
+                link.attempts
+            ));
+        }
+    }
+
+    fn register_message(&mut self, ts: u64) -> Control {
+        Control::Register {
+            max_version: wire::VERSION,
+            community: self.cfg.community.clone(),
+            address: self.cfg.address,
+            mac: self.cfg.mac,
+            instance: self.instance,
+            timestamp: ts,
+            endpoints: self.cfg.local_endpoints.clone(),
+        }
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Timers
+
+    /// When [`handle_timeout`](Self::handle_timeout) wants to run next.
+    pub fn poll_timeout(&self) -> Instant {
+        self.next_tick
+    }
+
+    /// Runs the timers due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut Output) {
+        if now < self.next_tick {
+            return;
+        }
+        self.next_tick = now + TICK;
+        for l in 0..self.links.len() {
+            self.link_timers(now, l, out);
+        }
+        for p in 0..self.peers.len() {
+            if self.peers[p].is_some() {
+                self.peer_timers(now, p, out);
+            }
+        }
+    }
+
+    fn link_timers(&mut self, now: Instant, l: usize, out: &mut Output) {
+        let link = &mut self.links[l];
+        if link.session.as_ref().is_some_and(|s| !s.usable(now)) {
+            Self::retire(&mut self.index, link.session.take());
+            link.registered = false;
+        }
+        if let Some(since) = link.awaiting_ack {
+            if now.saturating_duration_since(since) >= LINK_LOST {
+                // The supernode restarted or the path broke: start over.
+                link.awaiting_ack = None;
+                if link.registered {
+                    link.registered = false;
+                    self.events.push(Event::LinkLost { supernode: link.addr });
+                }
+                Self::retire(&mut self.index, link.session.take());
+                Self::retire(&mut self.index, link.previous.take());
+                link.next_handshake = now;
+            } else if now.saturating_duration_since(link.last_register_sent) >= ACK_RETRY {
+                self.send_register(now, l, out);
+            }
+        } else if link.session.is_some() && link.registered && now >= link.next_register {
+            self.links[l].awaiting_ack = Some(now);
+            self.send_register(now, l, out);
+        }
+        let link = &self.links[l];
+        let wants_session = link.session.is_none() || link.session.as_ref().is_some_and(|s| s.wants_rekey(now));
+        let retry_due = match &link.pending {
+            Some(p) => now.saturating_duration_since(p.sent) >= backoff(p.attempts),
+            None => now >= link.next_handshake,
+        };
+        if wants_session && retry_due {
+            self.start_link_handshake(now, l, out);
+        }
+    }
+
+    fn send_register(&mut self, now: Instant, l: usize, out: &mut Output) {
+        let ts = self.timestamp(now);
+        let msg = self.register_message(ts);
+        self.links[l].last_register_sent = now;
+        self.send_control(l, &msg, out);
+    }
+
+    fn peer_timers(&mut self, now: Instant, p: usize, out: &mut Output) {
+        let our_key = self.public;
+        let keepalive = self.cfg.keepalive;
+        let peer = self.peers[p].as_mut().expect("caller checked");
+        // Expire sessions.
+        if peer.current.as_ref().is_some_and(|s| !s.usable(now)) {
+            Self::retire(&mut self.index, peer.current.take());
+        }
+        if peer.previous.as_ref().is_some_and(|s| s.age(now) >= REJECT_AFTER_SECS) {
+            Self::retire(&mut self.index, peer.previous.take());
+        }
+        if peer.unconfirmed.as_ref().is_some_and(|s| now.saturating_duration_since(s.created) >= UNCONFIRMED_EXPIRY) {
+            Self::retire(&mut self.index, peer.unconfirmed.take());
+        }
+        // Forget peers nobody lists any more and that went quiet.
+        let quiet_since = peer.last_rx.unwrap_or(peer.created);
+        if !peer.listed() && now.saturating_duration_since(quiet_since) >= PEER_EXPIRY {
+            return self.forget_peer(p);
+        }
+        // Handshakes: the side with the lower key brings sessions up eagerly; either side
+        // does when it has frames waiting; the initiator rekeys, the responder only if the
+        // initiator is late.
+        let eager = our_key < peer.key && peer.listed();
+        let need = match &peer.current {
+            None => eager || !peer.queue.is_empty(),
+            Some(s) => {
+                let age = s.age(now);
+                (s.initiator && s.wants_rekey(now)) || age >= REKEY_AFTER_SECS + 30
+            }
+        };
+        let due = match &peer.pending {
+            Some(h) => now.saturating_duration_since(h.sent) >= backoff(h.attempts),
+            None => true,
+        };
+        if need && due {
+            return self.start_handshake(now, p, out);
+        }
+        if !need && peer.pending.is_some() && peer.current.is_some() {
+            Self::retire_pending(&mut self.index, peer.pending.take());
+        }
+        // Keepalives and probes.
+        let Some(s) = peer.current.as_ref() else { return };
+        if !s.confirmed {
+            return;
+        }
+        let direct = peer.direct_active(now).is_some();
+        if !direct
+            && !peer.endpoints.is_empty()
+            && peer.last_probe.is_none_or(|t| now.saturating_duration_since(t) >= PROBE_INTERVAL)
+        {
+            self.probe(now, p, out);
+        }
+        let peer = self.peers[p].as_ref().expect("exists");
+        if peer.last_tx.is_none_or(|t| now.saturating_duration_since(t) >= keepalive) {
+            if let Some(path) = choose_path(peer, &self.links, now) {
+                self.send_keepalive(now, p, path, out);
+            }
+        }
+        self.note_path(now, p);
+    }
+
+    fn forget_peer(&mut self, p: usize) {
+        let Some(mut peer) = self.peers[p].take() else { return };
+        for s in [peer.current.take(), peer.previous.take(), peer.unconfirmed.take()] {
+            Self::retire(&mut self.index, s);
+        }
+        Self::retire_pending(&mut self.index, peer.pending.take());
+        self.by_key.remove(&peer.key);
+        if self.by_mac.get(&peer.mac) == Some(&p) {
+            self.by_mac.remove(&peer.mac);
+        }
+        self.last_path.remove(&p);
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Status
+
+    /// A snapshot for `status`.
+    pub fn status(&self, now: Instant) -> EdgeStatus {
+        let secs = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t).as_secs_f64());
+        let mut drops = self.drops.clone();
+        let peers = self
+            .peers
+            .iter()
+            .flatten()
+            .map(|peer| {
+                let (path, endpoint) = match choose_path(peer, &self.links, now) {
+                    _ if peer.current.is_none() => ("none", None),
+                    Some(Path::Direct(ep)) if peer.direct_active(now).is_some() => ("direct", Some(ep)),
+                    Some(Path::Relay { link, .. }) => ("relay", Some(self.links[link].addr)),
+                    _ => ("none", None),
+                };
+                for r in DropReason::ALL {
+                    // Peer drops are already in the global counters (drop_peer adds both).
+                    let _ = r;
+                }
+                PeerStatus {
+                    name: peer.name.clone(),
+                    public_key: peer.key,
+                    address: peer.address,
+                    mac: peer.mac,
+                    allowed_cidrs: peer.allowed.clone(),
+                    path,
+                    endpoint,
+                    endpoints: peer.endpoints.clone(),
+                    last_handshake_secs: secs(peer.last_handshake),
+                    last_rx_secs: secs(peer.last_rx),
+                    session: peer.current.is_some(),
+                    traffic: peer.traffic,
+                    drops: peer.drops.clone(),
+                }
+            })
+            .collect();
+        drops = drops.clone();
+        EdgeStatus {
+            public_key: self.public,
+            mac: self.cfg.mac,
+            instance: self.instance,
+            supernodes: self
+                .links
+                .iter()
+                .map(|l| LinkStatus {
+                    address: l.addr,
+                    public_key: l.key,
+                    registered: l.registered,
+                    id: l.id,
+                    observed_endpoint: l.observed,
+                    error: l.error.clone(),
+                    last_ack_secs: secs(l.last_ack),
+                })
+                .collect(),
+            peers,
+            drops,
+        }
+    }
+}
