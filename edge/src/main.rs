@@ -1,1 +1,318 @@
-fn main(){}
+//! `metalvpc-edge`: puts this server on a metalvpc overlay. It creates a TAP device with the
+//! server's overlay address, registers with the supernode(s), and carries Ethernet frames to
+//! the other members, end-to-end encrypted, directly when possible and relayed otherwise.
+
+mod config;
+mod tap;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use metalvpc_common::{self as common, ago, drops_json, human_bytes, MgmtRequest};
+use metalvpc_protocol::edge::{Edge, EdgeConfig, EdgeStatus, Event};
+use metalvpc_protocol::Output;
+use serde_json::json;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::time::Instant;
+use tracing::{info, warn};
+
+/// The edge daemon of a metalvpc overlay: one per server and community.
+///
+/// Quick start on each server:
+///   (umask 077; metalvpc-edge genkey > /etc/metalvpc/prod.key)
+///   metalvpc-edge pubkey < /etc/metalvpc/prod.key    # add it to the supernode's community file
+///   metalvpc-edge run --config /etc/metalvpc/prod.toml
+///   metalvpc-edge status --config /etc/metalvpc/prod.toml
+#[derive(Parser)]
+#[command(name = "metalvpc-edge", version, verbatim_doc_comment)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print a new private key (base64). Store it with mode 600.
+    Genkey,
+    /// Read a private key on stdin and print its public key.
+    Pubkey,
+    /// Run the edge (needs root or CAP_NET_ADMIN to create the TAP device).
+    Run {
+        /// The community's TOML file (community, private_key_file, [[supernode]], [interface]).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a config file without starting; exits non-zero on any problem.
+    Check {
+        /// The community's TOML file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Show the running edge's supernodes and peers (path, endpoint, traffic, drops).
+    Status {
+        /// The config the daemon runs with (to find its management socket).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print JSON for scripts instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Genkey => common::cmd_genkey(),
+        Cmd::Pubkey => common::cmd_pubkey(),
+        Cmd::Run { config } => run(config),
+        Cmd::Check { config } => check(config),
+        Cmd::Status { config, json } => status(config, json),
+    };
+    if let Err(e) = result {
+        eprintln!("metalvpc-edge: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn check(path: PathBuf) -> Result<()> {
+    let c = config::load(&path)?;
+    println!(
+        "{}: OK: community '{}', key {}, interface {} {} mtu {} mac {}, udp port {}, {} supernode(s), management {}",
+        path.display(),
+        c.community,
+        c.private_key.public_key(),
+        c.if_name,
+        c.address,
+        c.mtu,
+        c.mac,
+        c.listen_port,
+        c.supernodes.len(),
+        c.management
+    );
+    Ok(())
+}
+
+struct Info {
+    community: String,
+    address: String,
+    interface: String,
+    mtu: u32,
+    listen_port: u16,
+}
+
+fn status_json(st: &EdgeStatus, info: &Info) -> serde_json::Value {
+    json!({
+        "community": info.community,
+        "public_key": st.public_key.to_base64(),
+        "address": info.address,
+        "mac": st.mac.to_string(),
+        "interface": info.interface,
+        "mtu": info.mtu,
+        "listen_port": info.listen_port,
+        "registered": st.supernodes.iter().any(|s| s.registered),
+        "supernodes": st.supernodes.iter().map(|s| json!({
+            "address": s.address.to_string(),
+            "public_key": s.public_key.to_base64(),
+            "registered": s.registered,
+            "id": s.id,
+            "observed_endpoint": s.observed_endpoint.map(|e| e.to_string()),
+            "last_ack_secs": s.last_ack_secs,
+            "error": s.error,
+        })).collect::<Vec<_>>(),
+        "peers": st.peers.iter().map(|p| json!({
+            "name": p.name,
+            "public_key": p.public_key.to_base64(),
+            "address": p.address.to_string(),
+            "mac": p.mac.to_string(),
+            "allowed_cidrs": p.allowed_cidrs.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+            "path": p.path,
+            "endpoint": p.endpoint.map(|e| e.to_string()),
+            "endpoints": p.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+            "session": p.session,
+            "last_handshake_secs": p.last_handshake_secs,
+            "last_rx_secs": p.last_rx_secs,
+            "rx_bytes": p.traffic.rx_bytes,
+            "tx_bytes": p.traffic.tx_bytes,
+            "rx_packets": p.traffic.rx_packets,
+            "tx_packets": p.traffic.tx_packets,
+            "drops": drops_json(&p.drops),
+        })).collect::<Vec<_>>(),
+        "drops": drops_json(&st.drops),
+    })
+}
+
+fn status(path: PathBuf, as_json: bool) -> Result<()> {
+    let mgmt = config::load_management(&path)?;
+    let body = common::query_management(&mgmt, "/status", &path)?;
+    if as_json {
+        println!("{}", body.trim_end());
+        return Ok(());
+    }
+    let v: serde_json::Value = serde_json::from_str(&body)?;
+    let s = |x: &serde_json::Value| x.as_str().unwrap_or("-").to_string();
+    println!("community {}  interface {} {} mtu {}  mac {}", s(&v["community"]), s(&v["interface"]), s(&v["address"]), v["mtu"], s(&v["mac"]));
+    println!("public key {}  udp port {}", s(&v["public_key"]), v["listen_port"]);
+    for sn in v["supernodes"].as_array().into_iter().flatten() {
+        let state = if sn["registered"].as_bool() == Some(true) {
+            format!("registered, seen as {}", s(&sn["observed_endpoint"]))
+        } else {
+            format!("NOT registered: {}", sn["error"].as_str().unwrap_or("connecting"))
+        };
+        println!("supernode {}  {}", s(&sn["address"]), state);
+    }
+    println!("\n{:<16} {:<15} {:<7} {:<22} {:<12} {:>10} {:>10}", "PEER", "ADDRESS", "PATH", "ENDPOINT", "HANDSHAKE", "RX", "TX");
+    for p in v["peers"].as_array().into_iter().flatten() {
+        let name = p["name"].as_str().filter(|x| !x.is_empty()).map(str::to_string).unwrap_or_else(|| s(&p["public_key"]));
+        println!(
+            "{:<16} {:<15} {:<7} {:<22} {:<12} {:>10} {:>10}",
+            name,
+            s(&p["address"]),
+            s(&p["path"]),
+            s(&p["endpoint"]),
+            ago(p["last_handshake_secs"].as_f64()),
+            human_bytes(p["rx_bytes"].as_u64().unwrap_or(0)),
+            human_bytes(p["tx_bytes"].as_u64().unwrap_or(0)),
+        );
+    }
+    let drops: Vec<String> = v["drops"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, n)| n.as_u64() != Some(0))
+        .map(|(k, n)| format!("{k}={n}"))
+        .collect();
+    println!("\ndrops: {}", if drops.is_empty() { "none".to_string() } else { drops.join(" ") });
+    Ok(())
+}
+
+fn log_events(core: &mut Edge) {
+    for ev in core.drain_events() {
+        match ev {
+            Event::Registered { supernode, observed } => info!("registered with supernode {supernode} (it sees us as {observed})"),
+            Event::Refused { supernode, message } => warn!("supernode {supernode} {message}"),
+            Event::LinkLost { supernode } => warn!("supernode {supernode} stopped answering; registering again"),
+            Event::PeerUp { peer } => info!("session with peer '{peer}' established"),
+            Event::PathChanged { peer, path, endpoint } => {
+                info!("peer '{peer}' path is now {path} via {}", endpoint.map(|e| e.to_string()).unwrap_or_default())
+            }
+        }
+    }
+}
+
+fn run(path: PathBuf) -> Result<()> {
+    common::init_logging("info");
+    let cfg = config::load(&path)?;
+    let tap = tap::Tap::open(&cfg.if_name)?;
+    tap.configure(cfg.mac, cfg.mtu, cfg.address.addr(), cfg.address.prefix_len())?;
+    let sock = common::bind_udp(std::net::SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), cfg.listen_port))?;
+    let sock_v6 = sock.local_addr()?.is_ipv6();
+    let waker = common::Waker::install()?;
+    let mgmt = common::serve_management(&cfg.management, waker.handle())?;
+    let locals = tap::local_endpoints(cfg.listen_port, &tap.name);
+    let info = Info {
+        community: cfg.community.clone(),
+        address: cfg.address.to_string(),
+        interface: tap.name.clone(),
+        mtu: cfg.mtu,
+        listen_port: cfg.listen_port,
+    };
+    let mut core = Edge::new(
+        EdgeConfig {
+            community: cfg.community.clone(),
+            private_key: cfg.private_key.clone(),
+            address: cfg.address.addr().into(),
+            mac: cfg.mac,
+            supernodes: cfg.supernodes.clone(),
+            local_endpoints: locals,
+            keepalive: cfg.keepalive,
+        },
+        Instant::now(),
+        common::unix_micros(),
+    );
+    info!(
+        "edge {} up: community '{}', interface {} {} mtu {} mac {}, udp port {}, management {}",
+        core.public_key(),
+        cfg.community,
+        tap.name,
+        cfg.address,
+        cfg.mtu,
+        cfg.mac,
+        cfg.listen_port,
+        cfg.management
+    );
+    let mut out = Output::default();
+    let mut buf = vec![0u8; 65_536];
+    let mut errors = 0u64;
+    while !waker.stopping() {
+        let timeout = core.poll_timeout().saturating_duration_since(Instant::now());
+        let ready = common::poll_readable(&[sock.as_raw_fd(), tap.fd(), waker.fd()], timeout);
+        if ready[2] {
+            waker.drain();
+        }
+        if ready[0] {
+            for _ in 0..256 {
+                match sock.recv_from(&mut buf) {
+                    Ok((n, src)) => {
+                        core.handle_udp(Instant::now(), common::canonical(src), &mut buf[..n], &mut out);
+                        if out.transmits.len() + out.frames.len() >= 64 {
+                            flush(&sock, sock_v6, &tap, &mut out, &mut errors);
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        if ready[1] {
+            for _ in 0..256 {
+                match tap.read(&mut buf) {
+                    Ok(Some(n)) => {
+                        core.handle_frame(Instant::now(), &buf[..n], &mut out);
+                        if out.transmits.len() >= 64 {
+                            flush(&sock, sock_v6, &tap, &mut out, &mut errors);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        warn!("reading {}: {e}", tap.name);
+                        break;
+                    }
+                }
+            }
+        }
+        core.handle_timeout(Instant::now(), &mut out);
+        flush(&sock, sock_v6, &tap, &mut out, &mut errors);
+        log_events(&mut core);
+        while let Ok(req) = mgmt.try_recv() {
+            answer(req, &core, &info);
+        }
+    }
+    info!("stopping; {} goes away with the process", tap.name);
+    if let common::MgmtAddr::Unix(p) = &cfg.management {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(())
+}
+
+fn answer(req: MgmtRequest, core: &Edge, info: &Info) {
+    let reply = match req.path.as_str() {
+        "/status" | "/status.json" => (200, "application/json", status_json(&core.status(Instant::now()), info).to_string()),
+        _ => (404, "text/plain", "unknown path; try /status\n".to_string()),
+    };
+    let _ = req.reply.send(reply);
+}
+
+fn flush(sock: &std::net::UdpSocket, v6: bool, tap: &tap::Tap, out: &mut Output, errors: &mut u64) {
+    for f in &out.frames {
+        // A full TAP queue drops the frame, as a full NIC queue would; TCP recovers.
+        let _ = tap.write(&out.buf[f.clone()]);
+    }
+    for t in &out.transmits {
+        if sock.send_to(out.bytes(t), common::for_socket(v6, t.dst)).is_err() {
+            *errors += 1;
+            if errors.is_power_of_two() {
+                warn!("UDP send to {} failed ({} failures so far)", t.dst, errors);
+            }
+        }
+    }
+    out.clear();
+}

@@ -1,1 +1,248 @@
-fn main(){}
+//! `metalvpc-supernode`: the membership and relay server of a metalvpc overlay.
+
+mod config;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use metalvpc_common::{self as common, ago, drops_json, human_bytes, MgmtRequest};
+use metalvpc_protocol::supernode::{Event, Supernode, SupernodeStatus};
+use metalvpc_protocol::Output;
+use serde_json::json;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::time::Instant;
+use tracing::{info, warn};
+
+/// The supernode of a metalvpc overlay: it admits the edges listed in its community files,
+/// tells them about each other, helps them connect directly, and relays their (still
+/// end-to-end encrypted) packets when no direct path works. It never sees plaintext.
+///
+/// Quick start:
+///   (umask 077; metalvpc-supernode genkey > /etc/metalvpc/supernode.key)
+///   metalvpc-supernode pubkey < /etc/metalvpc/supernode.key   # give this to every edge
+///   metalvpc-supernode run --config /etc/metalvpc/supernode.toml
+#[derive(Parser)]
+#[command(name = "metalvpc-supernode", version, verbatim_doc_comment)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print a new private key (base64). Store it with mode 600.
+    Genkey,
+    /// Read a private key on stdin and print its public key.
+    Pubkey,
+    /// Run the supernode.
+    Run {
+        /// The supernode's TOML file (listen, private_key_file, [[community]] …).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a config file without starting; exits non-zero on any problem.
+    Check {
+        /// The supernode's TOML file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Show the running supernode's communities and members.
+    Status {
+        /// The config the daemon runs with (to find its management socket).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print JSON for scripts instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Genkey => common::cmd_genkey(),
+        Cmd::Pubkey => common::cmd_pubkey(),
+        Cmd::Run { config } => run(config),
+        Cmd::Check { config } => check(config),
+        Cmd::Status { config, json } => status(config, json),
+    };
+    if let Err(e) = result {
+        eprintln!("metalvpc-supernode: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn check(path: PathBuf) -> Result<()> {
+    let cfg = config::load(&path)?;
+    let nodes: usize = cfg.core.communities.iter().map(|c| c.nodes.len()).sum();
+    println!(
+        "{}: OK: listen {}, {} communities, {} nodes, management {}",
+        path.display(),
+        cfg.listen,
+        cfg.core.communities.len(),
+        nodes,
+        cfg.management
+    );
+    Ok(())
+}
+
+fn status_json(st: &SupernodeStatus, listen: std::net::SocketAddr) -> serde_json::Value {
+    json!({
+        "listen": listen.to_string(),
+        "public_key": st.public_key.to_base64(),
+        "communities": st.communities.iter().map(|c| json!({
+            "name": c.name,
+            "network": c.network.to_string(),
+            "epoch": c.epoch,
+            "members": c.members.iter().map(|m| json!({
+                "name": m.name,
+                "public_key": m.public_key.to_base64(),
+                "address": m.address.to_string(),
+                "id": m.id,
+                "registered": m.registered,
+                "endpoint": m.endpoint.map(|e| e.to_string()),
+                "local_endpoints": m.local_endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+                "mac": m.mac.map(|x| x.to_string()),
+                "last_seen_secs": m.last_seen_secs,
+                "registered_secs": m.registered_secs,
+                "rx_packets": m.traffic.rx_packets,
+                "tx_packets": m.traffic.tx_packets,
+                "relay_rx_bytes": m.traffic.rx_bytes,
+                "relay_tx_bytes": m.traffic.tx_bytes,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "drops": drops_json(&st.drops),
+        "refused": st.refused,
+        "relay": {"packets": st.relay_packets, "bytes": st.relay_bytes},
+    })
+}
+
+fn status(path: PathBuf, as_json: bool) -> Result<()> {
+    let (mgmt, _) = config::load_meta(&path)?;
+    let body = common::query_management(&mgmt, "/status", &path)?;
+    if as_json {
+        println!("{}", body.trim_end());
+        return Ok(());
+    }
+    let v: serde_json::Value = serde_json::from_str(&body)?;
+    println!("supernode {}  key {}", v["listen"].as_str().unwrap_or("?"), v["public_key"].as_str().unwrap_or("?"));
+    println!(
+        "relayed {} packets ({}), refused {} registrations",
+        v["relay"]["packets"],
+        human_bytes(v["relay"]["bytes"].as_u64().unwrap_or(0)),
+        v["refused"]
+    );
+    for c in v["communities"].as_array().into_iter().flatten() {
+        println!("\ncommunity {} ({})", c["name"].as_str().unwrap_or(""), c["network"].as_str().unwrap_or(""));
+        println!("  {:<16} {:<16} {:<12} {:<24} {:<10}", "NAME", "ADDRESS", "STATE", "ENDPOINT", "SEEN");
+        for m in c["members"].as_array().into_iter().flatten() {
+            let name = m["name"].as_str().filter(|s| !s.is_empty()).unwrap_or_else(|| m["public_key"].as_str().unwrap_or(""));
+            println!(
+                "  {:<16} {:<16} {:<12} {:<24} {:<10}",
+                name,
+                m["address"].as_str().unwrap_or(""),
+                if m["registered"].as_bool() == Some(true) { "registered" } else { "offline" },
+                m["endpoint"].as_str().unwrap_or("-"),
+                ago(m["last_seen_secs"].as_f64()),
+            );
+        }
+    }
+    let drops: Vec<String> = v["drops"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, n)| n.as_u64() != Some(0))
+        .map(|(k, n)| format!("{k}={n}"))
+        .collect();
+    println!("\ndrops: {}", if drops.is_empty() { "none".to_string() } else { drops.join(" ") });
+    Ok(())
+}
+
+fn answer(req: MgmtRequest, core: &Supernode, listen: std::net::SocketAddr) {
+    let reply = match req.path.as_str() {
+        "/status" | "/status.json" => (200, "application/json", status_json(&core.status(Instant::now()), listen).to_string()),
+        _ => (404, "text/plain", "unknown path; try /status\n".to_string()),
+    };
+    let _ = req.reply.send(reply);
+}
+
+fn log_events(core: &mut Supernode) {
+    for ev in core.drain_events() {
+        match ev {
+            Event::Registered { community, member, endpoint } => {
+                info!("registered member '{member}' of community '{community}' from {endpoint}")
+            }
+            Event::Refused(r) => warn!("{} (from {}, community '{}')", r.reason, r.from, r.community),
+            Event::Expired { community, member } => {
+                info!("member '{member}' of community '{community}' stopped refreshing; registration expired")
+            }
+        }
+    }
+}
+
+fn run(path: PathBuf) -> Result<()> {
+    common::init_logging("info");
+    let cfg = config::load(&path)?;
+    let sock = common::bind_udp(cfg.listen)?;
+    let sock_v6 = sock.local_addr()?.is_ipv6();
+    let waker = common::Waker::install()?;
+    let mgmt = common::serve_management(&cfg.management, waker.handle())?;
+    let communities: Vec<String> =
+        cfg.core.communities.iter().map(|c| format!("{} ({} nodes)", c.name, c.nodes.len())).collect();
+    let mut core = Supernode::new(cfg.core, Instant::now());
+    info!(
+        "supernode {} listening on udp {}, management {}, communities: {}",
+        core.public_key(),
+        cfg.listen,
+        cfg.management,
+        communities.join(", ")
+    );
+    let mut out = Output::default();
+    let mut buf = vec![0u8; 65_536];
+    let mut send_errors = 0u64;
+    while !waker.stopping() {
+        let timeout = core.poll_timeout().saturating_duration_since(Instant::now());
+        let ready = common::poll_readable(&[sock.as_raw_fd(), waker.fd()], timeout);
+        if ready[1] {
+            waker.drain();
+        }
+        if ready[0] {
+            // Drain a bounded batch, so timers and management still get their turn.
+            for _ in 0..512 {
+                match sock.recv_from(&mut buf) {
+                    Ok((n, src)) => {
+                        core.handle_udp(Instant::now(), common::canonical(src), &mut buf[..n], &mut out);
+                        if out.transmits.len() >= 64 {
+                            flush(&sock, sock_v6, &mut out, &mut send_errors);
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => break,
+                }
+            }
+        }
+        core.handle_timeout(Instant::now(), &mut out);
+        flush(&sock, sock_v6, &mut out, &mut send_errors);
+        log_events(&mut core);
+        while let Ok(req) = mgmt.try_recv() {
+            answer(req, &core, cfg.listen);
+        }
+    }
+    info!("stopping");
+    if let common::MgmtAddr::Unix(p) = &cfg.management {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(())
+}
+
+fn flush(sock: &std::net::UdpSocket, v6: bool, out: &mut Output, errors: &mut u64) {
+    for t in &out.transmits {
+        if sock.send_to(out.bytes(t), common::for_socket(v6, t.dst)).is_err() {
+            *errors += 1;
+            if errors.is_power_of_two() {
+                warn!("UDP send to {} failed ({} failures so far)", t.dst, errors);
+            }
+        }
+    }
+    out.clear();
+}
