@@ -117,6 +117,7 @@ fn status_json(st: &EdgeStatus, info: &Info) -> serde_json::Value {
             "id": s.id,
             "observed_endpoint": s.observed_endpoint.map(|e| e.to_string()),
             "last_ack_secs": s.last_ack_secs,
+            "registered_secs": s.registered_secs,
             "error": s.error,
         })).collect::<Vec<_>>(),
         "peers": st.peers.iter().map(|p| json!({

@@ -133,6 +133,9 @@ struct Peer {
     /// answer copies that arrive over other paths without another Diffie-Hellman.
     last_response: Option<(u32, u64, Vec<u8>)>,
     last_init_timestamp: u64,
+    /// Our index of the last initiation that completed: further answers to it (copies sent
+    /// over other paths) are expected and ignored without counting a drop.
+    completed_index: Option<u32>,
     direct: Option<SocketAddr>,
     last_direct_rx: Option<Instant>,
     last_rx: Option<Instant>,
@@ -175,6 +178,8 @@ pub struct LinkStatus {
     pub error: Option<String>,
     /// Seconds since the last acknowledgement.
     pub last_ack_secs: Option<f64>,
+    /// Seconds since this registration began.
+    pub registered_secs: Option<f64>,
 }
 
 /// One peer as `status` shows it.
@@ -492,7 +497,6 @@ impl Edge {
             Err(OpenError::Replay) => return self.drops.add(DropReason::Replay),
             Err(OpenError::Decrypt) => return self.drops.add(DropReason::DecryptFailed),
         };
-        let _ = src;
         self.handle_packet(now, Path::Relay { link: l, id: from }, src, &mut pkt[inner], out);
     }
 
@@ -545,8 +549,12 @@ impl Edge {
             Some(Owner::Peer(p)) => {
                 let peer = self.peers[p].as_mut().expect("indexed peer exists");
                 let Some(pending) = peer.pending.take_if(|x| x.local_index == receiver) else {
+                    if peer.completed_index == Some(receiver) {
+                        return; // the same answer over a second path
+                    }
                     return self.drop_peer(Some(p), DropReason::Stale);
                 };
+                peer.completed_index = Some(receiver);
                 let keys = match pending.hs.finish_initiation(noise) {
                     Ok((k, _)) => k,
                     Err(_) => {
@@ -563,7 +571,9 @@ impl Edge {
                     peer.direct = Some(src);
                     peer.last_direct_rx = Some(now);
                 }
-                self.events.push(Event::PeerUp { peer: peer_label(peer) });
+                if peer.previous.is_none() {
+                    self.events.push(Event::PeerUp { peer: peer_label(peer) });
+                }
                 self.flush_queue(now, p, out);
             }
             Some(Owner::Link(l)) => {
@@ -590,8 +600,6 @@ impl Edge {
                         link.attempts = 0;
                         let msg = Control::decode(&payload).expect("decoded above");
                         self.on_control(now, l, msg, out);
-                        // Confirm the session to the supernode at once (it may send first
-                        // anyway; this keeps the rule uniform).
                     }
                     Ok(Control::RegisterNak { message, .. }) => {
                         self.index.remove(&receiver);
@@ -685,7 +693,9 @@ impl Edge {
             peer.previous = peer.current.replace(s);
             Self::retire(&mut self.index, old);
             peer.last_handshake = Some(now);
-            self.events.push(Event::PeerUp { peer: peer_label(peer) });
+            if peer.previous.is_none() {
+                self.events.push(Event::PeerUp { peer: peer_label(peer) });
+            }
         }
         peer.last_rx = Some(now);
         let mut answer_direct = None;
@@ -782,7 +792,7 @@ impl Edge {
                     let staging = link.staging.take().expect("present");
                     link.epoch_applied = Some(staging.epoch);
                     let all: Vec<PeerRecord> = staging.chunks.into_iter().flatten().flatten().collect();
-                    self.apply_list(now, l, all, out);
+                    self.apply_list(now, l, all);
                 }
             }
             Control::LookupReply { record: Some(r), .. } => {
@@ -804,7 +814,7 @@ impl Edge {
         }
     }
 
-    fn apply_list(&mut self, now: Instant, l: usize, records: Vec<PeerRecord>, out: &mut Output) {
+    fn apply_list(&mut self, now: Instant, l: usize, records: Vec<PeerRecord>) {
         let listed: std::collections::HashSet<PublicKey> = records.iter().map(|r| r.key).collect();
         for r in records {
             self.upsert_peer(now, l, r);
@@ -818,7 +828,6 @@ impl Edge {
                 }
             }
         }
-        let _ = out;
     }
 
     fn upsert_peer(&mut self, now: Instant, l: usize, r: PeerRecord) {
@@ -844,6 +853,7 @@ impl Edge {
                     pending: None,
                     last_response: None,
                     last_init_timestamp: 0,
+                    completed_index: None,
                     direct: None,
                     last_direct_rx: None,
                     last_rx: None,
@@ -1240,7 +1250,6 @@ impl Edge {
     /// A snapshot for `status`.
     pub fn status(&self, now: Instant) -> EdgeStatus {
         let secs = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t).as_secs_f64());
-        let mut drops = self.drops.clone();
         let peers = self
             .peers
             .iter()
@@ -1252,10 +1261,6 @@ impl Edge {
                     Some(Path::Relay { link, .. }) => ("relay", Some(self.links[link].addr)),
                     _ => ("none", None),
                 };
-                for r in DropReason::ALL {
-                    // Peer drops are already in the global counters (drop_peer adds both).
-                    let _ = r;
-                }
                 PeerStatus {
                     name: peer.name.clone(),
                     public_key: peer.key,
@@ -1273,7 +1278,6 @@ impl Edge {
                 }
             })
             .collect();
-        drops = drops.clone();
         EdgeStatus {
             public_key: self.public,
             mac: self.cfg.mac,
@@ -1289,10 +1293,12 @@ impl Edge {
                     observed_endpoint: l.observed,
                     error: l.error.clone(),
                     last_ack_secs: secs(l.last_ack),
+                    registered_secs: if l.registered { secs(l.registered_at) } else { None },
                 })
                 .collect(),
             peers,
-            drops,
+            // Per-peer drops are counted here too (`drop_peer` adds to both).
+            drops: self.drops.clone(),
         }
     }
 }
