@@ -172,7 +172,9 @@ pub fn chunk_records(records: Vec<PeerRecord>) -> Vec<Vec<PeerRecord>> {
         let mut w = Writer::default();
         put_record(&mut w, &r);
         let last = chunks.last_mut().unwrap();
-        if !last.is_empty() && (size + w.buf.len() > LIST_CHUNK_BYTES || last.len() == RECORDS_PER_LIST) {
+        if !last.is_empty()
+            && (size + w.buf.len() > LIST_CHUNK_BYTES || last.len() == RECORDS_PER_LIST)
+        {
             chunks.push(Vec::new());
             size = 0;
         }
@@ -183,7 +185,12 @@ pub fn chunk_records(records: Vec<PeerRecord>) -> Vec<Vec<PeerRecord>> {
 }
 
 fn put_record(w: &mut Writer, r: &PeerRecord) {
-    w.u32(r.id).raw(&r.key.0).str(&r.name).ip(r.address).raw(&r.mac.0).u64(r.instance);
+    w.u32(r.id)
+        .raw(&r.key.0)
+        .str(&r.name)
+        .ip(r.address)
+        .raw(&r.mac.0)
+        .u64(r.instance);
     let cidrs = &r.allowed_cidrs[..r.allowed_cidrs.len().min(MAX_ALLOWED_CIDRS)];
     w.u8(cidrs.len() as u8);
     for c in cidrs {
@@ -211,7 +218,16 @@ fn get_record(r: &mut Reader<'_>) -> Result<PeerRecord, Truncated> {
         allowed_cidrs.push(IpNet::new(ip, len).map_err(|_| Truncated)?.trunc());
     }
     let endpoints = get_endpoints(r)?;
-    Ok(PeerRecord { id, key, name, address, mac, instance, allowed_cidrs, endpoints })
+    Ok(PeerRecord {
+        id,
+        key,
+        name,
+        address,
+        mac,
+        instance,
+        allowed_cidrs,
+        endpoints,
+    })
 }
 
 fn get_endpoints(r: &mut Reader<'_>) -> Result<Vec<SocketAddr>, Truncated> {
@@ -224,8 +240,20 @@ impl Control {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::default();
         match self {
-            Control::Register { max_version, community, address, mac, instance, timestamp, endpoints } => {
-                w.u8(T_REGISTER).u8(*max_version).str(community).ip(*address).raw(&mac.0);
+            Control::Register {
+                max_version,
+                community,
+                address,
+                mac,
+                instance,
+                timestamp,
+                endpoints,
+            } => {
+                w.u8(T_REGISTER)
+                    .u8(*max_version)
+                    .str(community)
+                    .ip(*address)
+                    .raw(&mac.0);
                 w.u64(*instance).u64(*timestamp);
                 let eps = &endpoints[..endpoints.len().min(MAX_ENDPOINTS)];
                 w.u8(eps.len() as u8);
@@ -233,8 +261,17 @@ impl Control {
                     w.sockaddr(*e);
                 }
             }
-            Control::RegisterAck { id, observed, epoch, interval } => {
-                w.u8(T_ACK).u32(*id).sockaddr(*observed).u64(*epoch).u16(*interval);
+            Control::RegisterAck {
+                id,
+                observed,
+                epoch,
+                interval,
+            } => {
+                w.u8(T_ACK)
+                    .u32(*id)
+                    .sockaddr(*observed)
+                    .u64(*epoch)
+                    .u16(*interval);
             }
             Control::RegisterNak { code, message } => {
                 w.u8(T_NAK).u8(*code as u8).str(message);
@@ -242,7 +279,12 @@ impl Control {
             Control::SyncRequest => {
                 w.u8(T_SYNC);
             }
-            Control::PeerList { epoch, chunk, chunks, records } => {
+            Control::PeerList {
+                epoch,
+                chunk,
+                chunks,
+                records,
+            } => {
                 w.u8(T_LIST).u64(*epoch).u16(*chunk).u16(*chunks);
                 let recs = &records[..records.len().min(RECORDS_PER_LIST)];
                 w.u8(recs.len() as u8);
@@ -300,15 +342,25 @@ impl Control {
                 epoch: r.u64()?,
                 interval: r.u16()?,
             },
-            T_NAK => Control::RegisterNak { code: NakCode::from_u8(r.u8()?), message: r.str()? },
+            T_NAK => Control::RegisterNak {
+                code: NakCode::from_u8(r.u8()?),
+                message: r.str()?,
+            },
             T_SYNC => Control::SyncRequest,
             T_LIST => {
                 let epoch = r.u64()?;
                 let chunk = r.u16()?;
                 let chunks = r.u16()?;
                 let n = r.count(RECORDS_PER_LIST)?;
-                let records = (0..n).map(|_| get_record(&mut r)).collect::<Result<_, _>>()?;
-                Control::PeerList { epoch, chunk, chunks, records }
+                let records = (0..n)
+                    .map(|_| get_record(&mut r))
+                    .collect::<Result<_, _>>()?;
+                Control::PeerList {
+                    epoch,
+                    chunk,
+                    chunks,
+                    records,
+                }
             }
             T_LOOKUP => {
                 let txid = r.u32()?;
@@ -329,7 +381,9 @@ impl Control {
                 };
                 Control::LookupReply { txid, record }
             }
-            T_NOTIFY => Control::PeerNotify { record: get_record(&mut r)? },
+            T_NOTIFY => Control::PeerNotify {
+                record: get_record(&mut r)?,
+            },
             t => Control::Unknown(t),
         })
     }
@@ -348,8 +402,14 @@ mod tests {
             address: "10.0.0.7".parse().unwrap(),
             mac: Mac([2, 0, 0, 0, 0, id as u8]),
             instance: 42,
-            allowed_cidrs: vec!["10.244.1.0/24".parse().unwrap(), "fd00::/64".parse().unwrap()],
-            endpoints: vec!["198.18.0.5:7655".parse().unwrap(), "[2001:db8::5]:7655".parse().unwrap()],
+            allowed_cidrs: vec![
+                "10.244.1.0/24".parse().unwrap(),
+                "fd00::/64".parse().unwrap(),
+            ],
+            endpoints: vec![
+                "198.18.0.5:7655".parse().unwrap(),
+                "[2001:db8::5]:7655".parse().unwrap(),
+            ],
         }
     }
 
@@ -365,15 +425,43 @@ mod tests {
                 timestamp: 1_700_000_000_000_000,
                 endpoints: vec!["192.168.1.4:7655".parse().unwrap()],
             },
-            Control::RegisterAck { id: 3, observed: "198.18.0.9:40000".parse().unwrap(), epoch: 12, interval: 10 },
-            Control::RegisterNak { code: NakCode::AddressNotOwned, message: "no".into() },
+            Control::RegisterAck {
+                id: 3,
+                observed: "198.18.0.9:40000".parse().unwrap(),
+                epoch: 12,
+                interval: 10,
+            },
+            Control::RegisterNak {
+                code: NakCode::AddressNotOwned,
+                message: "no".into(),
+            },
             Control::SyncRequest,
-            Control::PeerList { epoch: 5, chunk: 1, chunks: 3, records: vec![record(1), record(2)] },
-            Control::Lookup { txid: 8, query: Query::Mac(Mac([2, 0, 0, 0, 0, 1])) },
-            Control::Lookup { txid: 9, query: Query::Ip("10.0.0.2".parse().unwrap()) },
-            Control::Lookup { txid: 10, query: Query::Key(PublicKey([7; 32])) },
-            Control::LookupReply { txid: 8, record: Some(record(4)) },
-            Control::LookupReply { txid: 8, record: None },
+            Control::PeerList {
+                epoch: 5,
+                chunk: 1,
+                chunks: 3,
+                records: vec![record(1), record(2)],
+            },
+            Control::Lookup {
+                txid: 8,
+                query: Query::Mac(Mac([2, 0, 0, 0, 0, 1])),
+            },
+            Control::Lookup {
+                txid: 9,
+                query: Query::Ip("10.0.0.2".parse().unwrap()),
+            },
+            Control::Lookup {
+                txid: 10,
+                query: Query::Key(PublicKey([7; 32])),
+            },
+            Control::LookupReply {
+                txid: 8,
+                record: Some(record(4)),
+            },
+            Control::LookupReply {
+                txid: 8,
+                record: None,
+            },
             Control::PeerNotify { record: record(5) },
             Control::Unknown(200),
         ];
@@ -398,8 +486,17 @@ mod tests {
         assert!(chunks.len() > 1);
         assert_eq!(chunks.concat(), records);
         for c in &chunks {
-            let m = Control::PeerList { epoch: 1, chunk: 0, chunks: 1, records: c.clone() };
-            assert!(m.encode().len() <= LIST_CHUNK_BYTES + 200, "{}", m.encode().len());
+            let m = Control::PeerList {
+                epoch: 1,
+                chunk: 0,
+                chunks: 1,
+                records: c.clone(),
+            };
+            assert!(
+                m.encode().len() <= LIST_CHUNK_BYTES + 200,
+                "{}",
+                m.encode().len()
+            );
         }
         assert_eq!(chunk_records(Vec::new()), vec![Vec::<PeerRecord>::new()]);
     }

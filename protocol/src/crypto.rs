@@ -31,7 +31,9 @@ fn nonce(counter: u64) -> Nonce {
 impl AeadKey {
     /// Wraps 32 raw key bytes.
     pub fn new(key: &[u8; 32]) -> Self {
-        Self(LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, key).expect("32-byte key")))
+        Self(LessSafeKey::new(
+            UnboundKey::new(&CHACHA20_POLY1305, key).expect("32-byte key"),
+        ))
     }
 
     /// Encrypts `data` in place and returns the tag to append.
@@ -45,7 +47,10 @@ impl AeadKey {
 
     /// Decrypts `data_and_tag` in place; returns the plaintext length.
     pub fn open(&self, counter: u64, aad: &[u8], data_and_tag: &mut [u8]) -> Option<usize> {
-        self.0.open_in_place(nonce(counter), Aad::from(aad), data_and_tag).ok().map(|p| p.len())
+        self.0
+            .open_in_place(nonce(counter), Aad::from(aad), data_and_tag)
+            .ok()
+            .map(|p| p.len())
     }
 }
 
@@ -65,7 +70,9 @@ impl From<snow::Error> for HandshakeError {
 
 fn builder(local: &PrivateKey) -> Result<snow::Builder<'_>, HandshakeError> {
     let params = NOISE_PARAMS.parse().map_err(|_| HandshakeError)?;
-    Ok(snow::Builder::new(params).local_private_key(&local.0)?.prologue(PROLOGUE)?)
+    Ok(snow::Builder::new(params)
+        .local_private_key(&local.0)?
+        .prologue(PROLOGUE)?)
 }
 
 /// Keys of a finished handshake.
@@ -84,7 +91,9 @@ impl Handshake {
         payload: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<Handshake, HandshakeError> {
-        let mut hs = builder(local)?.remote_public_key(&remote.0)?.build_initiator()?;
+        let mut hs = builder(local)?
+            .remote_public_key(&remote.0)?
+            .build_initiator()?;
         let start = out.len();
         out.resize(start + INIT_NOISE_OVERHEAD + payload.len(), 0);
         let n = hs.write_message(payload, &mut out[start..])?;
@@ -102,22 +111,36 @@ impl Handshake {
         let mut payload = vec![0u8; msg.len()];
         let n = hs.read_message(msg, &mut payload)?;
         payload.truncate(n);
-        let rs: [u8; 32] = hs.get_remote_static().ok_or(HandshakeError)?.try_into().map_err(|_| HandshakeError)?;
+        let rs: [u8; 32] = hs
+            .get_remote_static()
+            .ok_or(HandshakeError)?
+            .try_into()
+            .map_err(|_| HandshakeError)?;
         Ok((Handshake(hs), PublicKey(rs), payload))
     }
 
     /// Responder: appends message 2 (with `payload`) to `out` and returns the session keys.
-    pub fn finish_response(mut self, payload: &[u8], out: &mut Vec<u8>) -> Result<SessionKeys, HandshakeError> {
+    pub fn finish_response(
+        mut self,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<SessionKeys, HandshakeError> {
         let start = out.len();
         out.resize(start + RESP_NOISE_OVERHEAD + payload.len(), 0);
         let n = self.0.write_message(payload, &mut out[start..])?;
         out.truncate(start + n);
         let (i2r, r2i) = self.0.dangerously_get_raw_split();
-        Ok(SessionKeys { send: AeadKey::new(&r2i), recv: AeadKey::new(&i2r) })
+        Ok(SessionKeys {
+            send: AeadKey::new(&r2i),
+            recv: AeadKey::new(&i2r),
+        })
     }
 
     /// Initiator: reads message 2; returns the keys and the payload.
-    pub fn finish_initiation(mut self, msg: &[u8]) -> Result<(SessionKeys, Vec<u8>), HandshakeError> {
+    pub fn finish_initiation(
+        mut self,
+        msg: &[u8],
+    ) -> Result<(SessionKeys, Vec<u8>), HandshakeError> {
         let mut payload = vec![0u8; msg.len()];
         let n = self.0.read_message(msg, &mut payload)?;
         payload.truncate(n);
@@ -125,7 +148,13 @@ impl Handshake {
             return Err(HandshakeError);
         }
         let (i2r, r2i) = self.0.dangerously_get_raw_split();
-        Ok((SessionKeys { send: AeadKey::new(&i2r), recv: AeadKey::new(&r2i) }, payload))
+        Ok((
+            SessionKeys {
+                send: AeadKey::new(&i2r),
+                recv: AeadKey::new(&r2i),
+            },
+            payload,
+        ))
     }
 }
 
@@ -163,7 +192,11 @@ mod tests {
 
     #[test]
     fn initiation_to_the_wrong_responder_fails() {
-        let (a, b, c) = (PrivateKey::generate(), PrivateKey::generate(), PrivateKey::generate());
+        let (a, b, c) = (
+            PrivateKey::generate(),
+            PrivateKey::generate(),
+            PrivateKey::generate(),
+        );
         let mut m1 = Vec::new();
         Handshake::initiate(&a, &b.public_key(), b"", &mut m1).unwrap();
         assert!(Handshake::respond(&c, &m1).is_err());

@@ -16,7 +16,7 @@ use crate::crypto::Handshake;
 use crate::eth::{self, SourceIp};
 use crate::io::{DropCounters, DropReason, Output, Traffic};
 use crate::keys::{Mac, PrivateKey, PublicKey};
-use crate::session::{OpenError, Session, REKEY_AFTER_SECS, REJECT_AFTER_SECS};
+use crate::session::{OpenError, Session, REJECT_AFTER_SECS, REKEY_AFTER_SECS};
 use crate::wire::{self, Packet, WireError, RELAY_HEADER_LEN};
 use ipnet::IpNet;
 use std::collections::{HashMap, VecDeque};
@@ -302,7 +302,12 @@ fn peer_label(p: &Peer) -> String {
 }
 
 /// Sends `build`'s packet over `path`; a relayed packet is wrapped in the supernode session.
-fn emit(out: &mut Output, links: &mut [Link], path: Path, build: impl FnOnce(&mut Vec<u8>)) -> bool {
+fn emit(
+    out: &mut Output,
+    links: &mut [Link],
+    path: Path,
+    build: impl FnOnce(&mut Vec<u8>),
+) -> bool {
     let start = out.buf.len();
     match path {
         Path::Direct(ep) => {
@@ -311,8 +316,12 @@ fn emit(out: &mut Output, links: &mut [Link], path: Path, build: impl FnOnce(&mu
             true
         }
         Path::Relay { link, id } => {
-            let Some(l) = links.get_mut(link) else { return false };
-            let Some(s) = l.session.as_mut().filter(|_| l.registered) else { return false };
+            let Some(l) = links.get_mut(link) else {
+                return false;
+            };
+            let Some(s) = l.session.as_mut().filter(|_| l.registered) else {
+                return false;
+            };
             out.buf.resize(start + RELAY_HEADER_LEN, 0);
             build(&mut out.buf);
             s.seal_relay(id, &mut out.buf, start);
@@ -327,7 +336,10 @@ fn choose_path(peer: &Peer, links: &[Link], now: Instant) -> Option<Path> {
         return Some(Path::Direct(ep));
     }
     for (i, l) in links.iter().enumerate() {
-        if let (true, Some(id)) = (l.registered && l.session.is_some(), peer.relay_ids.get(i).copied().flatten()) {
+        if let (true, Some(id)) = (
+            l.registered && l.session.is_some(),
+            peer.relay_ids.get(i).copied().flatten(),
+        ) {
             return Some(Path::Relay { link: i, id });
         }
     }
@@ -405,7 +417,8 @@ impl Edge {
     }
 
     fn timestamp(&mut self, now: Instant) -> u64 {
-        let wall = self.base_unix_micros + now.saturating_duration_since(self.base_instant).as_micros() as u64;
+        let wall = self.base_unix_micros
+            + now.saturating_duration_since(self.base_instant).as_micros() as u64;
         self.last_timestamp = wall.max(self.last_timestamp + 1);
         self.last_timestamp
     }
@@ -434,7 +447,10 @@ impl Edge {
 
     fn drop_peer(&mut self, p: Option<usize>, r: DropReason) {
         self.drops.add(r);
-        if let Some(peer) = p.and_then(|p| self.peers.get_mut(p)).and_then(Option::as_mut) {
+        if let Some(peer) = p
+            .and_then(|p| self.peers.get_mut(p))
+            .and_then(Option::as_mut)
+        {
             peer.drops.add(r);
         }
     }
@@ -447,7 +463,14 @@ impl Edge {
         self.handle_packet(now, Path::Direct(src), src, pkt, out);
     }
 
-    fn handle_packet(&mut self, now: Instant, path: Path, src: SocketAddr, pkt: &mut [u8], out: &mut Output) {
+    fn handle_packet(
+        &mut self,
+        now: Instant,
+        path: Path,
+        src: SocketAddr,
+        pkt: &mut [u8],
+        out: &mut Output,
+    ) {
         let decoded = match wire::decode(pkt) {
             Ok(p) => p,
             Err(WireError::BadVersion(_)) => return self.drops.add(DropReason::BadVersion),
@@ -458,12 +481,22 @@ impl Edge {
                 let noise = noise.to_vec();
                 self.on_init(now, path, sender, &noise, out)
             }
-            Packet::Resp { sender, receiver, noise } => {
+            Packet::Resp {
+                sender,
+                receiver,
+                noise,
+            } => {
                 let noise = noise.to_vec();
                 self.on_response(now, path, sender, receiver, &noise, out)
             }
-            Packet::Data { receiver, counter } => self.on_data(now, path, receiver, counter, pkt, out),
-            Packet::Relay { receiver, counter, peer } => {
+            Packet::Data { receiver, counter } => {
+                self.on_data(now, path, receiver, counter, pkt, out)
+            }
+            Packet::Relay {
+                receiver,
+                counter,
+                peer,
+            } => {
                 if let Path::Relay { .. } = path {
                     return self.drops.add(DropReason::Malformed);
                 }
@@ -491,13 +524,21 @@ impl Edge {
             .into_iter()
             .flatten()
             .find(|s| s.local_index == receiver);
-        let Some(session) = session else { return self.drops.add(DropReason::UnknownSession) };
+        let Some(session) = session else {
+            return self.drops.add(DropReason::UnknownSession);
+        };
         let inner = match session.open_relay(counter, pkt) {
             Ok(r) => r,
             Err(OpenError::Replay) => return self.drops.add(DropReason::Replay),
             Err(OpenError::Decrypt) => return self.drops.add(DropReason::DecryptFailed),
         };
-        self.handle_packet(now, Path::Relay { link: l, id: from }, src, &mut pkt[inner], out);
+        self.handle_packet(
+            now,
+            Path::Relay { link: l, id: from },
+            src,
+            &mut pkt[inner],
+            out,
+        );
     }
 
     fn on_init(&mut self, now: Instant, path: Path, sender: u32, noise: &[u8], out: &mut Output) {
@@ -511,7 +552,8 @@ impl Edge {
             self.lookup(now, Query::Key(remote), out);
             return;
         };
-        let Ok(ts) = <[u8; 8]>::try_from(payload.get(..8).unwrap_or(&[])).map(u64::from_le_bytes) else {
+        let Ok(ts) = <[u8; 8]>::try_from(payload.get(..8).unwrap_or(&[])).map(u64::from_le_bytes)
+        else {
             return self.drop_peer(Some(p), DropReason::Malformed);
         };
         let peer = self.peers[p].as_mut().expect("indexed peer exists");
@@ -538,13 +580,23 @@ impl Edge {
             }
         };
         peer.last_init_timestamp = ts;
-        let old = peer.unconfirmed.replace(Session::new(local_index, sender, keys, now, false));
+        let old = peer
+            .unconfirmed
+            .replace(Session::new(local_index, sender, keys, now, false));
         Self::retire(&mut self.index, old);
         emit(out, &mut self.links, path, |b| b.extend_from_slice(&msg));
         peer.last_response = Some((sender, ts, msg));
     }
 
-    fn on_response(&mut self, now: Instant, path: Path, sender: u32, receiver: u32, noise: &[u8], out: &mut Output) {
+    fn on_response(
+        &mut self,
+        now: Instant,
+        path: Path,
+        sender: u32,
+        receiver: u32,
+        noise: &[u8],
+        out: &mut Output,
+    ) {
         match self.index.get(&receiver).copied() {
             Some(Owner::Peer(p)) => {
                 let peer = self.peers[p].as_mut().expect("indexed peer exists");
@@ -563,7 +615,9 @@ impl Edge {
                     }
                 };
                 let old = peer.previous.take();
-                peer.previous = peer.current.replace(Session::new(receiver, sender, keys, now, true));
+                peer.previous = peer
+                    .current
+                    .replace(Session::new(receiver, sender, keys, now, true));
                 Self::retire(&mut self.index, old);
                 peer.last_handshake = Some(now);
                 peer.last_rx = Some(now);
@@ -572,7 +626,9 @@ impl Edge {
                     peer.last_direct_rx = Some(now);
                 }
                 if peer.previous.is_none() {
-                    self.events.push(Event::PeerUp { peer: peer_label(peer) });
+                    self.events.push(Event::PeerUp {
+                        peer: peer_label(peer),
+                    });
                 }
                 self.flush_queue(now, p, out);
             }
@@ -623,12 +679,23 @@ impl Edge {
         link.next_handshake = now + REFUSED_RETRY;
         link.awaiting_ack = None;
         if link.error.as_deref() != Some(message.as_str()) {
-            self.events.push(Event::Refused { supernode: link.addr, message: message.clone() });
+            self.events.push(Event::Refused {
+                supernode: link.addr,
+                message: message.clone(),
+            });
         }
         link.error = Some(message);
     }
 
-    fn on_data(&mut self, now: Instant, path: Path, receiver: u32, counter: u64, pkt: &mut [u8], out: &mut Output) {
+    fn on_data(
+        &mut self,
+        now: Instant,
+        path: Path,
+        receiver: u32,
+        counter: u64,
+        pkt: &mut [u8],
+        out: &mut Output,
+    ) {
         match self.index.get(&receiver).copied() {
             None => self.drops.add(DropReason::UnknownSession),
             Some(Owner::Link(l)) => {
@@ -640,7 +707,9 @@ impl Edge {
                     .into_iter()
                     .flatten()
                     .find(|s| s.local_index == receiver);
-                let Some(session) = session else { return self.drops.add(DropReason::Stale) };
+                let Some(session) = session else {
+                    return self.drops.add(DropReason::Stale);
+                };
                 let range = match session.open_data(counter, pkt) {
                     Ok(r) => r,
                     Err(OpenError::Replay) => return self.drops.add(DropReason::Replay),
@@ -667,11 +736,23 @@ impl Edge {
         out: &mut Output,
     ) {
         let peer = self.peers[p].as_mut().expect("indexed peer exists");
-        let slot = if peer.current.as_ref().is_some_and(|s| s.local_index == receiver) {
+        let slot = if peer
+            .current
+            .as_ref()
+            .is_some_and(|s| s.local_index == receiver)
+        {
             &mut peer.current
-        } else if peer.unconfirmed.as_ref().is_some_and(|s| s.local_index == receiver) {
+        } else if peer
+            .unconfirmed
+            .as_ref()
+            .is_some_and(|s| s.local_index == receiver)
+        {
             &mut peer.unconfirmed
-        } else if peer.previous.as_ref().is_some_and(|s| s.local_index == receiver) {
+        } else if peer
+            .previous
+            .as_ref()
+            .is_some_and(|s| s.local_index == receiver)
+        {
             &mut peer.previous
         } else {
             return self.drop_peer(Some(p), DropReason::Stale);
@@ -686,7 +767,11 @@ impl Edge {
             Err(OpenError::Decrypt) => return self.drop_peer(Some(p), DropReason::DecryptFailed),
         };
         // The initiator has proved it holds the keys: the responder session goes live.
-        if peer.unconfirmed.as_ref().is_some_and(|s| s.local_index == receiver) {
+        if peer
+            .unconfirmed
+            .as_ref()
+            .is_some_and(|s| s.local_index == receiver)
+        {
             let mut s = peer.unconfirmed.take().expect("checked");
             s.confirmed = true;
             let old = peer.previous.take();
@@ -694,7 +779,9 @@ impl Edge {
             Self::retire(&mut self.index, old);
             peer.last_handshake = Some(now);
             if peer.previous.is_none() {
-                self.events.push(Event::PeerUp { peer: peer_label(peer) });
+                self.events.push(Event::PeerUp {
+                    peer: peer_label(peer),
+                });
             }
         }
         peer.last_rx = Some(now);
@@ -756,7 +843,12 @@ impl Edge {
 
     fn on_control(&mut self, now: Instant, l: usize, msg: Control, out: &mut Output) {
         match msg {
-            Control::RegisterAck { id, observed, epoch, interval } => {
+            Control::RegisterAck {
+                id,
+                observed,
+                epoch,
+                interval,
+            } => {
                 let link = &mut self.links[l];
                 let first = !link.registered;
                 link.registered = true;
@@ -769,33 +861,50 @@ impl Edge {
                 link.next_register = now + link.interval;
                 if first {
                     link.registered_at = Some(now);
-                    self.events.push(Event::Registered { supernode: link.addr, observed });
+                    self.events.push(Event::Registered {
+                        supernode: link.addr,
+                        observed,
+                    });
                 }
                 if link.epoch_applied != Some(epoch) {
                     self.send_control(l, &Control::SyncRequest, out);
                 }
             }
             Control::RegisterNak { message, .. } => self.refused(now, l, message),
-            Control::PeerList { epoch, chunk, chunks, records } => {
+            Control::PeerList {
+                epoch,
+                chunk,
+                chunks,
+                records,
+            } => {
                 let chunks = usize::from(chunks.max(1));
                 let chunk = usize::from(chunk);
                 if chunk >= chunks {
                     return self.drops.add(DropReason::Malformed);
                 }
                 let link = &mut self.links[l];
-                let staging = link.staging.get_or_insert_with(|| ListStaging { epoch, chunks: Vec::new() });
+                let staging = link.staging.get_or_insert_with(|| ListStaging {
+                    epoch,
+                    chunks: Vec::new(),
+                });
                 if staging.epoch != epoch || staging.chunks.len() != chunks {
-                    *staging = ListStaging { epoch, chunks: vec![None; chunks] };
+                    *staging = ListStaging {
+                        epoch,
+                        chunks: vec![None; chunks],
+                    };
                 }
                 staging.chunks[chunk] = Some(records);
                 if staging.chunks.iter().all(Option::is_some) {
                     let staging = link.staging.take().expect("present");
                     link.epoch_applied = Some(staging.epoch);
-                    let all: Vec<PeerRecord> = staging.chunks.into_iter().flatten().flatten().collect();
+                    let all: Vec<PeerRecord> =
+                        staging.chunks.into_iter().flatten().flatten().collect();
                     self.apply_list(now, l, all);
                 }
             }
-            Control::LookupReply { record: Some(r), .. } => {
+            Control::LookupReply {
+                record: Some(r), ..
+            } => {
                 self.upsert_peer(now, l, r);
             }
             Control::PeerNotify { record } => {
@@ -885,7 +994,11 @@ impl Edge {
             // The peer restarted: its sessions died with it. Drop ours so that the next frame
             // starts a handshake instead of feeding a session nobody can read.
             peer.instance = r.instance;
-            for s in [peer.current.take(), peer.previous.take(), peer.unconfirmed.take()] {
+            for s in [
+                peer.current.take(),
+                peer.previous.take(),
+                peer.unconfirmed.take(),
+            ] {
                 Self::retire(&mut self.index, s);
             }
             peer.direct = None;
@@ -967,7 +1080,11 @@ impl Edge {
         };
         if self.last_path.get(&p) != Some(&path) && path != "none" {
             self.last_path.insert(p, path);
-            self.events.push(Event::PathChanged { peer: peer_label(peer), path, endpoint });
+            self.events.push(Event::PathChanged {
+                peer: peer_label(peer),
+                path,
+                endpoint,
+            });
         }
     }
 
@@ -975,7 +1092,9 @@ impl Edge {
         let queued = std::mem::take(&mut self.peers[p].as_mut().expect("exists").queue);
         if queued.is_empty() {
             // Confirm a fresh initiator session with a keepalive.
-            if let Some(path) = choose_path(self.peers[p].as_ref().expect("exists"), &self.links, now) {
+            if let Some(path) =
+                choose_path(self.peers[p].as_ref().expect("exists"), &self.links, now)
+            {
                 self.send_keepalive(now, p, path, out);
             }
         }
@@ -986,7 +1105,9 @@ impl Edge {
 
     fn send_keepalive(&mut self, now: Instant, p: usize, path: Path, out: &mut Output) {
         let peer = self.peers[p].as_mut().expect("caller checked");
-        let Some(session) = peer.current.as_mut().filter(|s| s.usable(now)) else { return };
+        let Some(session) = peer.current.as_mut().filter(|s| s.usable(now)) else {
+            return;
+        };
         if emit(out, &mut self.links, path, |b| session.seal_data(&[], b)) {
             peer.last_tx = Some(now);
         }
@@ -1005,18 +1126,44 @@ impl Edge {
 
     fn send_control(&mut self, l: usize, msg: &Control, out: &mut Output) {
         let link = &mut self.links[l];
-        let Some(session) = link.session.as_mut() else { return };
+        let Some(session) = link.session.as_mut() else {
+            return;
+        };
         let start = out.buf.len();
         session.seal_data(&msg.encode(), &mut out.buf);
         out.transmit_from(start, link.addr);
     }
 
+    #[cfg(test)]
+    pub(crate) fn test_send_control(&mut self, l: usize, msg: &Control, out: &mut Output) {
+        self.send_control(l, msg, out);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn test_open_control(&mut self, pkt: &mut [u8]) -> Option<Control> {
+        let Ok(Packet::Data { receiver, counter }) = wire::decode(pkt) else {
+            return None;
+        };
+        let link = self.links.iter_mut().find(|l| {
+            l.session
+                .as_ref()
+                .is_some_and(|s| s.local_index == receiver)
+        })?;
+        let r = link.session.as_mut()?.open_data(counter, pkt).ok()?;
+        Control::decode(&pkt[r]).ok()
+    }
+
     fn lookup(&mut self, now: Instant, query: Query, out: &mut Output) {
-        if self.lookups.get(&query).is_some_and(|t| now.saturating_duration_since(*t) < Duration::from_secs(1)) {
+        if self
+            .lookups
+            .get(&query)
+            .is_some_and(|t| now.saturating_duration_since(*t) < Duration::from_secs(1))
+        {
             return;
         }
         if self.lookups.len() > 1024 {
-            self.lookups.retain(|_, t| now.saturating_duration_since(*t) < Duration::from_secs(1));
+            self.lookups
+                .retain(|_, t| now.saturating_duration_since(*t) < Duration::from_secs(1));
         }
         self.lookups.insert(query, now);
         let txid = self.next_txid;
@@ -1034,7 +1181,12 @@ impl Edge {
         let peer = self.peers[p].as_mut().expect("caller checked");
         let mut msg = Vec::with_capacity(160);
         wire::put_init_header(&mut msg, local_index);
-        let hs = match Handshake::initiate(&self.cfg.private_key, &peer.key, &ts.to_le_bytes(), &mut msg) {
+        let hs = match Handshake::initiate(
+            &self.cfg.private_key,
+            &peer.key,
+            &ts.to_le_bytes(),
+            &mut msg,
+        ) {
             Ok(hs) => hs,
             Err(_) => {
                 self.index.remove(&local_index);
@@ -1042,11 +1194,21 @@ impl Edge {
             }
         };
         let attempts = peer.pending.as_ref().map_or(0, |x| x.attempts + 1);
-        let old = peer.pending.replace(Pending { local_index, hs, sent: now, attempts });
+        let old = peer.pending.replace(Pending {
+            local_index,
+            hs,
+            sent: now,
+            attempts,
+        });
         Self::retire_pending(&mut self.index, old);
         // Every path at once: each direct endpoint, and one supernode relay. The responder
         // answers each copy over the path it came by; the first answer wins.
-        let mut paths: Vec<Path> = peer.endpoints.iter().take(4).map(|e| Path::Direct(*e)).collect();
+        let mut paths: Vec<Path> = peer
+            .endpoints
+            .iter()
+            .take(4)
+            .map(|e| Path::Direct(*e))
+            .collect();
         if let Some(d) = peer.direct.filter(|d| !peer.endpoints.contains(d)) {
             paths.push(Path::Direct(d));
         }
@@ -1070,7 +1232,12 @@ impl Edge {
         let link = &mut self.links[l];
         let start = out.buf.len();
         wire::put_init_header(&mut out.buf, local_index);
-        let hs = match Handshake::initiate(&self.cfg.private_key, &link.key, &register.encode(), &mut out.buf) {
+        let hs = match Handshake::initiate(
+            &self.cfg.private_key,
+            &link.key,
+            &register.encode(),
+            &mut out.buf,
+        ) {
             Ok(hs) => hs,
             Err(_) => {
                 out.buf.truncate(start);
@@ -1080,7 +1247,12 @@ impl Edge {
         };
         out.transmit_from(start, link.addr);
         link.attempts += 1;
-        let old = link.pending.replace(Pending { local_index, hs, sent: now, attempts: link.attempts });
+        let old = link.pending.replace(Pending {
+            local_index,
+            hs,
+            sent: now,
+            attempts: link.attempts,
+        });
         Self::retire_pending(&mut self.index, old);
         link.next_handshake = now + backoff(link.attempts);
         if link.attempts >= 4 && link.error.is_none() {
@@ -1140,7 +1312,9 @@ impl Edge {
                 link.awaiting_ack = None;
                 if link.registered {
                     link.registered = false;
-                    self.events.push(Event::LinkLost { supernode: link.addr });
+                    self.events.push(Event::LinkLost {
+                        supernode: link.addr,
+                    });
                 }
                 Self::retire(&mut self.index, link.session.take());
                 Self::retire(&mut self.index, link.previous.take());
@@ -1153,7 +1327,8 @@ impl Edge {
             self.send_register(now, l, out);
         }
         let link = &self.links[l];
-        let wants_session = link.session.is_none() || link.session.as_ref().is_some_and(|s| s.wants_rekey(now));
+        let wants_session =
+            link.session.is_none() || link.session.as_ref().is_some_and(|s| s.wants_rekey(now));
         let retry_due = match &link.pending {
             Some(p) => now.saturating_duration_since(p.sent) >= backoff(p.attempts),
             None => now >= link.next_handshake,
@@ -1178,10 +1353,18 @@ impl Edge {
         if peer.current.as_ref().is_some_and(|s| !s.usable(now)) {
             Self::retire(&mut self.index, peer.current.take());
         }
-        if peer.previous.as_ref().is_some_and(|s| s.age(now) >= REJECT_AFTER_SECS) {
+        if peer
+            .previous
+            .as_ref()
+            .is_some_and(|s| s.age(now) >= REJECT_AFTER_SECS)
+        {
             Self::retire(&mut self.index, peer.previous.take());
         }
-        if peer.unconfirmed.as_ref().is_some_and(|s| now.saturating_duration_since(s.created) >= UNCONFIRMED_EXPIRY) {
+        if peer
+            .unconfirmed
+            .as_ref()
+            .is_some_and(|s| now.saturating_duration_since(s.created) >= UNCONFIRMED_EXPIRY)
+        {
             Self::retire(&mut self.index, peer.unconfirmed.take());
         }
         // Forget peers nobody lists any more and that went quiet.
@@ -1211,19 +1394,26 @@ impl Edge {
             Self::retire_pending(&mut self.index, peer.pending.take());
         }
         // Keepalives and probes.
-        let Some(s) = peer.current.as_ref() else { return };
+        let Some(s) = peer.current.as_ref() else {
+            return;
+        };
         if !s.confirmed {
             return;
         }
         let direct = peer.direct_active(now).is_some();
         if !direct
             && !peer.endpoints.is_empty()
-            && peer.last_probe.is_none_or(|t| now.saturating_duration_since(t) >= PROBE_INTERVAL)
+            && peer
+                .last_probe
+                .is_none_or(|t| now.saturating_duration_since(t) >= PROBE_INTERVAL)
         {
             self.probe(now, p, out);
         }
         let peer = self.peers[p].as_ref().expect("exists");
-        if peer.last_tx.is_none_or(|t| now.saturating_duration_since(t) >= keepalive) {
+        if peer
+            .last_tx
+            .is_none_or(|t| now.saturating_duration_since(t) >= keepalive)
+        {
             if let Some(path) = choose_path(peer, &self.links, now) {
                 self.send_keepalive(now, p, path, out);
             }
@@ -1232,8 +1422,14 @@ impl Edge {
     }
 
     fn forget_peer(&mut self, p: usize) {
-        let Some(mut peer) = self.peers[p].take() else { return };
-        for s in [peer.current.take(), peer.previous.take(), peer.unconfirmed.take()] {
+        let Some(mut peer) = self.peers[p].take() else {
+            return;
+        };
+        for s in [
+            peer.current.take(),
+            peer.previous.take(),
+            peer.unconfirmed.take(),
+        ] {
             Self::retire(&mut self.index, s);
         }
         Self::retire_pending(&mut self.index, peer.pending.take());
@@ -1257,7 +1453,9 @@ impl Edge {
             .map(|peer| {
                 let (path, endpoint) = match choose_path(peer, &self.links, now) {
                     _ if peer.current.is_none() => ("none", None),
-                    Some(Path::Direct(ep)) if peer.direct_active(now).is_some() => ("direct", Some(ep)),
+                    Some(Path::Direct(ep)) if peer.direct_active(now).is_some() => {
+                        ("direct", Some(ep))
+                    }
                     Some(Path::Relay { link, .. }) => ("relay", Some(self.links[link].addr)),
                     _ => ("none", None),
                 };
@@ -1293,7 +1491,11 @@ impl Edge {
                     observed_endpoint: l.observed,
                     error: l.error.clone(),
                     last_ack_secs: secs(l.last_ack),
-                    registered_secs: if l.registered { secs(l.registered_at) } else { None },
+                    registered_secs: if l.registered {
+                        secs(l.registered_at)
+                    } else {
+                        None
+                    },
                 })
                 .collect(),
             peers,

@@ -97,12 +97,21 @@ mod tests {
     fn finds_sources() {
         let mut ip = vec![0x45; 20];
         ip[12..16].copy_from_slice(&[10, 0, 0, 9]);
-        assert_eq!(source_ip(&frame(ETHERTYPE_IPV4, &ip)), SourceIp::Addr("10.0.0.9".parse().unwrap()));
-        assert_eq!(source_ip(&frame(ETHERTYPE_IPV4, &ip[..19])), SourceIp::Truncated);
+        assert_eq!(
+            source_ip(&frame(ETHERTYPE_IPV4, &ip)),
+            SourceIp::Addr("10.0.0.9".parse().unwrap())
+        );
+        assert_eq!(
+            source_ip(&frame(ETHERTYPE_IPV4, &ip[..19])),
+            SourceIp::Truncated
+        );
 
         let mut arp = vec![0u8; 28];
         arp[14..18].copy_from_slice(&[10, 0, 0, 3]);
-        assert_eq!(source_ip(&frame(ETHERTYPE_ARP, &arp)), SourceIp::Addr("10.0.0.3".parse().unwrap()));
+        assert_eq!(
+            source_ip(&frame(ETHERTYPE_ARP, &arp)),
+            SourceIp::Addr("10.0.0.3".parse().unwrap())
+        );
         arp[14..18].copy_from_slice(&[0, 0, 0, 0]);
         assert_eq!(source_ip(&frame(ETHERTYPE_ARP, &arp)), SourceIp::None);
 
@@ -110,7 +119,10 @@ mod tests {
         v6[8..24].copy_from_slice(&"fe80::1".parse::<Ipv6Addr>().unwrap().octets());
         assert_eq!(source_ip(&frame(ETHERTYPE_IPV6, &v6)), SourceIp::None);
         v6[8..24].copy_from_slice(&"fd00::1".parse::<Ipv6Addr>().unwrap().octets());
-        assert_eq!(source_ip(&frame(ETHERTYPE_IPV6, &v6)), SourceIp::Addr("fd00::1".parse().unwrap()));
+        assert_eq!(
+            source_ip(&frame(ETHERTYPE_IPV6, &v6)),
+            SourceIp::Addr("fd00::1".parse().unwrap())
+        );
 
         assert_eq!(source_ip(&frame(0x8100, &[0; 30])), SourceIp::Unsupported);
         assert_eq!(source_ip(&frame(0x88cc, &[0; 30])), SourceIp::None);

@@ -33,7 +33,10 @@ impl Output {
     }
     /// Queues `buf[start..]` as a datagram to `dst`.
     pub fn transmit_from(&mut self, start: usize, dst: SocketAddr) {
-        self.transmits.push(Transmit { dst, range: start..self.buf.len() });
+        self.transmits.push(Transmit {
+            dst,
+            range: start..self.buf.len(),
+        });
     }
     /// The bytes of a transmit.
     pub fn bytes(&self, t: &Transmit) -> &[u8] {

@@ -8,7 +8,9 @@ use std::fmt;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KeyError {
     /// The text is not base64.
-    #[error("not valid base64 (a key is 44 characters of base64, as printed by `genkey`/`pubkey`)")]
+    #[error(
+        "not valid base64 (a key is 44 characters of base64, as printed by `genkey`/`pubkey`)"
+    )]
     Base64,
     /// The text decodes, but not to 32 bytes.
     #[error("decodes to {0} bytes, but an X25519 key is 32 bytes")]
@@ -17,7 +19,10 @@ pub enum KeyError {
 
 fn decode32(text: &str) -> Result<[u8; 32], KeyError> {
     let bytes = B64.decode(text.trim()).map_err(|_| KeyError::Base64)?;
-    bytes.as_slice().try_into().map_err(|_| KeyError::Length(bytes.len()))
+    bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| KeyError::Length(bytes.len()))
 }
 
 /// An X25519 public key: the identity of a node.
@@ -125,7 +130,11 @@ impl Mac {
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
     }
 }
 impl fmt::Debug for Mac {

@@ -22,7 +22,11 @@ pub struct ReplayWindow {
 
 impl Default for ReplayWindow {
     fn default() -> Self {
-        Self { top: 0, any: false, bits: [0; WORDS] }
+        Self {
+            top: 0,
+            any: false,
+            bits: [0; WORDS],
+        }
     }
 }
 

@@ -43,7 +43,13 @@ pub struct Session {
 
 impl Session {
     /// A new session from handshake keys.
-    pub fn new(local_index: u32, remote_index: u32, keys: SessionKeys, now: Instant, initiator: bool) -> Self {
+    pub fn new(
+        local_index: u32,
+        remote_index: u32,
+        keys: SessionKeys,
+        now: Instant,
+        initiator: bool,
+    ) -> Self {
         Session {
             local_index,
             remote_index,
@@ -92,12 +98,19 @@ impl Session {
 
     /// Opens a data packet in place; returns the plaintext's range within `packet`.
     /// The counter is marked in the replay window only once the tag verified.
-    pub fn open_data(&mut self, counter: u64, packet: &mut [u8]) -> Result<std::ops::Range<usize>, OpenError> {
+    pub fn open_data(
+        &mut self,
+        counter: u64,
+        packet: &mut [u8],
+    ) -> Result<std::ops::Range<usize>, OpenError> {
         if !self.replay.check(counter) {
             return Err(OpenError::Replay);
         }
         let (hdr, body) = packet.split_at_mut(DATA_HEADER_LEN);
-        let n = self.recv.open(counter, hdr, body).ok_or(OpenError::Decrypt)?;
+        let n = self
+            .recv
+            .open(counter, hdr, body)
+            .ok_or(OpenError::Decrypt)?;
         if !self.replay.mark(counter) {
             return Err(OpenError::Replay);
         }
@@ -115,13 +128,19 @@ impl Session {
     }
 
     /// Verifies a relay packet; returns the inner packet's range within `packet`.
-    pub fn open_relay(&mut self, counter: u64, packet: &[u8]) -> Result<std::ops::Range<usize>, OpenError> {
+    pub fn open_relay(
+        &mut self,
+        counter: u64,
+        packet: &[u8],
+    ) -> Result<std::ops::Range<usize>, OpenError> {
         if !self.replay.check(counter) {
             return Err(OpenError::Replay);
         }
         let split = packet.len() - TAG_LEN;
         let mut tag: [u8; TAG_LEN] = packet[split..].try_into().unwrap();
-        self.recv.open(counter, &packet[..split], &mut tag).ok_or(OpenError::Decrypt)?;
+        self.recv
+            .open(counter, &packet[..split], &mut tag)
+            .ok_or(OpenError::Decrypt)?;
         if !self.replay.mark(counter) {
             return Err(OpenError::Replay);
         }
@@ -144,7 +163,10 @@ pub(crate) mod tests {
         let mut m2 = Vec::new();
         let kb = resp.finish_response(b"", &mut m2).unwrap();
         let (ka, _) = init.finish_initiation(&m2).unwrap();
-        (Session::new(1, 2, ka, now, true), Session::new(2, 1, kb, now, false))
+        (
+            Session::new(1, 2, ka, now, true),
+            Session::new(2, 1, kb, now, false),
+        )
     }
 
     #[test]
@@ -154,7 +176,9 @@ pub(crate) mod tests {
         let mut buf = Vec::new();
         a.seal_data(b"ethernet frame", &mut buf);
         assert_eq!(buf.len(), 14 + wire::DATA_OVERHEAD);
-        let Ok(wire::Packet::Data { receiver, counter }) = wire::decode(&buf) else { panic!() };
+        let Ok(wire::Packet::Data { receiver, counter }) = wire::decode(&buf) else {
+            panic!()
+        };
         assert_eq!(receiver, a.remote_index);
         let copy = buf.clone();
         let r = b.open_data(counter, &mut buf).unwrap();
@@ -175,14 +199,18 @@ pub(crate) mod tests {
         let mut buf = vec![0u8; RELAY_HEADER_LEN];
         buf.extend_from_slice(b"inner packet");
         a.seal_relay(33, &mut buf, 0);
-        let Ok(wire::Packet::Relay { counter, peer, .. }) = wire::decode(&buf) else { panic!() };
+        let Ok(wire::Packet::Relay { counter, peer, .. }) = wire::decode(&buf) else {
+            panic!()
+        };
         assert_eq!(peer, 33);
         let r = b.open_relay(counter, &buf).unwrap();
         assert_eq!(&buf[r], b"inner packet");
         assert_eq!(b.open_relay(counter, &buf), Err(OpenError::Replay));
         let mut bad = buf.clone();
         bad[RELAY_HEADER_LEN] ^= 1;
-        let Ok(wire::Packet::Relay { counter, .. }) = wire::decode(&bad) else { panic!() };
+        let Ok(wire::Packet::Relay { counter, .. }) = wire::decode(&bad) else {
+            panic!()
+        };
         assert_eq!(b.open_relay(counter + 1, &bad), Err(OpenError::Decrypt));
     }
 }

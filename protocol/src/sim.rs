@@ -78,7 +78,11 @@ impl Net {
                     .collect(),
             })
             .collect();
-        let sn_cfg = SupernodeConfig { private_key: sn_key.clone(), communities, register_interval: 10 };
+        let sn_cfg = SupernodeConfig {
+            private_key: sn_key.clone(),
+            communities,
+            register_interval: 10,
+        };
         let net = Net {
             now,
             sn_addr: addr(1, 7654),
@@ -109,13 +113,23 @@ impl Net {
             keepalive: crate::edge::DEFAULT_KEEPALIVE,
         };
         let edge = Edge::new(cfg.clone(), self.now, 1_700_000_000_000_000);
-        self.edges.push(SimEdge { addr: a, key: key.clone(), cfg, edge, delivered: Vec::new() });
+        self.edges.push(SimEdge {
+            addr: a,
+            key: key.clone(),
+            cfg,
+            edge,
+            delivered: Vec::new(),
+        });
         i
     }
 
     fn restart_edge(&mut self, i: usize) {
         let e = &mut self.edges[i];
-        e.edge = Edge::new(e.cfg.clone(), self.now, 1_700_000_000_000_000 + 10_000_000_000);
+        e.edge = Edge::new(
+            e.cfg.clone(),
+            self.now,
+            1_700_000_000_000_000 + 10_000_000_000,
+        );
         e.delivered.clear();
     }
 
@@ -145,7 +159,9 @@ impl Net {
         let from = self.edges[i].addr;
         self.collect(from);
         for f in &self.out.frames {
-            self.edges[i].delivered.push(self.out.buf[f.clone()].to_vec());
+            self.edges[i]
+                .delivered
+                .push(self.out.buf[f.clone()].to_vec());
         }
         self.out.clear();
     }
@@ -167,7 +183,9 @@ impl Net {
                 self.collect(self.sn_addr);
                 self.out.clear();
             } else if let Some(i) = self.edges.iter().position(|e| e.addr == dst) {
-                self.edges[i].edge.handle_udp(self.now, src, &mut pkt, &mut self.out);
+                self.edges[i]
+                    .edge
+                    .handle_udp(self.now, src, &mut pkt, &mut self.out);
                 self.drain_edge(i);
             }
         }
@@ -191,7 +209,9 @@ impl Net {
     }
 
     fn send_frame(&mut self, from: usize, frame: &[u8]) {
-        self.edges[from].edge.handle_frame(self.now, frame, &mut self.out);
+        self.edges[from]
+            .edge
+            .handle_frame(self.now, frame, &mut self.out);
         self.drain_edge(from);
         self.deliver_all();
     }
@@ -219,7 +239,10 @@ impl Net {
     fn path(&self, a: usize, b: usize) -> &'static str {
         let key = self.edges[b].key.public_key();
         let st = self.edges[a].edge.status(self.now);
-        st.peers.iter().find(|p| p.public_key == key).map_or("unknown", |p| p.path)
+        st.peers
+            .iter()
+            .find(|p| p.public_key == key)
+            .map_or("unknown", |p| p.path)
     }
 
     fn drops(&self, i: usize, r: DropReason) -> u64 {
@@ -258,8 +281,14 @@ fn edges_register_and_talk_directly() {
 
 #[test]
 fn broadcast_reaches_every_peer_once() {
-    let (mut net, keys) =
-        Net::new(&[("prod", &[("a", [10, 0, 0, 1]), ("b", [10, 0, 0, 2]), ("c", [10, 0, 0, 3])])]);
+    let (mut net, keys) = Net::new(&[(
+        "prod",
+        &[
+            ("a", [10, 0, 0, 1]),
+            ("b", [10, 0, 0, 2]),
+            ("c", [10, 0, 0, 3]),
+        ],
+    )]);
     for (i, k) in keys.iter().enumerate() {
         net.add_edge("prod", k, [10, 0, 0, 1 + i as u8]);
     }
@@ -267,8 +296,14 @@ fn broadcast_reaches_every_peer_once() {
     let f = ip_frame(Mac::BROADCAST, net.mac(0), net.ip(0), b"who has");
     net.send_frame(0, &f);
     net.run(Duration::from_millis(200));
-    assert_eq!(net.edges[1].delivered.iter().filter(|x| **x == f).count(), 1);
-    assert_eq!(net.edges[2].delivered.iter().filter(|x| **x == f).count(), 1);
+    assert_eq!(
+        net.edges[1].delivered.iter().filter(|x| **x == f).count(),
+        1
+    );
+    assert_eq!(
+        net.edges[2].delivered.iter().filter(|x| **x == f).count(),
+        1
+    );
     assert!(net.edges[0].delivered.is_empty());
 }
 
@@ -298,7 +333,10 @@ fn blocked_direct_path_relays_ciphertext_then_upgrades() {
     assert_eq!(net.path(0, 1), "relay");
     assert_eq!(net.path(1, 0), "relay");
     assert!(net.sn.status(net.now).relay_packets > 0);
-    assert!(net.sn_capture.iter().all(|p| !contains(p, marker)), "supernode saw plaintext");
+    assert!(
+        net.sn_capture.iter().all(|p| !contains(p, marker)),
+        "supernode saw plaintext"
+    );
     net.unblock_all();
     net.run(Duration::from_secs(6));
     assert_eq!(net.path(0, 1), "direct");
@@ -360,9 +398,16 @@ fn supernode_restart_keeps_direct_tunnels_and_edges_reregister() {
     }
     net.sn_down = false;
     let start = net.now;
-    while !net.sn.status(net.now).communities[0].members.iter().all(|m| m.registered) {
+    while !net.sn.status(net.now).communities[0]
+        .members
+        .iter()
+        .all(|m| m.registered)
+    {
         net.run(Duration::from_millis(250));
-        assert!(net.now - start < Duration::from_secs(20), "edges did not re-register");
+        assert!(
+            net.now - start < Duration::from_secs(20),
+            "edges did not re-register"
+        );
     }
     assert!(net.unicast(1, 0, b"after"));
     assert_eq!(net.path(0, 1), "direct");
@@ -374,7 +419,10 @@ fn restarted_edge_is_accepted_at_once_and_tunnels_recover() {
     assert!(net.unicast(0, 1, b"before"));
     net.restart_edge(1);
     net.run(Duration::from_secs(2));
-    assert!(net.edges[1].edge.is_registered(), "no lock-out of a restarted member");
+    assert!(
+        net.edges[1].edge.is_registered(),
+        "no lock-out of a restarted member"
+    );
     assert!(net.unicast(0, 1, b"after restart a->b"));
     assert!(net.unicast(1, 0, b"after restart b->a"));
 }
@@ -388,13 +436,23 @@ fn non_member_and_wrong_address_are_refused() {
     net.run(Duration::from_secs(3));
     let s0 = net.edges[0].edge.status(net.now);
     assert!(!s0.supernodes[0].registered);
-    assert!(s0.supernodes[0].error.as_deref().unwrap().contains("not a member"));
+    assert!(s0.supernodes[0]
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("not a member"));
     let s1 = net.edges[1].edge.status(net.now);
     assert!(!s1.supernodes[0].registered);
-    assert!(s1.supernodes[0].error.as_deref().unwrap().contains("belongs to member 'a'"));
+    assert!(s1.supernodes[0]
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("belongs to member 'a'"));
     let refused: Vec<_> = net.sn.drain_events().collect();
     let stranger_key = stranger.public_key().to_base64();
-    assert!(refused.iter().any(|e| matches!(e, crate::supernode::Event::Refused(r) if r.key.to_base64() == stranger_key)));
+    assert!(refused.iter().any(
+        |e| matches!(e, crate::supernode::Event::Refused(r) if r.key.to_base64() == stranger_key)
+    ));
     assert_eq!(net.sn.status(net.now).refused as usize, refused.len());
 }
 
@@ -417,7 +475,12 @@ fn communities_are_isolated() {
     assert_eq!(net.edges[0].edge.status(net.now).peers.len(), 1);
     // A handshake from blue to red's key is not answered: red does not know blue's key.
     let red_key: PublicKey = keys[0].public_key();
-    assert!(!net.edges[2].edge.status(net.now).peers.iter().any(|p| p.public_key == red_key));
+    assert!(!net.edges[2]
+        .edge
+        .status(net.now)
+        .peers
+        .iter()
+        .any(|p| p.public_key == red_key));
 }
 
 #[test]
@@ -440,10 +503,129 @@ fn random_datagrams_are_counted_never_fatal() {
             p[0] = 1; // a valid version, so the deeper decoders are exercised too
             p[1] = (rnd() % 6) as u8;
         }
-        net.wire.push_back((addr(99, 1), if i % 2 == 0 { b } else { sn }, p));
+        net.wire
+            .push_back((addr(99, 1), if i % 2 == 0 { b } else { sn }, p));
     }
     net.deliver_all();
     assert!(net.edges[1].edge.status(net.now).drops.total() >= before_edge + 1400);
     assert!(net.sn.status(net.now).drops.total() >= before_sn + 1400);
     assert!(net.unicast(0, 1, b"still alive"));
+}
+
+#[test]
+fn sessions_rekey_by_time_without_losing_traffic() {
+    let mut net = two_edges();
+    let first = net.edges[0].edge.status(net.now).peers[0]
+        .last_handshake_secs
+        .unwrap();
+    assert!(first < 5.0);
+    // Well past REKEY_AFTER (120 s) and REJECT_AFTER (180 s), with traffic all along.
+    for i in 0..40 {
+        net.run(Duration::from_secs(10));
+        assert!(
+            net.unicast(0, 1, format!("a->b {i}").as_bytes()),
+            "lost at {}s",
+            i * 10
+        );
+        assert!(
+            net.unicast(1, 0, format!("b->a {i}").as_bytes()),
+            "lost at {}s",
+            i * 10
+        );
+    }
+    for i in 0..2 {
+        let st = net.edges[i].edge.status(net.now);
+        let hs = st.peers[0].last_handshake_secs.unwrap();
+        assert!(
+            hs < 150.0,
+            "edge {i} has not rekeyed: last handshake {hs}s ago"
+        );
+        assert_eq!(st.peers[0].path, "direct");
+    }
+}
+
+#[test]
+fn lost_handshakes_are_retried() {
+    let (mut net, keys) = Net::new(&[("prod", &[("a", [10, 0, 0, 1]), ("b", [10, 0, 0, 2])])]);
+    net.add_edge("prod", &keys[0], [10, 0, 0, 1]);
+    net.add_edge("prod", &keys[1], [10, 0, 0, 2]);
+    // The supernode is unreachable at first: edges keep trying with backoff.
+    net.sn_down = true;
+    net.run(Duration::from_secs(5));
+    assert!(!net.edges[0].edge.is_registered());
+    net.sn_down = false;
+    net.run(Duration::from_secs(10));
+    assert!(net.edges[0].edge.is_registered() && net.edges[1].edge.is_registered());
+    assert!(net.unicast(0, 1, b"late but fine"));
+}
+
+#[test]
+fn lookups_by_mac_ip_and_key_find_registered_members() {
+    use crate::control::{Control, Query};
+    let mut net = two_edges();
+    let b_mac = net.mac(1);
+    let b_key = net.edges[1].key.public_key();
+    for (txid, q) in [
+        (1, Query::Mac(b_mac)),
+        (2, Query::Ip("10.0.0.2".parse().unwrap())),
+        (3, Query::Key(b_key)),
+    ] {
+        let reply = net.sn_lookup(0, txid, q);
+        let Some(Control::LookupReply {
+            txid: t,
+            record: Some(r),
+        }) = reply
+        else {
+            panic!("{q:?}: {reply:?}")
+        };
+        assert_eq!(t, txid);
+        assert_eq!(r.key, b_key);
+        assert_eq!(r.mac, b_mac);
+        assert_eq!(r.endpoints[0], net.edges[1].addr);
+    }
+    // An address inside b's allowed CIDRs finds b; an unknown one finds nobody.
+    let reply = net.sn_lookup(0, 4, Query::Ip("10.244.0.9".parse().unwrap()));
+    assert!(matches!(
+        reply,
+        Some(Control::LookupReply {
+            record: Some(_),
+            ..
+        })
+    ));
+    let reply = net.sn_lookup(0, 5, Query::Ip("10.0.0.77".parse().unwrap()));
+    assert_eq!(
+        reply,
+        Some(Control::LookupReply {
+            txid: 5,
+            record: None
+        })
+    );
+}
+
+impl Net {
+    /// Sends a lookup from edge `i` (over its real supernode session) and returns the reply,
+    /// opened with the edge's own session keys by a test-only hook.
+    fn sn_lookup(
+        &mut self,
+        i: usize,
+        txid: u32,
+        q: crate::control::Query,
+    ) -> Option<crate::control::Control> {
+        let msg = crate::control::Control::Lookup { txid, query: q };
+        self.edges[i].edge.test_send_control(0, &msg, &mut self.out);
+        let from = self.edges[i].addr;
+        let mut pkt = self.out.bytes(&self.out.transmits[0]).to_vec();
+        self.out.clear();
+        self.sn.handle_udp(self.now, from, &mut pkt, &mut self.out);
+        let mut replies: Vec<Vec<u8>> = self
+            .out
+            .transmits
+            .iter()
+            .filter(|t| t.dst == from)
+            .map(|t| self.out.bytes(t).to_vec())
+            .collect();
+        self.out.clear();
+        let mut reply = replies.pop()?;
+        self.edges[i].edge.test_open_control(&mut reply)
+    }
 }

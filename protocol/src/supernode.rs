@@ -251,7 +251,13 @@ impl Supernode {
                 let i = comm.nodes.len();
                 comm.by_key.insert(entry.key, i);
                 comm.by_id.insert(next_id, i);
-                comm.nodes.push(Node { entry, id: next_id, last_timestamp: 0, reg: None, traffic: Traffic::default() });
+                comm.nodes.push(Node {
+                    entry,
+                    id: next_id,
+                    last_timestamp: 0,
+                    reg: None,
+                    traffic: Traffic::default(),
+                });
                 next_id += 1;
             }
             sn.communities.push(comm);
@@ -282,18 +288,38 @@ impl Supernode {
                 self.on_init(now, src, sender, &noise, out)
             }
             Packet::Resp { .. } => self.drops.add(DropReason::Malformed),
-            Packet::Data { receiver, counter } => self.on_data(now, src, receiver, counter, pkt, out),
-            Packet::Relay { receiver, counter, peer } => self.on_relay(now, src, receiver, counter, peer, pkt, out),
+            Packet::Data { receiver, counter } => {
+                self.on_data(now, src, receiver, counter, pkt, out)
+            }
+            Packet::Relay {
+                receiver,
+                counter,
+                peer,
+            } => self.on_relay(now, src, receiver, counter, peer, pkt, out),
         }
     }
 
-    fn on_init(&mut self, now: Instant, src: SocketAddr, sender: u32, noise: &[u8], out: &mut Output) {
+    fn on_init(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        sender: u32,
+        noise: &[u8],
+        out: &mut Output,
+    ) {
         let (hs, remote, payload) = match Handshake::respond(&self.key, noise) {
             Ok(x) => x,
             Err(_) => return self.drops.add(DropReason::HandshakeFailed),
         };
-        let Ok(Control::Register { community, address, mac, instance, timestamp, endpoints, .. }) =
-            Control::decode(&payload)
+        let Ok(Control::Register {
+            community,
+            address,
+            mac,
+            instance,
+            timestamp,
+            endpoints,
+            ..
+        }) = Control::decode(&payload)
         else {
             return self.drops.add(DropReason::Malformed);
         };
@@ -305,10 +331,19 @@ impl Supernode {
                 // smaller than the initiation, and no state is kept.
                 self.refused += 1;
                 self.drops.add(DropReason::NotMember);
-                self.events.push(Event::Refused(Refusal { from: src, key: remote, community, reason: reason.clone() }));
+                self.events.push(Event::Refused(Refusal {
+                    from: src,
+                    key: remote,
+                    community,
+                    reason: reason.clone(),
+                }));
                 let start = out.buf.len();
                 wire::put_resp_header(&mut out.buf, 0, sender);
-                let nak = Control::RegisterNak { code, message: reason }.encode();
+                let nak = Control::RegisterNak {
+                    code,
+                    message: reason,
+                }
+                .encode();
                 if hs.finish_response(&nak, &mut out.buf).is_ok() {
                     out.transmit_from(start, src);
                 } else {
@@ -337,7 +372,12 @@ impl Supernode {
         if changed {
             comm.epoch += 1;
         }
-        let ack = Control::RegisterAck { id: node.id, observed: src, epoch: comm.epoch, interval: self.interval };
+        let ack = Control::RegisterAck {
+            id: node.id,
+            observed: src,
+            epoch: comm.epoch,
+            interval: self.interval,
+        };
         let start = out.buf.len();
         wire::put_resp_header(&mut out.buf, local_index, sender);
         let keys = match hs.finish_response(&ack.encode(), &mut out.buf) {
@@ -375,7 +415,11 @@ impl Supernode {
             since,
         });
         if changed {
-            self.events.push(Event::Registered { community: comm.name.clone(), member: label(node), endpoint: src });
+            self.events.push(Event::Registered {
+                community: comm.name.clone(),
+                member: label(node),
+                endpoint: src,
+            });
             self.push_lists(c, Some(n), out);
         }
     }
@@ -390,7 +434,9 @@ impl Supernode {
         let Some(c) = self.communities.iter().position(|x| x.name == community) else {
             return Err((
                 NakCode::UnknownCommunity,
-                format!("refused key {key}: community '{community}' does not exist on this supernode"),
+                format!(
+                    "refused key {key}: community '{community}' does not exist on this supernode"
+                ),
             ));
         };
         let comm = &self.communities[c];
@@ -405,7 +451,11 @@ impl Supernode {
         };
         let node = &comm.nodes[n];
         if node.entry.address != address {
-            let owner = comm.nodes.iter().find(|x| x.entry.address == address).map(label);
+            let owner = comm
+                .nodes
+                .iter()
+                .find(|x| x.entry.address == address)
+                .map(label);
             let whose = match owner {
                 Some(o) => format!("it belongs to member '{o}'"),
                 None => "no member owns it".to_string(),
@@ -419,10 +469,17 @@ impl Supernode {
                 ),
             ));
         }
-        if let Some(other) = comm.nodes.iter().find(|x| x.entry.key != *key && x.reg.as_ref().is_some_and(|r| r.mac == mac)) {
+        if let Some(other) = comm
+            .nodes
+            .iter()
+            .find(|x| x.entry.key != *key && x.reg.as_ref().is_some_and(|r| r.mac == mac))
+        {
             return Err((
                 NakCode::MacInUse,
-                format!("refused key {key}: MAC {mac} is already used by member '{}'", label(other)),
+                format!(
+                    "refused key {key}: MAC {mac} is already used by member '{}'",
+                    label(other)
+                ),
             ));
         }
         Ok((c, n))
@@ -434,12 +491,22 @@ impl Supernode {
         let s = if reg.session.local_index == receiver {
             &mut reg.session
         } else {
-            reg.previous.as_mut().filter(|s| s.local_index == receiver)?
+            reg.previous
+                .as_mut()
+                .filter(|s| s.local_index == receiver)?
         };
         Some((c, n, s))
     }
 
-    fn on_data(&mut self, now: Instant, src: SocketAddr, receiver: u32, counter: u64, pkt: &mut [u8], out: &mut Output) {
+    fn on_data(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        receiver: u32,
+        counter: u64,
+        pkt: &mut [u8],
+        out: &mut Output,
+    ) {
         let Some((c, n, session)) = self.find_session(receiver) else {
             return self.drops.add(DropReason::UnknownSession);
         };
@@ -455,16 +522,29 @@ impl Supernode {
             Err(_) => return self.drops.add(DropReason::Malformed),
         };
         match msg {
-            Control::Register { community, address, mac, instance, endpoints, .. } => {
+            Control::Register {
+                community,
+                address,
+                mac,
+                instance,
+                endpoints,
+                ..
+            } => {
                 let key = self.communities[c].nodes[n].entry.key;
                 let same_community = self.communities[c].name == community;
-                if let Err((code, message)) = self.check_registration(&community, &key, address, mac).and_then(|x| {
-                    if x == (c, n) && same_community {
-                        Ok(x)
-                    } else {
-                        Err((NakCode::Other, "registration does not match its session".to_string()))
-                    }
-                }) {
+                if let Err((code, message)) = self
+                    .check_registration(&community, &key, address, mac)
+                    .and_then(|x| {
+                        if x == (c, n) && same_community {
+                            Ok(x)
+                        } else {
+                            Err((
+                                NakCode::Other,
+                                "registration does not match its session".to_string(),
+                            ))
+                        }
+                    })
+                {
                     self.send(c, n, &Control::RegisterNak { code, message }, out);
                     return;
                 }
@@ -497,7 +577,10 @@ impl Supernode {
                         && match query {
                             Query::Key(k) => x.entry.key == k,
                             Query::Mac(m) => x.reg.as_ref().is_some_and(|r| r.mac == m),
-                            Query::Ip(ip) => x.entry.address == ip || x.entry.allowed_cidrs.iter().any(|n| n.contains(&ip)),
+                            Query::Ip(ip) => {
+                                x.entry.address == ip
+                                    || x.entry.allowed_cidrs.iter().any(|n| n.contains(&ip))
+                            }
                         }
                 });
                 let rec = found.and_then(|i| record(&comm.nodes[i]));
@@ -556,9 +639,13 @@ impl Supernode {
         comm.nodes[n].traffic.rx_packets += 1;
         comm.nodes[n].traffic.rx_bytes += inner.len() as u64;
         // Only within the community: ids of other communities are not in `by_id`.
-        let Some(&t) = comm.by_id.get(&to) else { return self.drops.add(DropReason::NoRoute) };
+        let Some(&t) = comm.by_id.get(&to) else {
+            return self.drops.add(DropReason::NoRoute);
+        };
         let target = &mut comm.nodes[t];
-        let Some(reg) = target.reg.as_mut() else { return self.drops.add(DropReason::NoRoute) };
+        let Some(reg) = target.reg.as_mut() else {
+            return self.drops.add(DropReason::NoRoute);
+        };
         let start = out.buf.len();
         out.buf.resize(start + RELAY_HEADER_LEN, 0);
         out.buf.extend_from_slice(&pkt[inner.clone()]);
@@ -586,7 +673,17 @@ impl Supernode {
         let chunks = chunk_records(records);
         let total = chunks.len() as u16;
         for (i, records) in chunks.into_iter().enumerate() {
-            self.send(c, n, &Control::PeerList { epoch, chunk: i as u16, chunks: total, records }, out);
+            self.send(
+                c,
+                n,
+                &Control::PeerList {
+                    epoch,
+                    chunk: i as u16,
+                    chunks: total,
+                    records,
+                },
+                out,
+            );
         }
     }
 
@@ -616,11 +713,18 @@ impl Supernode {
             let mut changed = false;
             let comm = &mut self.communities[c];
             for node in comm.nodes.iter_mut() {
-                if node.reg.as_ref().is_some_and(|r| now.saturating_duration_since(r.last_seen) >= expiry) {
+                if node
+                    .reg
+                    .as_ref()
+                    .is_some_and(|r| now.saturating_duration_since(r.last_seen) >= expiry)
+                {
                     let reg = node.reg.take().expect("checked");
                     retire(&mut self.sessions, Some(reg.session));
                     retire(&mut self.sessions, reg.previous);
-                    self.events.push(Event::Expired { community: comm.name.clone(), member: label(node) });
+                    self.events.push(Event::Expired {
+                        community: comm.name.clone(),
+                        member: label(node),
+                    });
                     changed = true;
                 }
             }
@@ -653,7 +757,11 @@ impl Supernode {
                             id: n.id,
                             registered: n.reg.is_some(),
                             endpoint: n.reg.as_ref().map(|r| r.endpoint),
-                            local_endpoints: n.reg.as_ref().map(|r| r.locals.clone()).unwrap_or_default(),
+                            local_endpoints: n
+                                .reg
+                                .as_ref()
+                                .map(|r| r.locals.clone())
+                                .unwrap_or_default(),
                             mac: n.reg.as_ref().map(|r| r.mac),
                             last_seen_secs: n.reg.as_ref().map(|r| secs(r.last_seen)),
                             registered_secs: n.reg.as_ref().map(|r| secs(r.since)),

@@ -116,17 +116,19 @@ pub fn decode(b: &[u8]) -> Result<Packet<'_>, WireError> {
         return Err(WireError::BadVersion(b[0]));
     }
     match b[1] {
-        TYPE_HANDSHAKE_INIT if b.len() >= INIT_HEADER_LEN + 96 => {
-            Ok(Packet::Init { sender: u32_at(b, 4), noise: &b[INIT_HEADER_LEN..] })
-        }
+        TYPE_HANDSHAKE_INIT if b.len() >= INIT_HEADER_LEN + 96 => Ok(Packet::Init {
+            sender: u32_at(b, 4),
+            noise: &b[INIT_HEADER_LEN..],
+        }),
         TYPE_HANDSHAKE_RESP if b.len() >= RESP_HEADER_LEN + 48 => Ok(Packet::Resp {
             sender: u32_at(b, 4),
             receiver: u32_at(b, 8),
             noise: &b[RESP_HEADER_LEN..],
         }),
-        TYPE_DATA if b.len() >= DATA_OVERHEAD => {
-            Ok(Packet::Data { receiver: u32_at(b, 4), counter: u64_at(b, 8) })
-        }
+        TYPE_DATA if b.len() >= DATA_OVERHEAD => Ok(Packet::Data {
+            receiver: u32_at(b, 4),
+            counter: u64_at(b, 8),
+        }),
         TYPE_RELAY if b.len() >= RELAY_OVERHEAD + 4 => Ok(Packet::Relay {
             receiver: u32_at(b, 4),
             counter: u64_at(b, 8),
@@ -278,7 +280,9 @@ impl<'a> Reader<'a> {
     pub fn str(&mut self) -> Result<String, Truncated> {
         let n = self.u8()? as usize;
         let bytes = self.raw(n)?;
-        std::str::from_utf8(bytes).map(str::to_owned).map_err(|_| Truncated)
+        std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(|_| Truncated)
     }
     /// Reads an IP address.
     pub fn ip(&mut self) -> Result<IpAddr, Truncated> {
@@ -313,20 +317,46 @@ mod tests {
         let mut b = Vec::new();
         put_init_header(&mut b, 0xdeadbeef);
         b.resize(INIT_HEADER_LEN + 96, 7);
-        assert_eq!(decode(&b), Ok(Packet::Init { sender: 0xdeadbeef, noise: &[7u8; 96][..] }));
+        assert_eq!(
+            decode(&b),
+            Ok(Packet::Init {
+                sender: 0xdeadbeef,
+                noise: &[7u8; 96][..]
+            })
+        );
 
         let mut b = Vec::new();
         put_resp_header(&mut b, 1, 2);
         b.resize(RESP_HEADER_LEN + 48, 9);
-        assert_eq!(decode(&b), Ok(Packet::Resp { sender: 1, receiver: 2, noise: &[9u8; 48][..] }));
+        assert_eq!(
+            decode(&b),
+            Ok(Packet::Resp {
+                sender: 1,
+                receiver: 2,
+                noise: &[9u8; 48][..]
+            })
+        );
 
         let mut b = vec![0u8; DATA_OVERHEAD];
         write_data_header(&mut b, 77, u64::MAX - 3);
-        assert_eq!(decode(&b), Ok(Packet::Data { receiver: 77, counter: u64::MAX - 3 }));
+        assert_eq!(
+            decode(&b),
+            Ok(Packet::Data {
+                receiver: 77,
+                counter: u64::MAX - 3
+            })
+        );
 
         let mut b = vec![0u8; RELAY_OVERHEAD + 4];
         write_relay_header(&mut b, 5, 6, 7);
-        assert_eq!(decode(&b), Ok(Packet::Relay { receiver: 5, counter: 6, peer: 7 }));
+        assert_eq!(
+            decode(&b),
+            Ok(Packet::Relay {
+                receiver: 5,
+                counter: 6,
+                peer: 7
+            })
+        );
     }
 
     #[test]
@@ -341,7 +371,13 @@ mod tests {
     fn reader_round_trip() {
         let mut w = Writer::default();
         let sa: SocketAddr = "[2001:db8::1]:7654".parse().unwrap();
-        w.u8(1).u16(2).u32(3).u64(4).str("héllo").ip("10.0.0.1".parse().unwrap()).sockaddr(sa);
+        w.u8(1)
+            .u16(2)
+            .u32(3)
+            .u64(4)
+            .str("héllo")
+            .ip("10.0.0.1".parse().unwrap())
+            .sockaddr(sa);
         let mut r = Reader::new(&w.buf);
         assert_eq!(r.u8(), Ok(1));
         assert_eq!(r.u16(), Ok(2));
