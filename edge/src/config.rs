@@ -74,7 +74,10 @@ fn read(path: &Path) -> Result<RawConfig> {
 
 /// The default TAP name for a community: `mv-` and the community, cut to 15 characters.
 pub fn default_if_name(community: &str) -> String {
-    let mut n: String = format!("mv-{community}").chars().filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c)).collect();
+    let mut n: String = format!("mv-{community}")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+        .collect();
     n.truncate(15);
     n
 }
@@ -132,11 +135,17 @@ pub fn load(path: &Path) -> Result<Loaded> {
             mac
         }
     };
-    let if_name = raw.interface.name.clone().unwrap_or_else(|| default_if_name(&raw.community));
+    let if_name = raw
+        .interface
+        .name
+        .clone()
+        .unwrap_or_else(|| default_if_name(&raw.community));
     if if_name.is_empty() || if_name.len() > 15 {
         bail!("{f}: key `interface.name` = \"{if_name}\": a Linux interface name is 1 to 15 characters");
     }
-    let keepalive = raw.keepalive.unwrap_or(metalvpc_protocol::edge::DEFAULT_KEEPALIVE.as_secs());
+    let keepalive = raw
+        .keepalive
+        .unwrap_or(metalvpc_protocol::edge::DEFAULT_KEEPALIVE.as_secs());
     if !(1..=300).contains(&keepalive) {
         bail!("{f}: key `keepalive` = {keepalive}: must be 1 to 300 seconds");
     }
@@ -152,4 +161,94 @@ pub fn load(path: &Path) -> Result<Loaded> {
         mtu,
         mac,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::PathBuf;
+
+    struct Dir(PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn setup(name: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("mvpc-edgecfg-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let key = d.join("e.key");
+        std::fs::write(&key, PrivateKey::generate().to_base64()).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        Dir(d)
+    }
+
+    fn base() -> String {
+        format!(
+            "community = \"prod\"\nprivate_key_file = \"e.key\"\n[[supernode]]\naddress = \"198.18.0.1:7654\"\n\
+             public_key = \"{}\"\n[interface]\naddress = \"10.10.0.2/24\"\n",
+            PrivateKey::generate().public_key().to_base64()
+        )
+    }
+
+    #[test]
+    fn defaults() {
+        let d = setup("ok");
+        let p = d.0.join("prod.toml");
+        std::fs::write(&p, base()).unwrap();
+        let c = load(&p).unwrap();
+        assert_eq!(c.mtu, 1390);
+        assert_eq!(c.listen_port, DEFAULT_LISTEN_PORT);
+        assert_eq!(c.if_name, "mv-prod");
+        assert_eq!(c.mac, c.private_key.public_key().derived_mac());
+        assert_eq!(
+            c.management,
+            MgmtAddr::Unix("/run/metalvpc/prod.sock".into())
+        );
+        assert_eq!(
+            default_if_name("a-very-long-community-name"),
+            "mv-a-very-long-"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_key() {
+        let d = setup("err");
+        let p = d.0.join("prod.toml");
+        let cases = [
+            (format!("listn = 1\n{}", base()), "listn"),
+            (
+                base().replace("public_key = \"", "public_key = \"x"),
+                "public_key",
+            ),
+            (
+                base().replace("10.10.0.2/24", "10.10.0.2/33"),
+                "interface.address",
+            ),
+            (
+                base().replace("198.18.0.1:7654", "no-port"),
+                "supernode[0].address",
+            ),
+            (
+                base().replace("[interface]", "[interface]\nmtu = 100"),
+                "interface.mtu",
+            ),
+            (
+                base().replace("[interface]", "[interface]\nmac = \"01:00:5e:00:00:01\""),
+                "interface.mac",
+            ),
+            (base().replace("e.key", "nope.key"), "private_key_file"),
+        ];
+        for (text, needle) in cases {
+            std::fs::write(&p, &text).unwrap();
+            let err = format!(
+                "{:#}",
+                load(&p).err().unwrap_or_else(|| panic!("accepted: {text}"))
+            );
+            assert!(err.contains("prod.toml"), "{err}");
+            assert!(err.contains(needle), "expected {needle:?} in: {err}");
+        }
+    }
 }

@@ -151,19 +151,40 @@ fn status(path: PathBuf, as_json: bool) -> Result<()> {
     }
     let v: serde_json::Value = serde_json::from_str(&body)?;
     let s = |x: &serde_json::Value| x.as_str().unwrap_or("-").to_string();
-    println!("community {}  interface {} {} mtu {}  mac {}", s(&v["community"]), s(&v["interface"]), s(&v["address"]), v["mtu"], s(&v["mac"]));
-    println!("public key {}  udp port {}", s(&v["public_key"]), v["listen_port"]);
+    println!(
+        "community {}  interface {} {} mtu {}  mac {}",
+        s(&v["community"]),
+        s(&v["interface"]),
+        s(&v["address"]),
+        v["mtu"],
+        s(&v["mac"])
+    );
+    println!(
+        "public key {}  udp port {}",
+        s(&v["public_key"]),
+        v["listen_port"]
+    );
     for sn in v["supernodes"].as_array().into_iter().flatten() {
         let state = if sn["registered"].as_bool() == Some(true) {
             format!("registered, seen as {}", s(&sn["observed_endpoint"]))
         } else {
-            format!("NOT registered: {}", sn["error"].as_str().unwrap_or("connecting"))
+            format!(
+                "NOT registered: {}",
+                sn["error"].as_str().unwrap_or("connecting")
+            )
         };
         println!("supernode {}  {}", s(&sn["address"]), state);
     }
-    println!("\n{:<16} {:<15} {:<7} {:<22} {:<12} {:>10} {:>10}", "PEER", "ADDRESS", "PATH", "ENDPOINT", "HANDSHAKE", "RX", "TX");
+    println!(
+        "\n{:<16} {:<15} {:<7} {:<22} {:<12} {:>10} {:>10}",
+        "PEER", "ADDRESS", "PATH", "ENDPOINT", "HANDSHAKE", "RX", "TX"
+    );
     for p in v["peers"].as_array().into_iter().flatten() {
-        let name = p["name"].as_str().filter(|x| !x.is_empty()).map(str::to_string).unwrap_or_else(|| s(&p["public_key"]));
+        let name = p["name"]
+            .as_str()
+            .filter(|x| !x.is_empty())
+            .map(str::to_string)
+            .unwrap_or_else(|| s(&p["public_key"]));
         println!(
             "{:<16} {:<15} {:<7} {:<22} {:<12} {:>10} {:>10}",
             name,
@@ -182,19 +203,38 @@ fn status(path: PathBuf, as_json: bool) -> Result<()> {
         .filter(|(_, n)| n.as_u64() != Some(0))
         .map(|(k, n)| format!("{k}={n}"))
         .collect();
-    println!("\ndrops: {}", if drops.is_empty() { "none".to_string() } else { drops.join(" ") });
+    println!(
+        "\ndrops: {}",
+        if drops.is_empty() {
+            "none".to_string()
+        } else {
+            drops.join(" ")
+        }
+    );
     Ok(())
 }
 
 fn log_events(core: &mut Edge) {
     for ev in core.drain_events() {
         match ev {
-            Event::Registered { supernode, observed } => info!("registered with supernode {supernode} (it sees us as {observed})"),
+            Event::Registered {
+                supernode,
+                observed,
+            } => info!("registered with supernode {supernode} (it sees us as {observed})"),
             Event::Refused { supernode, message } => warn!("supernode {supernode} {message}"),
-            Event::LinkLost { supernode } => warn!("supernode {supernode} stopped answering; registering again"),
+            Event::LinkLost { supernode } => {
+                warn!("supernode {supernode} stopped answering; registering again")
+            }
             Event::PeerUp { peer } => info!("session with peer '{peer}' established"),
-            Event::PathChanged { peer, path, endpoint } => {
-                info!("peer '{peer}' path is now {path} via {}", endpoint.map(|e| e.to_string()).unwrap_or_default())
+            Event::PathChanged {
+                peer,
+                path,
+                endpoint,
+            } => {
+                info!(
+                    "peer '{peer}' path is now {path} via {}",
+                    endpoint.map(|e| e.to_string()).unwrap_or_default()
+                )
             }
         }
     }
@@ -204,8 +244,16 @@ fn run(path: PathBuf) -> Result<()> {
     common::init_logging("info");
     let cfg = config::load(&path)?;
     let tap = tap::Tap::open(&cfg.if_name)?;
-    tap.configure(cfg.mac, cfg.mtu, cfg.address.addr(), cfg.address.prefix_len())?;
-    let sock = common::bind_udp(std::net::SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), cfg.listen_port))?;
+    tap.configure(
+        cfg.mac,
+        cfg.mtu,
+        cfg.address.addr(),
+        cfg.address.prefix_len(),
+    )?;
+    let sock = common::bind_udp(std::net::SocketAddr::new(
+        std::net::Ipv4Addr::UNSPECIFIED.into(),
+        cfg.listen_port,
+    ))?;
     let sock_v6 = sock.local_addr()?.is_ipv6();
     let waker = common::Waker::install()?;
     let mgmt = common::serve_management(&cfg.management, waker.handle())?;
@@ -245,7 +293,9 @@ fn run(path: PathBuf) -> Result<()> {
     let mut buf = vec![0u8; 65_536];
     let mut errors = 0u64;
     while !waker.stopping() {
-        let timeout = core.poll_timeout().saturating_duration_since(Instant::now());
+        let timeout = core
+            .poll_timeout()
+            .saturating_duration_since(Instant::now());
         let ready = common::poll_readable(&[sock.as_raw_fd(), tap.fd(), waker.fd()], timeout);
         if ready[2] {
             waker.drain();
@@ -254,7 +304,12 @@ fn run(path: PathBuf) -> Result<()> {
             for _ in 0..256 {
                 match sock.recv_from(&mut buf) {
                     Ok((n, src)) => {
-                        core.handle_udp(Instant::now(), common::canonical(src), &mut buf[..n], &mut out);
+                        core.handle_udp(
+                            Instant::now(),
+                            common::canonical(src),
+                            &mut buf[..n],
+                            &mut out,
+                        );
                         if out.transmits.len() + out.frames.len() >= 64 {
                             flush(&sock, sock_v6, &tap, &mut out, &mut errors);
                         }
@@ -296,7 +351,11 @@ fn run(path: PathBuf) -> Result<()> {
 
 fn answer(req: MgmtRequest, core: &Edge, info: &Info) {
     let reply = match req.path.as_str() {
-        "/status" | "/status.json" => (200, "application/json", status_json(&core.status(Instant::now()), info).to_string()),
+        "/status" | "/status.json" => (
+            200,
+            "application/json",
+            status_json(&core.status(Instant::now()), info).to_string(),
+        ),
         _ => (404, "text/plain", "unknown path; try /status\n".to_string()),
     };
     let _ = req.reply.send(reply);
@@ -308,7 +367,10 @@ fn flush(sock: &std::net::UdpSocket, v6: bool, tap: &tap::Tap, out: &mut Output,
         let _ = tap.write(&out.buf[f.clone()]);
     }
     for t in &out.transmits {
-        if sock.send_to(out.bytes(t), common::for_socket(v6, t.dst)).is_err() {
+        if sock
+            .send_to(out.bytes(t), common::for_socket(v6, t.dst))
+            .is_err()
+        {
             *errors += 1;
             if errors.is_power_of_two() {
                 warn!("UDP send to {} failed ({} failures so far)", t.dst, errors);

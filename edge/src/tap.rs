@@ -32,7 +32,13 @@ fn ifreq(name: &str) -> Result<libc::ifreq> {
     Ok(ifr)
 }
 
-fn ioctl(fd: RawFd, req: libc::c_ulong, ifr: &mut libc::ifreq, what: &str, name: &str) -> Result<()> {
+fn ioctl(
+    fd: RawFd,
+    req: libc::c_ulong,
+    ifr: &mut libc::ifreq,
+    what: &str,
+    name: &str,
+) -> Result<()> {
     // SAFETY: every request used here takes a pointer to an ifreq, which `ifr` is.
     if unsafe { libc::ioctl(fd, req as _, ifr as *mut libc::ifreq) } < 0 {
         let e = std::io::Error::last_os_error();
@@ -50,7 +56,9 @@ fn sockaddr_in(ip: Ipv4Addr) -> libc::sockaddr {
     let sin = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: 0,
-        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(ip.octets()) },
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(ip.octets()),
+        },
         sin_zero: [0; 8],
     };
     // SAFETY: sockaddr_in and sockaddr have the same size; this is how the API is used.
@@ -61,7 +69,12 @@ impl Tap {
     /// Creates (or attaches to) TAP device `name`, non-blocking.
     pub fn open(name: &str) -> Result<Tap> {
         // SAFETY: open(2) with a constant, NUL-terminated path.
-        let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC) };
+        let fd = unsafe {
+            libc::open(
+                c"/dev/net/tun".as_ptr(),
+                libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+            )
+        };
         if fd < 0 {
             bail!(
                 "cannot open /dev/net/tun: {} (is the tun module loaded? does the edge run as root or with CAP_NET_ADMIN?)",
@@ -72,9 +85,17 @@ impl Tap {
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let mut ifr = ifreq(name)?;
         ifr.ifr_ifru.ifru_flags = IFF_TAP | IFF_NO_PI;
-        ioctl(fd.as_raw_fd(), TUNSETIFF, &mut ifr, "creating the TAP device (TUNSETIFF)", name)?;
+        ioctl(
+            fd.as_raw_fd(),
+            TUNSETIFF,
+            &mut ifr,
+            "creating the TAP device (TUNSETIFF)",
+            name,
+        )?;
         // SAFETY: the kernel wrote a NUL-terminated name into ifr_name.
-        let actual = unsafe { CStr::from_ptr(ifr.ifr_name.as_ptr()) }.to_string_lossy().into_owned();
+        let actual = unsafe { CStr::from_ptr(ifr.ifr_name.as_ptr()) }
+            .to_string_lossy()
+            .into_owned();
         Ok(Tap { fd, name: actual })
     }
 
@@ -98,7 +119,13 @@ impl Tap {
                 *d = b as libc::c_char;
             }
         }
-        ioctl(s, libc::SIOCSIFHWADDR, &mut ifr, "setting the MAC address", name)?;
+        ioctl(
+            s,
+            libc::SIOCSIFHWADDR,
+            &mut ifr,
+            "setting the MAC address",
+            name,
+        )?;
 
         let mut ifr = ifreq(name)?;
         ifr.ifr_ifru.ifru_mtu = mtu as libc::c_int;
@@ -108,16 +135,38 @@ impl Tap {
         ifr.ifr_ifru.ifru_addr = sockaddr_in(addr);
         ioctl(s, libc::SIOCSIFADDR, &mut ifr, "setting the address", name)?;
 
-        let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) };
+        let mask = if prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(prefix))
+        };
         let mut ifr = ifreq(name)?;
         ifr.ifr_ifru.ifru_netmask = sockaddr_in(Ipv4Addr::from(mask));
-        ioctl(s, libc::SIOCSIFNETMASK, &mut ifr, "setting the netmask", name)?;
+        ioctl(
+            s,
+            libc::SIOCSIFNETMASK,
+            &mut ifr,
+            "setting the netmask",
+            name,
+        )?;
 
         let mut ifr = ifreq(name)?;
-        ioctl(s, libc::SIOCGIFFLAGS, &mut ifr, "reading the link flags", name)?;
+        ioctl(
+            s,
+            libc::SIOCGIFFLAGS,
+            &mut ifr,
+            "reading the link flags",
+            name,
+        )?;
         // SAFETY: SIOCGIFFLAGS filled the flags variant.
         unsafe { ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
-        ioctl(s, libc::SIOCSIFFLAGS, &mut ifr, "bringing the link up", name)?;
+        ioctl(
+            s,
+            libc::SIOCSIFFLAGS,
+            &mut ifr,
+            "bringing the link up",
+            name,
+        )?;
         Ok(())
     }
 
@@ -127,7 +176,11 @@ impl Tap {
         let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
         if n < 0 {
             let e = std::io::Error::last_os_error();
-            return if e.kind() == std::io::ErrorKind::WouldBlock { Ok(None) } else { Err(e) };
+            return if e.kind() == std::io::ErrorKind::WouldBlock {
+                Ok(None)
+            } else {
+                Err(e)
+            };
         }
         Ok(Some(n as usize))
     }
@@ -186,7 +239,9 @@ pub fn local_endpoints(port: u16, skip_if: &str) -> Vec<std::net::SocketAddr> {
         };
         let skip = match ip {
             std::net::IpAddr::V4(a) => a.is_loopback() || a.is_link_local() || a.is_unspecified(),
-            std::net::IpAddr::V6(a) => a.is_loopback() || (a.segments()[0] & 0xffc0) == 0xfe80 || a.is_unspecified(),
+            std::net::IpAddr::V6(a) => {
+                a.is_loopback() || (a.segments()[0] & 0xffc0) == 0xfe80 || a.is_unspecified()
+            }
         };
         let sa = std::net::SocketAddr::new(ip, port);
         if !skip && !out.contains(&sa) && out.len() < metalvpc_protocol::control::MAX_ENDPOINTS {

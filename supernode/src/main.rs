@@ -125,7 +125,11 @@ fn status(path: PathBuf, as_json: bool) -> Result<()> {
         return Ok(());
     }
     let v: serde_json::Value = serde_json::from_str(&body)?;
-    println!("supernode {}  key {}", v["listen"].as_str().unwrap_or("?"), v["public_key"].as_str().unwrap_or("?"));
+    println!(
+        "supernode {}  key {}",
+        v["listen"].as_str().unwrap_or("?"),
+        v["public_key"].as_str().unwrap_or("?")
+    );
     println!(
         "relayed {} packets ({}), refused {} registrations",
         v["relay"]["packets"],
@@ -133,15 +137,29 @@ fn status(path: PathBuf, as_json: bool) -> Result<()> {
         v["refused"]
     );
     for c in v["communities"].as_array().into_iter().flatten() {
-        println!("\ncommunity {} ({})", c["name"].as_str().unwrap_or(""), c["network"].as_str().unwrap_or(""));
-        println!("  {:<16} {:<16} {:<12} {:<24} {:<10}", "NAME", "ADDRESS", "STATE", "ENDPOINT", "SEEN");
+        println!(
+            "\ncommunity {} ({})",
+            c["name"].as_str().unwrap_or(""),
+            c["network"].as_str().unwrap_or("")
+        );
+        println!(
+            "  {:<16} {:<16} {:<12} {:<24} {:<10}",
+            "NAME", "ADDRESS", "STATE", "ENDPOINT", "SEEN"
+        );
         for m in c["members"].as_array().into_iter().flatten() {
-            let name = m["name"].as_str().filter(|s| !s.is_empty()).unwrap_or_else(|| m["public_key"].as_str().unwrap_or(""));
+            let name = m["name"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| m["public_key"].as_str().unwrap_or(""));
             println!(
                 "  {:<16} {:<16} {:<12} {:<24} {:<10}",
                 name,
                 m["address"].as_str().unwrap_or(""),
-                if m["registered"].as_bool() == Some(true) { "registered" } else { "offline" },
+                if m["registered"].as_bool() == Some(true) {
+                    "registered"
+                } else {
+                    "offline"
+                },
                 m["endpoint"].as_str().unwrap_or("-"),
                 ago(m["last_seen_secs"].as_f64()),
             );
@@ -154,13 +172,24 @@ fn status(path: PathBuf, as_json: bool) -> Result<()> {
         .filter(|(_, n)| n.as_u64() != Some(0))
         .map(|(k, n)| format!("{k}={n}"))
         .collect();
-    println!("\ndrops: {}", if drops.is_empty() { "none".to_string() } else { drops.join(" ") });
+    println!(
+        "\ndrops: {}",
+        if drops.is_empty() {
+            "none".to_string()
+        } else {
+            drops.join(" ")
+        }
+    );
     Ok(())
 }
 
 fn answer(req: MgmtRequest, core: &Supernode, listen: std::net::SocketAddr) {
     let reply = match req.path.as_str() {
-        "/status" | "/status.json" => (200, "application/json", status_json(&core.status(Instant::now()), listen).to_string()),
+        "/status" | "/status.json" => (
+            200,
+            "application/json",
+            status_json(&core.status(Instant::now()), listen).to_string(),
+        ),
         _ => (404, "text/plain", "unknown path; try /status\n".to_string()),
     };
     let _ = req.reply.send(reply);
@@ -169,10 +198,17 @@ fn answer(req: MgmtRequest, core: &Supernode, listen: std::net::SocketAddr) {
 fn log_events(core: &mut Supernode) {
     for ev in core.drain_events() {
         match ev {
-            Event::Registered { community, member, endpoint } => {
+            Event::Registered {
+                community,
+                member,
+                endpoint,
+            } => {
                 info!("registered member '{member}' of community '{community}' from {endpoint}")
             }
-            Event::Refused(r) => warn!("{} (from {}, community '{}')", r.reason, r.from, r.community),
+            Event::Refused(r) => warn!(
+                "{} (from {}, community '{}')",
+                r.reason, r.from, r.community
+            ),
             Event::Expired { community, member } => {
                 info!("member '{member}' of community '{community}' stopped refreshing; registration expired")
             }
@@ -187,8 +223,12 @@ fn run(path: PathBuf) -> Result<()> {
     let sock_v6 = sock.local_addr()?.is_ipv6();
     let waker = common::Waker::install()?;
     let mgmt = common::serve_management(&cfg.management, waker.handle())?;
-    let communities: Vec<String> =
-        cfg.core.communities.iter().map(|c| format!("{} ({} nodes)", c.name, c.nodes.len())).collect();
+    let communities: Vec<String> = cfg
+        .core
+        .communities
+        .iter()
+        .map(|c| format!("{} ({} nodes)", c.name, c.nodes.len()))
+        .collect();
     let mut core = Supernode::new(cfg.core, Instant::now());
     info!(
         "supernode {} listening on udp {}, management {}, communities: {}",
@@ -201,7 +241,9 @@ fn run(path: PathBuf) -> Result<()> {
     let mut buf = vec![0u8; 65_536];
     let mut send_errors = 0u64;
     while !waker.stopping() {
-        let timeout = core.poll_timeout().saturating_duration_since(Instant::now());
+        let timeout = core
+            .poll_timeout()
+            .saturating_duration_since(Instant::now());
         let ready = common::poll_readable(&[sock.as_raw_fd(), waker.fd()], timeout);
         if ready[1] {
             waker.drain();
@@ -211,7 +253,12 @@ fn run(path: PathBuf) -> Result<()> {
             for _ in 0..512 {
                 match sock.recv_from(&mut buf) {
                     Ok((n, src)) => {
-                        core.handle_udp(Instant::now(), common::canonical(src), &mut buf[..n], &mut out);
+                        core.handle_udp(
+                            Instant::now(),
+                            common::canonical(src),
+                            &mut buf[..n],
+                            &mut out,
+                        );
                         if out.transmits.len() >= 64 {
                             flush(&sock, sock_v6, &mut out, &mut send_errors);
                         }
@@ -237,7 +284,10 @@ fn run(path: PathBuf) -> Result<()> {
 
 fn flush(sock: &std::net::UdpSocket, v6: bool, out: &mut Output, errors: &mut u64) {
     for t in &out.transmits {
-        if sock.send_to(out.bytes(t), common::for_socket(v6, t.dst)).is_err() {
+        if sock
+            .send_to(out.bytes(t), common::for_socket(v6, t.dst))
+            .is_err()
+        {
             *errors += 1;
             if errors.is_power_of_two() {
                 warn!("UDP send to {} failed ({} failures so far)", t.dst, errors);
