@@ -41,7 +41,10 @@ use std::time::{Duration, Instant};
 pub fn bin_dir() -> PathBuf {
     match std::env::var_os("METALVPC_BIN_DIR") {
         Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("target").join("release"),
+        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("target")
+            .join("release"),
     }
 }
 
@@ -107,7 +110,9 @@ pub fn require_netns(test: &str) -> bool {
         return true;
     }
     if std::env::var("METALVPC_REQUIRE_NETNS").as_deref() == Ok("1") {
-        panic!("METALVPC_REQUIRE_NETNS=1 but network namespaces are unavailable (not root?): {test}");
+        panic!(
+            "METALVPC_REQUIRE_NETNS=1 but network namespaces are unavailable (not root?): {test}"
+        );
     }
     eprintln!("\n*** SKIPPED (needs root and network namespaces): {test} ***\n");
     println!("SKIPPED (needs root and network namespaces): {test}");
@@ -147,7 +152,11 @@ pub fn ping(ns: &str, addr: &str, count: u32) -> PingStats {
 
 /// Parses iputils/busybox ping summary lines.
 pub fn parse_ping(text: &str) -> PingStats {
-    let mut st = PingStats { transmitted: 0, received: 0, avg_ms: None };
+    let mut st = PingStats {
+        transmitted: 0,
+        received: 0,
+        avg_ms: None,
+    };
     for line in text.lines() {
         if line.contains("transmitted") {
             let nums: Vec<u32> = line
@@ -158,7 +167,11 @@ pub fn parse_ping(text: &str) -> PingStats {
                 st.transmitted = nums[0];
                 st.received = nums[1];
             }
-        } else if let Some(rest) = line.split(" = ").nth(1).filter(|_| line.contains("min/avg/max")) {
+        } else if let Some(rest) = line
+            .split(" = ")
+            .nth(1)
+            .filter(|_| line.contains("min/avg/max"))
+        {
             st.avg_ms = rest.split('/').nth(1).and_then(|v| v.trim().parse().ok());
         }
     }
@@ -204,19 +217,183 @@ pub fn contains_bytes(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
 
+/// Result of [`tcp_transfer`].
+#[derive(Debug, Clone)]
+pub struct Transfer {
+    pub bytes: u64,
+    pub secs: f64,
+    pub sha256_sent: String,
+    pub sha256_received: String,
+}
+
+impl Transfer {
+    pub fn mbit_per_s(&self) -> f64 {
+        self.bytes as f64 * 8.0 / self.secs / 1e6
+    }
+}
+
+/// A `sha256sum` child fed incrementally (no hashing crate needed).
+struct Sha256Sum(std::process::Child);
+
+impl Sha256Sum {
+    fn new() -> anyhow::Result<Self> {
+        let c = std::process::Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        cleanup::register_pid(c.id());
+        Ok(Sha256Sum(c))
+    }
+    fn update(&mut self, data: &[u8]) -> anyhow::Result<()> {
+        use std::io::Write;
+        Ok(self.0.stdin.as_mut().expect("piped").write_all(data)?)
+    }
+    fn finish(mut self) -> anyhow::Result<String> {
+        drop(self.0.stdin.take());
+        let pid = self.0.id();
+        let out = self.0.wait_with_output()?;
+        cleanup::unregister_pid(pid);
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_string())
+    }
+}
+
+/// Sends `bytes` of random data over TCP from namespace `src_ns` to `dst_addr:port`, where
+/// a listener runs in `dst_ns`; both ends hash what they see with sha256sum. Sockets have
+/// read/write timeouts, and the whole transfer must finish within `timeout`.
+pub fn tcp_transfer(
+    src_ns: &str,
+    dst_ns: &str,
+    dst_addr: std::net::Ipv4Addr,
+    port: u16,
+    bytes: u64,
+    timeout: Duration,
+) -> anyhow::Result<Transfer> {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    let listener = in_netns(dst_ns, move || TcpListener::bind((dst_addr, port)))??;
+    let deadline = Instant::now() + timeout;
+    let io_timeout = Some(Duration::from_secs(20));
+    let rx = netns::spawn_in_netns(dst_ns, move || -> anyhow::Result<(u64, String)> {
+        listener.set_nonblocking(true)?;
+        let mut sock = loop {
+            match listener.accept() {
+                Ok((s, _)) => break s,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        sock.set_nonblocking(false)?;
+        sock.set_read_timeout(io_timeout)?;
+        let mut h = Sha256Sum::new()?;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut n = 0u64;
+        loop {
+            let k = sock.read(&mut buf)?;
+            if k == 0 {
+                break;
+            }
+            h.update(&buf[..k])?;
+            n += k as u64;
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "receiver: transfer timed out after {n} bytes"
+            );
+        }
+        Ok((n, h.finish()?))
+    })?;
+    let start = Instant::now();
+    let tx = netns::spawn_in_netns(src_ns, move || -> anyhow::Result<String> {
+        let addr = SocketAddr::from((dst_addr, port));
+        let mut sock = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+        sock.set_write_timeout(io_timeout)?;
+        let mut h = Sha256Sum::new()?;
+        let mut rnd = std::fs::File::open("/dev/urandom")?;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut left = bytes;
+        while left > 0 {
+            let k = left.min(buf.len() as u64) as usize;
+            rnd.read_exact(&mut buf[..k])?;
+            h.update(&buf[..k])?;
+            sock.write_all(&buf[..k])?;
+            left -= k as u64;
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "sender: transfer timed out, {left} bytes left"
+            );
+        }
+        sock.shutdown(std::net::Shutdown::Write)?;
+        h.finish()
+    })?;
+    let sent = tx
+        .join()
+        .map_err(|_| anyhow::anyhow!("sender panicked"))???;
+    let (n, received) = rx
+        .join()
+        .map_err(|_| anyhow::anyhow!("receiver panicked"))???;
+    Ok(Transfer {
+        bytes: n,
+        secs: start.elapsed().as_secs_f64(),
+        sha256_sent: sent,
+        sha256_received: received,
+    })
+}
+
+/// Sends `count` UDP datagrams of random content and random length (0..=`max_len`) from
+/// namespace `ns` to `dst`. Every third one starts with the valid version byte 1 and a
+/// random type byte, so the parser gets past the version check too. Paced (~20 µs apart)
+/// so the receiver's socket buffer is not simply overrun.
+pub fn send_random_udp(
+    ns: &str,
+    dst: std::net::SocketAddr,
+    count: usize,
+    max_len: usize,
+) -> anyhow::Result<usize> {
+    let pool = random_bytes(count * 4 + max_len + 4);
+    in_netns(ns, move || -> anyhow::Result<usize> {
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        let mut sent = 0;
+        for i in 0..count {
+            let r = &pool[i * 4..];
+            let len = (usize::from(u16::from_le_bytes([r[0], r[1]])) % (max_len + 1)).min(max_len);
+            let off = usize::from(r[2]) * 4 % (pool.len() - max_len);
+            let mut d = pool[off..off + len].to_vec();
+            if i % 3 == 0 && d.len() >= 2 {
+                d[0] = 1;
+                d[1] = r[3] % 8;
+            }
+            if sock.send_to(&d, dst).is_ok() {
+                sent += 1;
+            }
+            std::thread::sleep(Duration::from_micros(20));
+        }
+        Ok(sent)
+    })?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn parses_ping_summary() {
-        let out = "PING 10.0.0.2 (10.0.0.2) 56(84) bytes of data.\n\n--- 10.0.0.2 ping statistics ---\n\
+        let out =
+            "PING 10.0.0.2 (10.0.0.2) 56(84) bytes of data.\n\n--- 10.0.0.2 ping statistics ---\n\
                    5 packets transmitted, 4 received, 20% packet loss, time 803ms\n\
                    rtt min/avg/max/mdev = 0.310/0.512/0.800/0.100 ms\n";
         let st = parse_ping(out);
         assert_eq!((st.transmitted, st.received), (5, 4));
         assert_eq!(st.avg_ms, Some(0.512));
-        let none = parse_ping("3 packets transmitted, 0 received, +3 errors, 100% packet loss, time 2034ms\n");
+        let none = parse_ping(
+            "3 packets transmitted, 0 received, +3 errors, 100% packet loss, time 2034ms\n",
+        );
         assert_eq!((none.transmitted, none.received, none.avg_ms), (3, 0, None));
     }
 

@@ -1,0 +1,725 @@
+//! The lab: an underlay of namespaces on one bridge, keys, configs and daemons.
+
+use crate::exec::{exec_in, run_timeout, run_with_input};
+use crate::netns::{unique_prefix, Netns};
+use crate::pcap::Capture;
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The supernode's underlay address and UDP port in every lab.
+pub const SUPERNODE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+pub const SUPERNODE_PORT: u16 = 7654;
+/// The edges' default UDP port.
+pub const EDGE_PORT: u16 = 7655;
+/// How long a status command may take.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A host namespace attached to the lab's bridge.
+#[derive(Debug, Clone)]
+pub struct HostInfo {
+    /// Namespace name.
+    pub ns: String,
+    /// Underlay address (198.18.0.x).
+    pub ip: Ipv4Addr,
+    /// The host's underlay interface (its end of the veth pair).
+    pub iface: String,
+}
+
+/// How to configure one edge.
+#[derive(Debug, Clone)]
+pub struct EdgeOpts {
+    pub name: String,
+    pub community: String,
+    /// Interface address with prefix length, e.g. `10.97.0.1/24`.
+    pub address: String,
+    pub listen_port: Option<u16>,
+    pub mtu: Option<u32>,
+    /// Extra TOML lines appended to the top level of the config (before any table).
+    pub extra_toml: String,
+}
+
+impl EdgeOpts {
+    pub fn new(name: &str, community: &str, address: &str) -> EdgeOpts {
+        EdgeOpts {
+            name: name.into(),
+            community: community.into(),
+            address: address.into(),
+            listen_port: None,
+            mtu: None,
+            extra_toml: String::new(),
+        }
+    }
+}
+
+/// An edge of the lab (its host, key and config); the daemon itself is owned by the lab.
+#[derive(Debug, Clone)]
+pub struct Edge {
+    pub name: String,
+    pub community: String,
+    pub host: HostInfo,
+    /// TAP device name inside the edge's namespace.
+    pub tap: String,
+    /// Overlay address without prefix length.
+    pub overlay: Ipv4Addr,
+    pub config: PathBuf,
+    pub key_file: PathBuf,
+    pub public_key: String,
+    pub listen_port: u16,
+}
+
+impl Edge {
+    /// Namespace name.
+    pub fn ns(&self) -> &str {
+        &self.host.ns
+    }
+    /// Overlay address as a string (for ping and friends).
+    pub fn ip(&self) -> String {
+        self.overlay.to_string()
+    }
+    /// This edge as a supernode member, with the address it configures on its TAP.
+    pub fn member(&self) -> Member {
+        Member {
+            name: self.name.clone(),
+            public_key: self.public_key.clone(),
+            address: self.ip(),
+            allowed_cidrs: vec![],
+        }
+    }
+}
+
+/// A `[[community.node]]` entry.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub name: String,
+    pub public_key: String,
+    pub address: String,
+    pub allowed_cidrs: Vec<String>,
+}
+
+impl Member {
+    /// Same member, but registered in the supernode under another overlay address.
+    pub fn with_address(mut self, address: &str) -> Member {
+        self.address = address.into();
+        self
+    }
+}
+
+/// A `[[community]]` of the supernode config.
+#[derive(Debug, Clone)]
+pub struct Community {
+    pub name: String,
+    pub network: String,
+    pub members: Vec<Member>,
+}
+
+impl Community {
+    pub fn new(name: &str, network: &str, members: Vec<Member>) -> Community {
+        Community {
+            name: name.into(),
+            network: network.into(),
+            members,
+        }
+    }
+}
+
+/// A daemon process, its stdout+stderr going to `log`. Stopped (TERM, then KILL) and
+/// reaped on drop.
+pub struct Daemon {
+    pub name: String,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Starts `args` inside `ns` (via `ip netns exec`, which execs the program, so the
+    /// child pid is the daemon's own).
+    pub fn spawn(name: &str, ns: &str, args: &[&std::ffi::OsStr], log: &Path) -> Result<Daemon> {
+        let f = std::fs::File::create(log)?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(f.try_clone()?)
+            .stderr(f)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        crate::cleanup::register_pid(child.id());
+        Ok(Daemon {
+            name: name.into(),
+            log: log.into(),
+            child: Some(child),
+        })
+    }
+
+    /// `None` while running, else how it exited.
+    pub fn exited(&mut self) -> Option<String> {
+        match self.child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(None)) => None,
+            Some(Ok(Some(st))) => Some(st.to_string()),
+            Some(Err(e)) => Some(e.to_string()),
+            None => Some("stopped".into()),
+        }
+    }
+
+    /// SIGTERM, wait up to 3 s, then SIGKILL; always reaps.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(3) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+            crate::cleanup::unregister_pid(c.id());
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A private underlay: a bridge in a "switch" namespace, a supernode host at
+/// 198.18.0.1 and edge hosts at 198.18.0.11, .12, … — plus the keys, configs, daemons,
+/// and a temp dir for all their files. Dropping it stops everything and deletes it all;
+/// if the test is panicking, the daemons' logs are printed first.
+pub struct Lab {
+    pub test: String,
+    pub prefix: String,
+    /// Per-test directory with keys, configs, sockets, logs and captures.
+    pub dir: PathBuf,
+    // Field order is drop order: daemons before the namespaces they run in.
+    daemons: Vec<Daemon>,
+    hosts: Vec<Netns>,
+    switch: Netns,
+    pub supernode_host: HostInfo,
+    pub supernode_key_file: PathBuf,
+    pub supernode_public_key: String,
+    pub supernode_config: PathBuf,
+    next_port: u32,
+    next_tap: u32,
+}
+
+impl Lab {
+    /// Builds the switch and the supernode host for `test`. Returns `None` (after printing
+    /// the SKIPPED line) when network namespaces are unavailable; see [`crate::require_netns`].
+    pub fn new(test: &str) -> Option<Lab> {
+        if !crate::require_netns(test) {
+            return None;
+        }
+        Some(Lab::build(test).unwrap_or_else(|e| panic!("{test}: building the lab: {e:#}")))
+    }
+
+    fn build(test: &str) -> Result<Lab> {
+        let prefix = unique_prefix();
+        let dir = std::env::temp_dir().join(&prefix);
+        std::fs::create_dir_all(&dir)?;
+        crate::cleanup::register_dir(dir.clone());
+        let switch = Netns::new(&format!("{prefix}-sw"))?;
+        let br = format!("{prefix}br");
+        switch.run(&["ip", "link", "add", &br, "type", "bridge"])?;
+        switch.run(&["ip", "link", "set", &br, "up"])?;
+        let placeholder = HostInfo {
+            ns: String::new(),
+            ip: SUPERNODE_IP,
+            iface: String::new(),
+        };
+        let mut lab = Lab {
+            test: test.into(),
+            prefix: prefix.clone(),
+            supernode_key_file: dir.join("supernode.key"),
+            supernode_config: dir.join("supernode.toml"),
+            dir,
+            daemons: vec![],
+            hosts: vec![],
+            switch,
+            supernode_host: placeholder,
+            supernode_public_key: String::new(),
+            next_port: 0,
+            next_tap: 0,
+        };
+        lab.supernode_host = lab.add_host("sn", SUPERNODE_IP)?;
+        println!("[{test}] lab {prefix}: files in {}", lab.dir.display());
+        Ok(lab)
+    }
+
+    /// Adds a namespace `<prefix>-<role>` wired to the bridge with underlay address `ip`/24.
+    pub fn add_host(&mut self, role: &str, ip: Ipv4Addr) -> Result<HostInfo> {
+        let i = self.next_port;
+        self.next_port += 1;
+        let ns = Netns::new(&format!("{}-{role}", self.prefix))?;
+        let sw_end = format!("{}p{i}", self.prefix);
+        let host_end = format!("{}h{i}", self.prefix);
+        // Create the pair inside the switch namespace and move one end straight into the
+        // host namespace: nothing is ever created in the root namespace.
+        self.switch.run(&[
+            "ip",
+            "link",
+            "add",
+            &sw_end,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &host_end,
+            "netns",
+            ns.name(),
+        ])?;
+        self.switch.run(&[
+            "ip",
+            "link",
+            "set",
+            &sw_end,
+            "master",
+            &format!("{}br", self.prefix),
+            "up",
+        ])?;
+        ns.run(&["ip", "addr", "add", &format!("{ip}/24"), "dev", &host_end])?;
+        ns.run(&["ip", "link", "set", &host_end, "up"])?;
+        let info = HostInfo {
+            ns: ns.name().to_string(),
+            ip,
+            iface: host_end,
+        };
+        self.hosts.push(ns);
+        Ok(info)
+    }
+
+    /// Generates the supernode key on first use (so a lab without daemons needs no binaries).
+    fn supernode_key(&mut self) -> Result<String> {
+        if self.supernode_public_key.is_empty() {
+            self.supernode_public_key = genkey(&crate::supernode_bin(), &self.supernode_key_file)?;
+        }
+        Ok(self.supernode_public_key.clone())
+    }
+
+    /// Supernode namespace name.
+    pub fn sn_ns(&self) -> &str {
+        &self.supernode_host.ns
+    }
+
+    /// `198.18.0.1:7654`.
+    pub fn supernode_addr(&self) -> String {
+        format!("{SUPERNODE_IP}:{SUPERNODE_PORT}")
+    }
+
+    /// Creates an edge host (198.18.0.<11 + n>), its key and its config. Does not start it.
+    pub fn add_edge(&mut self, opts: EdgeOpts) -> Edge {
+        self.try_add_edge(&opts)
+            .unwrap_or_else(|e| panic!("adding edge {}: {e:#}", opts.name))
+    }
+
+    fn try_add_edge(&mut self, o: &EdgeOpts) -> Result<Edge> {
+        let sn_key = self.supernode_key()?;
+        let n = self.hosts.len() as u8 - 1; // hosts[0] is the supernode
+        let host = self.add_host(&o.name, Ipv4Addr::new(198, 18, 0, 11 + n))?;
+        let key_file = self.dir.join(format!("{}.key", o.name));
+        let public_key = genkey(&crate::edge_bin(), &key_file)?;
+        let tap = format!("{}t{}", self.prefix, self.next_tap);
+        self.next_tap += 1;
+        let overlay: Ipv4Addr = o
+            .address
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .parse()
+            .context("edge address")?;
+        let config = self.dir.join(format!("{}.toml", o.name));
+        let listen_port = o.listen_port.unwrap_or(EDGE_PORT);
+        let mut t = String::new();
+        t += &format!("community = {}\n", q(&o.community));
+        t += &format!("private_key_file = {}\n", q(&key_file.to_string_lossy()));
+        if let Some(p) = o.listen_port {
+            t += &format!("listen_port = {p}\n");
+        }
+        t += &format!(
+            "management = {}\n",
+            q(&self.dir.join(format!("{}.sock", o.name)).to_string_lossy())
+        );
+        t += &o.extra_toml;
+        t += "\n[[supernode]]\n";
+        t += &format!("address = {}\n", q(&self.supernode_addr()));
+        t += &format!("public_key = {}\n", q(&sn_key));
+        t += "\n[interface]\n";
+        t += &format!("name = {}\n", q(&tap));
+        t += &format!("address = {}\n", q(&o.address));
+        if let Some(m) = o.mtu {
+            t += &format!("mtu = {m}\n");
+        }
+        std::fs::write(&config, t)?;
+        Ok(Edge {
+            name: o.name.clone(),
+            community: o.community.clone(),
+            host,
+            tap,
+            overlay,
+            config,
+            key_file,
+            public_key,
+            listen_port,
+        })
+    }
+
+    /// Writes the supernode config for `communities` and starts the supernode; returns once
+    /// its status answers (panics after 10 s).
+    pub fn start_supernode(&mut self, communities: &[Community]) {
+        self.supernode_key().expect("supernode key");
+        let mut t = String::new();
+        t += &format!("listen = {}\n", q(&self.supernode_addr()));
+        t += &format!(
+            "private_key_file = {}\n",
+            q(&self.supernode_key_file.to_string_lossy())
+        );
+        t += &format!(
+            "management = {}\n",
+            q(&self.dir.join("sn.sock").to_string_lossy())
+        );
+        for c in communities {
+            t += &format!(
+                "\n[[community]]\nname = {}\nnetwork = {}\n",
+                q(&c.name),
+                q(&c.network)
+            );
+            for m in &c.members {
+                t += &format!(
+                    "[[community.node]]\nname = {}\npublic_key = {}\naddress = {}\n",
+                    q(&m.name),
+                    q(&m.public_key),
+                    q(&m.address)
+                );
+                if !m.allowed_cidrs.is_empty() {
+                    let l: Vec<String> = m.allowed_cidrs.iter().map(|c| q(c)).collect();
+                    t += &format!("allowed_cidrs = [{}]\n", l.join(", "));
+                }
+            }
+        }
+        std::fs::write(&self.supernode_config, t).expect("writing supernode.toml");
+        let start = Instant::now();
+        self.spawn(
+            "supernode",
+            &self.supernode_host.ns.clone(),
+            &crate::supernode_bin(),
+            &self.supernode_config.clone(),
+        );
+        let ok = crate::wait_until(Duration::from_secs(10), || {
+            self.assert_running();
+            self.supernode_status().is_ok()
+        });
+        if ok.is_none() {
+            panic!(
+                "[{}] supernode status did not answer within 10 s: {:?}",
+                self.test,
+                self.supernode_status().err()
+            );
+        }
+        println!("[{}] supernode up in {:.2?}", self.test, start.elapsed());
+    }
+
+    /// Starts the edge daemon of `e`.
+    pub fn start_edge(&mut self, e: &Edge) {
+        self.spawn(&e.name, &e.host.ns, &crate::edge_bin(), &e.config);
+    }
+
+    fn spawn(&mut self, name: &str, ns: &str, bin: &Path, config: &Path) {
+        let log = self.dir.join(format!("{name}.log"));
+        let d = Daemon::spawn(
+            name,
+            ns,
+            &[
+                bin.as_os_str(),
+                "run".as_ref(),
+                "--config".as_ref(),
+                config.as_os_str(),
+            ],
+            &log,
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        self.daemons.push(d);
+    }
+
+    /// Stops the daemon called `name` (an edge name or "supernode").
+    pub fn stop_daemon(&mut self, name: &str) {
+        for d in self.daemons.iter_mut().filter(|d| d.name == name) {
+            d.stop();
+        }
+    }
+
+    /// Full log of daemon `name` so far.
+    pub fn log(&self, name: &str) -> String {
+        self.daemons
+            .iter()
+            .filter(|d| d.name == name)
+            .map(|d| d.log_text())
+            .collect()
+    }
+
+    /// Panics (showing the log) if any started daemon has exited.
+    #[track_caller]
+    pub fn assert_running(&mut self) {
+        let test = self.test.clone();
+        for d in &mut self.daemons {
+            if d.child.is_none() {
+                continue; // stopped on purpose
+            }
+            if let Some(how) = d.exited() {
+                panic!(
+                    "[{test}] daemon {} exited unexpectedly ({how}); log:\n{}",
+                    d.name,
+                    d.log_text()
+                );
+            }
+        }
+    }
+
+    /// `metalvpc-edge status --config <cfg> --json`, run in the edge's namespace.
+    pub fn edge_status(&self, e: &Edge) -> Result<Value> {
+        status(&e.host.ns, &crate::edge_bin(), &e.config)
+    }
+
+    /// `metalvpc-supernode status --config <cfg> --json`, run in the supernode namespace.
+    pub fn supernode_status(&self) -> Result<Value> {
+        status(
+            &self.supernode_host.ns,
+            &crate::supernode_bin(),
+            &self.supernode_config,
+        )
+    }
+
+    /// True when `e` reports at least one supernode with `registered: true`.
+    pub fn is_registered(&self, e: &Edge) -> bool {
+        self.edge_status(e).map(|s| registered(&s)).unwrap_or(false)
+    }
+
+    /// Waits (up to `timeout`) for `e` to register; panics with its status and log otherwise.
+    /// Returns how long it took.
+    pub fn wait_registered(&mut self, e: &Edge, timeout: Duration) -> Duration {
+        let got = crate::wait_until(timeout, || {
+            self.assert_running();
+            self.is_registered(e)
+        });
+        match got {
+            Some(d) => d,
+            None => panic!(
+                "[{}] edge {} did not register within {timeout:?}\nstatus: {:?}\nedge log:\n{}\nsupernode log:\n{}",
+                self.test,
+                e.name,
+                self.edge_status(e),
+                self.log(&e.name),
+                self.log("supernode")
+            ),
+        }
+    }
+
+    /// The entry for peer `peer` in `e`'s status, if listed.
+    pub fn peer_entry(&self, e: &Edge, peer: &Edge) -> Option<Value> {
+        let st = self.edge_status(e).ok()?;
+        find_peer(&st, &peer.public_key).cloned()
+    }
+
+    /// Waits until `e`'s status shows `peer` with `path` (e.g. "direct" or "relay").
+    pub fn wait_path(
+        &mut self,
+        e: &Edge,
+        peer: &Edge,
+        path: &str,
+        timeout: Duration,
+    ) -> Option<Duration> {
+        crate::wait_until(timeout, || {
+            self.assert_running();
+            self.peer_entry(e, peer)
+                .map(|p| p["path"] == path)
+                .unwrap_or(false)
+        })
+    }
+
+    /// Drops UDP between the underlay addresses of `a` and `b` (both directions, in both
+    /// namespaces), leaving their traffic with the supernode alone: forces relaying.
+    pub fn block_udp(&self, a: &Edge, b: &Edge) {
+        block_udp_hosts(&a.host, &b.host);
+    }
+
+    /// Removes what [`Lab::block_udp`] installed.
+    pub fn unblock_udp(&self, a: &Edge, b: &Edge) {
+        unblock_udp_hosts(&a.host, &b.host);
+    }
+
+    /// Starts a tcpdump in `ns` on `iface` writing `<dir>/<file>`.
+    pub fn capture(&self, ns: &str, iface: &str, filter: &str, file: &str) -> Capture {
+        Capture::start(ns, iface, filter, &self.dir.join(file))
+            .unwrap_or_else(|e| panic!("capture: {e:#}"))
+    }
+
+    /// Prints every daemon's log (last 200 lines each).
+    pub fn print_logs(&self) {
+        for d in &self.daemons {
+            let text = d.log_text();
+            let lines: Vec<&str> = text.lines().collect();
+            let from = lines.len().saturating_sub(200);
+            eprintln!(
+                "----- [{}] log of {} ({}), last {} lines -----",
+                self.test,
+                d.name,
+                d.log.display(),
+                lines.len() - from
+            );
+            for l in &lines[from..] {
+                eprintln!("{l}");
+            }
+        }
+        eprintln!("----- end of logs -----");
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for d in &mut self.daemons {
+            d.stop();
+        }
+        let failed = std::thread::panicking();
+        if failed || std::env::var("METALVPC_SHOW_LOGS").as_deref() == Ok("1") {
+            self.print_logs();
+        }
+        if std::env::var("METALVPC_KEEP_DIR").as_deref() == Ok("1") {
+            eprintln!("[{}] keeping {}", self.test, self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+        crate::cleanup::unregister_dir(&self.dir);
+        // The daemons, hosts and switch namespaces are dropped next, in field order.
+    }
+}
+
+/// TOML basic string.
+pub fn q(s: &str) -> String {
+    let mut o = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+/// `<bin> genkey` into `path` (mode 0600) and `<bin> pubkey` of it; returns the public key.
+pub fn genkey(bin: &Path, path: &Path) -> Result<String> {
+    let out = run_timeout(Command::new(bin).arg("genkey"), Duration::from_secs(10));
+    if !out.success() {
+        bail!("{} genkey: {out:?}", bin.display());
+    }
+    let key = out.stdout.trim().to_string();
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        writeln!(f, "{key}")?;
+    }
+    pubkey(bin, &key)
+}
+
+/// `<bin> pubkey` of a private key.
+pub fn pubkey(bin: &Path, private_key: &str) -> Result<String> {
+    let out = run_with_input(
+        Command::new(bin).arg("pubkey"),
+        Some(format!("{private_key}\n").as_bytes()),
+        Duration::from_secs(10),
+    );
+    if !out.success() {
+        bail!("{} pubkey: {out:?}", bin.display());
+    }
+    Ok(out.stdout.trim().to_string())
+}
+
+/// Runs `<bin> status --config <cfg> --json` in `ns` and parses the JSON.
+pub fn status(ns: &str, bin: &Path, cfg: &Path) -> Result<Value> {
+    let out = exec_in(
+        ns,
+        &[
+            &bin.to_string_lossy(),
+            "status",
+            "--config",
+            &cfg.to_string_lossy(),
+            "--json",
+        ],
+        STATUS_TIMEOUT,
+    );
+    if !out.success() {
+        bail!(
+            "status --config {} failed: {}{}",
+            cfg.display(),
+            out.stdout,
+            out.stderr
+        );
+    }
+    serde_json::from_str(&out.stdout).with_context(|| format!("status JSON: {}", out.stdout))
+}
+
+/// True when an edge status has a supernode with `registered: true`.
+pub fn registered(st: &Value) -> bool {
+    st["supernodes"]
+        .as_array()
+        .map(|a| a.iter().any(|s| s["registered"] == true))
+        .unwrap_or(false)
+}
+
+/// The `peers[]` entry with `public_key == key`.
+pub fn find_peer<'a>(st: &'a Value, key: &str) -> Option<&'a Value> {
+    st["peers"]
+        .as_array()?
+        .iter()
+        .find(|p| p["public_key"] == key)
+}
+
+/// Drops UDP between underlay hosts `a` and `b` (nftables table `mvpc_block` in both
+/// namespaces, both directions). Other traffic (e.g. to the supernode) is untouched.
+pub fn block_udp_hosts(a: &HostInfo, b: &HostInfo) {
+    for (me, other) in [(a, b), (b, a)] {
+        let rules = format!(
+                "table inet mvpc_block {{\n\
+                   chain out {{ type filter hook output priority 0; ip daddr {o} meta l4proto udp drop; }}\n\
+                   chain in {{ type filter hook input priority 0; ip saddr {o} meta l4proto udp drop; }}\n\
+                 }}\n",
+                o = other.ip
+            );
+        let out = run_with_input(
+            Command::new("ip").args(["netns", "exec", &me.ns, "nft", "-f", "-"]),
+            Some(rules.as_bytes()),
+            Duration::from_secs(10),
+        );
+        assert!(out.success(), "installing nft block in {}: {out:?}", &me.ns);
+    }
+}
+
+/// Removes what [`block_udp_hosts`] installed.
+pub fn unblock_udp_hosts(a: &HostInfo, b: &HostInfo) {
+    for h in [a, b] {
+        exec_in(
+            &h.ns,
+            &["nft", "delete", "table", "inet", "mvpc_block"],
+            Duration::from_secs(10),
+        )
+        .expect_ok("nft delete table");
+    }
+}
