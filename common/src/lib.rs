@@ -23,7 +23,10 @@ pub fn cmd_genkey() -> Result<()> {
 /// `pubkey`: reads a private key on stdin, prints its public key.
 pub fn cmd_pubkey() -> Result<()> {
     let mut text = String::new();
-    std::io::stdin().take(4096).read_to_string(&mut text).context("reading the private key from stdin")?;
+    std::io::stdin()
+        .take(4096)
+        .read_to_string(&mut text)
+        .context("reading the private key from stdin")?;
     let key = PrivateKey::from_base64(text.trim()).map_err(|e| {
         anyhow::anyhow!("stdin: the private key is {e}. Usage: metalvpc-edge pubkey < edge.key")
     })?;
@@ -63,7 +66,8 @@ pub fn load_private_key(config: &Path, path: &Path) -> Result<PrivateKey> {
             path.display()
         );
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     PrivateKey::from_base64(text.trim()).map_err(|e| {
         anyhow::anyhow!(
             "{}: private key file {} (key `private_key_file`) is {e}. Generate one with `metalvpc-edge genkey`",
@@ -86,7 +90,10 @@ pub fn parse_public_key(file: &Path, key_path: &str, text: &str) -> Result<Publi
 
 /// Microseconds since the Unix epoch.
 pub fn unix_micros() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 /// Sets up logging to stderr: `RUST_LOG` if set, else `default` (e.g. "info").
@@ -95,7 +102,10 @@ pub fn init_logging(default: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // Under journald the timestamp is added by the journal.
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
     if journald {
         builder.without_time().with_ansi(false).init();
     } else {
@@ -138,7 +148,10 @@ impl Waker {
             unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
         }
         // SAFETY: fds[0] is a fresh descriptor we own.
-        Ok(Waker { read: unsafe { OwnedFd::from_raw_fd(fds[0]) }, write: fds[1] })
+        Ok(Waker {
+            read: unsafe { OwnedFd::from_raw_fd(fds[0]) },
+            write: fds[1],
+        })
     }
     /// The descriptor to poll.
     pub fn fd(&self) -> RawFd {
@@ -174,14 +187,23 @@ impl WakeHandle {
 
 /// Waits until one of `fds` is readable or `timeout` passes; returns which are readable.
 pub fn poll_readable(fds: &[RawFd], timeout: Duration) -> Vec<bool> {
-    let mut pfds: Vec<libc::pollfd> = fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
     let ms = timeout.as_millis().min(60_000) as libc::c_int;
     // SAFETY: pfds is a valid array of pollfd of the given length.
     let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
     if n <= 0 {
         return vec![false; fds.len()];
     }
-    pfds.iter().map(|p| p.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0).collect()
+    pfds.iter()
+        .map(|p| p.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0)
+        .collect()
 }
 
 // ------------------------------------------------------------------------------------------
@@ -230,7 +252,9 @@ pub fn canonical(a: SocketAddr) -> SocketAddr {
 /// The address to pass to `send_to` on `sock` for destination `dst`.
 pub fn for_socket(sock_is_v6: bool, dst: SocketAddr) -> SocketAddr {
     match dst {
-        SocketAddr::V4(v4) if sock_is_v6 => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),
+        SocketAddr::V4(v4) if sock_is_v6 => {
+            SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
+        }
         other => other,
     }
 }
@@ -284,7 +308,8 @@ pub fn serve_management(addr: &MgmtAddr, waker: WakeHandle) -> Result<mpsc::Rece
     match addr {
         MgmtAddr::Unix(path) => {
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
             }
             if path.exists() {
                 if UnixStream::connect(path).is_ok() {
@@ -296,21 +321,27 @@ pub fn serve_management(addr: &MgmtAddr, waker: WakeHandle) -> Result<mpsc::Rece
                 }
                 let _ = std::fs::remove_file(path);
             }
-            let listener = UnixListener::bind(path).with_context(|| format!("binding management socket {}", path.display()))?;
+            let listener = UnixListener::bind(path)
+                .with_context(|| format!("binding management socket {}", path.display()))?;
             let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660));
-            std::thread::Builder::new().name("mgmt".into()).spawn(move || {
-                for conn in listener.incoming().flatten() {
-                    handle_conn(conn, &tx, waker);
-                }
-            })?;
+            std::thread::Builder::new()
+                .name("mgmt".into())
+                .spawn(move || {
+                    for conn in listener.incoming().flatten() {
+                        handle_conn(conn, &tx, waker);
+                    }
+                })?;
         }
         MgmtAddr::Tcp(sa) => {
-            let listener = std::net::TcpListener::bind(sa).with_context(|| format!("binding management address {sa}"))?;
-            std::thread::Builder::new().name("mgmt".into()).spawn(move || {
-                for conn in listener.incoming().flatten() {
-                    handle_conn(conn, &tx, waker);
-                }
-            })?;
+            let listener = std::net::TcpListener::bind(sa)
+                .with_context(|| format!("binding management address {sa}"))?;
+            std::thread::Builder::new()
+                .name("mgmt".into())
+                .spawn(move || {
+                    for conn in listener.incoming().flatten() {
+                        handle_conn(conn, &tx, waker);
+                    }
+                })?;
         }
     }
     Ok(rx)
@@ -337,7 +368,10 @@ fn handle_conn(mut conn: impl Conn, tx: &mpsc::Sender<MgmtRequest>, waker: WakeH
     conn.set_timeouts(Duration::from_secs(3));
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 512];
-    while head.len() < 8192 && !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.ends_with(b"\n\n") {
+    while head.len() < 8192
+        && !head.windows(4).any(|w| w == b"\r\n\r\n")
+        && !head.ends_with(b"\n\n")
+    {
         match conn.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => head.extend_from_slice(&buf[..n]),
@@ -348,10 +382,20 @@ fn handle_conn(mut conn: impl Conn, tx: &mpsc::Sender<MgmtRequest>, waker: WakeH
     let mut parts = first.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (code, ctype, body) = if method != "GET" || !path.starts_with('/') || path.len() > 256 {
-        (400, "text/plain", "bad request: use GET /status\n".to_string())
+        (
+            400,
+            "text/plain",
+            "bad request: use GET /status\n".to_string(),
+        )
     } else {
         let (rtx, rrx) = mpsc::channel();
-        if tx.send(MgmtRequest { path: path.to_string(), reply: rtx }).is_err() {
+        if tx
+            .send(MgmtRequest {
+                path: path.to_string(),
+                reply: rtx,
+            })
+            .is_err()
+        {
             return;
         }
         waker.wake();
@@ -393,14 +437,17 @@ pub fn query_management(addr: &MgmtAddr, path: &str, config: &Path) -> Result<St
             s.take(64 << 20).read_to_end(&mut response)?;
         }
         MgmtAddr::Tcp(a) => {
-            let mut s = std::net::TcpStream::connect_timeout(a, Duration::from_secs(3)).with_context(hint)?;
+            let mut s = std::net::TcpStream::connect_timeout(a, Duration::from_secs(3))
+                .with_context(hint)?;
             s.set_timeouts(Duration::from_secs(10));
             s.write_all(request.as_bytes())?;
             s.take(64 << 20).read_to_end(&mut response)?;
         }
     }
     let text = String::from_utf8_lossy(&response);
-    let Some((head, body)) = text.split_once("\r\n\r\n") else { bail!("malformed answer from {addr}") };
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        bail!("malformed answer from {addr}")
+    };
     if !head.starts_with("HTTP/1.0 200") {
         bail!("{addr} answered: {}", head.lines().next().unwrap_or(""));
     }
@@ -445,9 +492,18 @@ mod tests {
     #[test]
     fn mgmt_addr_forms() {
         let cfg = Path::new("/etc/metalvpc/prod.toml");
-        assert_eq!(MgmtAddr::parse(cfg, "127.0.0.1:9000"), MgmtAddr::Tcp("127.0.0.1:9000".parse().unwrap()));
-        assert_eq!(MgmtAddr::parse(cfg, "unix:/run/x.sock"), MgmtAddr::Unix("/run/x.sock".into()));
-        assert_eq!(MgmtAddr::parse(cfg, "x.sock"), MgmtAddr::Unix("/etc/metalvpc/x.sock".into()));
+        assert_eq!(
+            MgmtAddr::parse(cfg, "127.0.0.1:9000"),
+            MgmtAddr::Tcp("127.0.0.1:9000".parse().unwrap())
+        );
+        assert_eq!(
+            MgmtAddr::parse(cfg, "unix:/run/x.sock"),
+            MgmtAddr::Unix("/run/x.sock".into())
+        );
+        assert_eq!(
+            MgmtAddr::parse(cfg, "x.sock"),
+            MgmtAddr::Unix("/etc/metalvpc/x.sock".into())
+        );
     }
 
     #[test]

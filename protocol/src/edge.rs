@@ -1068,9 +1068,10 @@ impl Edge {
         } else {
             self.drop_peer(Some(p), DropReason::NoRoute);
         }
-        self.note_path(now, p);
     }
 
+    /// Emits a `PathChanged` event when the path to `p` changed (checked once per tick, not
+    /// per packet).
     fn note_path(&mut self, now: Instant, p: usize) {
         let peer = self.peers[p].as_ref().expect("caller checked");
         let (path, endpoint) = match choose_path(peer, &self.links, now) {
