@@ -342,26 +342,8 @@ impl Lab {
             .context("edge address")?;
         let config = self.dir.join(format!("{}.toml", o.name));
         let listen_port = o.listen_port.unwrap_or(EDGE_PORT);
-        let mut t = String::new();
-        t += &format!("community = {}\n", q(&o.community));
-        t += &format!("private_key_file = {}\n", q(&key_file.to_string_lossy()));
-        if let Some(p) = o.listen_port {
-            t += &format!("listen_port = {p}\n");
-        }
-        t += &format!(
-            "management = {}\n",
-            q(&self.dir.join(format!("{}.sock", o.name)).to_string_lossy())
-        );
-        t += &o.extra_toml;
-        t += "\n[[supernode]]\n";
-        t += &format!("address = {}\n", q(&self.supernode_addr()));
-        t += &format!("public_key = {}\n", q(&sn_key));
-        t += "\n[interface]\n";
-        t += &format!("name = {}\n", q(&tap));
-        t += &format!("address = {}\n", q(&o.address));
-        if let Some(m) = o.mtu {
-            t += &format!("mtu = {m}\n");
-        }
+        let management = self.dir.join(format!("{}.sock", o.name));
+        let t = edge_config_toml(o, &key_file, &management, &self.supernode_addr(), &sn_key, &tap);
         std::fs::write(&config, t)?;
         Ok(Edge {
             name: o.name.clone(),
@@ -380,35 +362,12 @@ impl Lab {
     /// its status answers (panics after 10 s).
     pub fn start_supernode(&mut self, communities: &[Community]) {
         self.supernode_key().expect("supernode key");
-        let mut t = String::new();
-        t += &format!("listen = {}\n", q(&self.supernode_addr()));
-        t += &format!(
-            "private_key_file = {}\n",
-            q(&self.supernode_key_file.to_string_lossy())
+        let t = supernode_config_toml(
+            &self.supernode_addr(),
+            &self.supernode_key_file,
+            &self.dir.join("sn.sock"),
+            communities,
         );
-        t += &format!(
-            "management = {}\n",
-            q(&self.dir.join("sn.sock").to_string_lossy())
-        );
-        for c in communities {
-            t += &format!(
-                "\n[[community]]\nname = {}\nnetwork = {}\n",
-                q(&c.name),
-                q(&c.network)
-            );
-            for m in &c.members {
-                t += &format!(
-                    "[[community.node]]\nname = {}\npublic_key = {}\naddress = {}\n",
-                    q(&m.name),
-                    q(&m.public_key),
-                    q(&m.address)
-                );
-                if !m.allowed_cidrs.is_empty() {
-                    let l: Vec<String> = m.allowed_cidrs.iter().map(|c| q(c)).collect();
-                    t += &format!("allowed_cidrs = [{}]\n", l.join(", "));
-                }
-            }
-        }
         std::fs::write(&self.supernode_config, t).expect("writing supernode.toml");
         let start = Instant::now();
         self.spawn(
@@ -429,6 +388,61 @@ impl Lab {
             );
         }
         println!("[{}] supernode up in {:.2?}", self.test, start.elapsed());
+    }
+
+    /// Adds edges `names` to `community`, with overlay addresses `<net24>.1`, `.2`, … /24
+    /// (`net24` is the first three octets, e.g. "10.97.0").
+    pub fn add_edges(&mut self, community: &str, net24: &str, names: &[&str]) -> Vec<Edge> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| self.add_edge(EdgeOpts::new(n, community, &format!("{net24}.{}/24", i + 1))))
+            .collect()
+    }
+
+    /// Starts every edge in `edges`, then waits (10 s each) until each has registered;
+    /// prints the time to register.
+    pub fn start_edges(&mut self, edges: &[Edge]) {
+        let start = Instant::now();
+        for e in edges {
+            self.start_edge(e);
+        }
+        for e in edges {
+            self.wait_registered(e, Duration::from_secs(10));
+            println!("[{}] edge {} registered {:.2?} after start", self.test, e.name, start.elapsed());
+        }
+    }
+
+    /// The common case: one community `name` on `<net24>.0/24` holding `names`, supernode
+    /// and edges started and registered.
+    pub fn one_community(test: &str, net24: &str, names: &[&str]) -> Option<(Lab, Vec<Edge>)> {
+        let mut lab = Lab::new(test)?;
+        let edges = lab.add_edges("prod", net24, names);
+        lab.start_supernode(&[Community::new("prod", &format!("{net24}.0/24"), edges.iter().map(Edge::member).collect())]);
+        lab.start_edges(&edges);
+        Some((lab, edges))
+    }
+
+    /// Pings `to` from `from` over the overlay until one ping succeeds (the first packets
+    /// may be spent on handshakes and ARP); panics after `timeout`. Returns the time taken.
+    pub fn wait_ping(&mut self, from: &Edge, to: &Edge, timeout: Duration) -> Duration {
+        let got = crate::wait_until(timeout, || {
+            self.assert_running();
+            crate::ping(from.ns(), &to.ip(), 1).all_ok()
+        });
+        got.unwrap_or_else(|| {
+            panic!(
+                "[{}] no ping {} -> {} ({}) within {timeout:?}\nstatus of {}: {:?}\nstatus of {}: {:?}",
+                self.test,
+                from.name,
+                to.name,
+                to.ip(),
+                from.name,
+                self.edge_status(from),
+                to.name,
+                self.edge_status(to)
+            )
+        })
     }
 
     /// Starts the edge daemon of `e`.
@@ -722,4 +736,50 @@ pub fn unblock_udp_hosts(a: &HostInfo, b: &HostInfo) {
         )
         .expect_ok("nft delete table");
     }
+}
+
+/// The text of an edge config (see the contract in the README/issue).
+pub fn edge_config_toml(o: &EdgeOpts, key_file: &Path, management: &Path, sn_addr: &str, sn_key: &str, tap: &str) -> String {
+    let mut t = String::new();
+    t += &format!("community = {}\n", q(&o.community));
+    t += &format!("private_key_file = {}\n", q(&key_file.to_string_lossy()));
+    if let Some(p) = o.listen_port {
+        t += &format!("listen_port = {p}\n");
+    }
+    t += &format!("management = {}\n", q(&management.to_string_lossy()));
+    t += &o.extra_toml;
+    t += "\n[[supernode]]\n";
+    t += &format!("address = {}\n", q(sn_addr));
+    t += &format!("public_key = {}\n", q(sn_key));
+    t += "\n[interface]\n";
+    t += &format!("name = {}\n", q(tap));
+    t += &format!("address = {}\n", q(&o.address));
+    if let Some(m) = o.mtu {
+        t += &format!("mtu = {m}\n");
+    }
+    t
+}
+
+/// The text of a supernode config.
+pub fn supernode_config_toml(listen: &str, key_file: &Path, management: &Path, communities: &[Community]) -> String {
+    let mut t = String::new();
+    t += &format!("listen = {}\n", q(listen));
+    t += &format!("private_key_file = {}\n", q(&key_file.to_string_lossy()));
+    t += &format!("management = {}\n", q(&management.to_string_lossy()));
+    for c in communities {
+        t += &format!("\n[[community]]\nname = {}\nnetwork = {}\n", q(&c.name), q(&c.network));
+        for m in &c.members {
+            t += &format!(
+                "[[community.node]]\nname = {}\npublic_key = {}\naddress = {}\n",
+                q(&m.name),
+                q(&m.public_key),
+                q(&m.address)
+            );
+            if !m.allowed_cidrs.is_empty() {
+                let l: Vec<String> = m.allowed_cidrs.iter().map(|c| q(c)).collect();
+                t += &format!("allowed_cidrs = [{}]\n", l.join(", "));
+            }
+        }
+    }
+    t
 }
