@@ -480,6 +480,22 @@ pub fn human_bytes(b: u64) -> String {
     }
 }
 
+/// The non-zero drop counters of a status JSON object, as `name=count …` or `none`.
+pub fn drops_line(drops: &serde_json::Value) -> String {
+    let parts: Vec<String> = drops
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, n)| n.as_u64() != Some(0))
+        .map(|(k, n)| format!("{k}={n}"))
+        .collect();
+    if parts.is_empty() {
+        "none".to_string()
+    } else {
+        parts.join(" ")
+    }
+}
+
 /// Drop counters as a JSON object.
 pub fn drops_json(d: &metalvpc_protocol::DropCounters) -> serde_json::Value {
     serde_json::Value::Object(d.iter().map(|(k, v)| (k.to_string(), v.into())).collect())

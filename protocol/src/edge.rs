@@ -16,7 +16,7 @@ use crate::crypto::Handshake;
 use crate::eth::{self, SourceIp};
 use crate::io::{DropCounters, DropReason, Output, Traffic};
 use crate::keys::{Mac, PrivateKey, PublicKey};
-use crate::session::{OpenError, Session, REJECT_AFTER_SECS, REKEY_AFTER_SECS};
+use crate::session::{Session, REJECT_AFTER_SECS, REKEY_AFTER_SECS};
 use crate::wire::{self, Packet, WireError, RELAY_HEADER_LEN};
 use ipnet::IpNet;
 use std::collections::{HashMap, VecDeque};
@@ -107,6 +107,16 @@ struct Link {
     registered_at: Option<Instant>,
     epoch_applied: Option<u64>,
     staging: Option<ListStaging>,
+}
+
+impl Link {
+    /// The current or previous session with local index `receiver`.
+    fn session_for(&mut self, receiver: u32) -> Option<&mut Session> {
+        [self.session.as_mut(), self.previous.as_mut()]
+            .into_iter()
+            .flatten()
+            .find(|s| s.local_index == receiver)
+    }
 }
 
 struct ListStaging {
@@ -519,18 +529,12 @@ impl Edge {
         let Some(Owner::Link(l)) = self.index.get(&receiver).copied() else {
             return self.drops.add(DropReason::UnknownSession);
         };
-        let link = &mut self.links[l];
-        let session = [link.session.as_mut(), link.previous.as_mut()]
-            .into_iter()
-            .flatten()
-            .find(|s| s.local_index == receiver);
-        let Some(session) = session else {
+        let Some(session) = self.links[l].session_for(receiver) else {
             return self.drops.add(DropReason::UnknownSession);
         };
         let inner = match session.open_relay(counter, pkt) {
             Ok(r) => r,
-            Err(OpenError::Replay) => return self.drops.add(DropReason::Replay),
-            Err(OpenError::Decrypt) => return self.drops.add(DropReason::DecryptFailed),
+            Err(e) => return self.drops.add(e.into()),
         };
         self.handle_packet(
             now,
@@ -702,18 +706,12 @@ impl Edge {
                 if !matches!(path, Path::Direct(_)) {
                     return self.drops.add(DropReason::Malformed);
                 }
-                let link = &mut self.links[l];
-                let session = [link.session.as_mut(), link.previous.as_mut()]
-                    .into_iter()
-                    .flatten()
-                    .find(|s| s.local_index == receiver);
-                let Some(session) = session else {
+                let Some(session) = self.links[l].session_for(receiver) else {
                     return self.drops.add(DropReason::Stale);
                 };
                 let range = match session.open_data(counter, pkt) {
                     Ok(r) => r,
-                    Err(OpenError::Replay) => return self.drops.add(DropReason::Replay),
-                    Err(OpenError::Decrypt) => return self.drops.add(DropReason::DecryptFailed),
+                    Err(e) => return self.drops.add(e.into()),
                 };
                 match Control::decode(&pkt[range]) {
                     Ok(msg) => self.on_control(now, l, msg, out),
@@ -763,8 +761,7 @@ impl Edge {
         }
         let range = match session.open_data(counter, pkt) {
             Ok(r) => r,
-            Err(OpenError::Replay) => return self.drop_peer(Some(p), DropReason::Replay),
-            Err(OpenError::Decrypt) => return self.drop_peer(Some(p), DropReason::DecryptFailed),
+            Err(e) => return self.drop_peer(Some(p), e.into()),
         };
         // The initiator has proved it holds the keys: the responder session goes live.
         if peer

@@ -22,6 +22,15 @@ pub enum OpenError {
     Decrypt,
 }
 
+impl From<OpenError> for crate::io::DropReason {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Replay => crate::io::DropReason::Replay,
+            OpenError::Decrypt => crate::io::DropReason::DecryptFailed,
+        }
+    }
+}
+
 /// One direction pair of keys with counters.
 pub struct Session {
     /// Our index: peers put it in packets to us.

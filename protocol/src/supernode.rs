@@ -8,7 +8,7 @@ use crate::control::{chunk_records, Control, NakCode, PeerRecord, Query};
 use crate::crypto::Handshake;
 use crate::io::{DropCounters, DropReason, Output, Traffic};
 use crate::keys::{Mac, PrivateKey, PublicKey};
-use crate::session::{OpenError, Session};
+use crate::session::Session;
 use crate::wire::{self, Packet, WireError, RELAY_HEADER_LEN};
 use ipnet::IpNet;
 use std::collections::HashMap;
@@ -512,8 +512,7 @@ impl Supernode {
         };
         let range = match session.open_data(counter, pkt) {
             Ok(r) => r,
-            Err(OpenError::Replay) => return self.drops.add(DropReason::Replay),
-            Err(OpenError::Decrypt) => return self.drops.add(DropReason::DecryptFailed),
+            Err(e) => return self.drops.add(e.into()),
         };
         self.seen(now, c, n, src, out);
         self.communities[c].nodes[n].traffic.rx_packets += 1;
@@ -630,8 +629,7 @@ impl Supernode {
         };
         let inner = match session.open_relay(counter, pkt) {
             Ok(r) => r,
-            Err(OpenError::Replay) => return self.drops.add(DropReason::Replay),
-            Err(OpenError::Decrypt) => return self.drops.add(DropReason::DecryptFailed),
+            Err(e) => return self.drops.add(e.into()),
         };
         self.seen(now, c, n, src, out);
         let comm = &mut self.communities[c];
