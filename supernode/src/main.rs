@@ -165,21 +165,7 @@ fn status(path: PathBuf, as_json: bool) -> Result<()> {
             );
         }
     }
-    let drops: Vec<String> = v["drops"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(_, n)| n.as_u64() != Some(0))
-        .map(|(k, n)| format!("{k}={n}"))
-        .collect();
-    println!(
-        "\ndrops: {}",
-        if drops.is_empty() {
-            "none".to_string()
-        } else {
-            drops.join(" ")
-        }
-    );
+    println!("\ndrops: {}", common::drops_line(&v["drops"]));
     Ok(())
 }
 
