@@ -343,7 +343,14 @@ impl Lab {
         let config = self.dir.join(format!("{}.toml", o.name));
         let listen_port = o.listen_port.unwrap_or(EDGE_PORT);
         let management = self.dir.join(format!("{}.sock", o.name));
-        let t = edge_config_toml(o, &key_file, &management, &self.supernode_addr(), &sn_key, &tap);
+        let t = edge_config_toml(
+            o,
+            &key_file,
+            &management,
+            &self.supernode_addr(),
+            &sn_key,
+            &tap,
+        );
         std::fs::write(&config, t)?;
         Ok(Edge {
             name: o.name.clone(),
@@ -396,7 +403,13 @@ impl Lab {
         names
             .iter()
             .enumerate()
-            .map(|(i, n)| self.add_edge(EdgeOpts::new(n, community, &format!("{net24}.{}/24", i + 1))))
+            .map(|(i, n)| {
+                self.add_edge(EdgeOpts::new(
+                    n,
+                    community,
+                    &format!("{net24}.{}/24", i + 1),
+                ))
+            })
             .collect()
     }
 
@@ -409,7 +422,12 @@ impl Lab {
         }
         for e in edges {
             self.wait_registered(e, Duration::from_secs(10));
-            println!("[{}] edge {} registered {:.2?} after start", self.test, e.name, start.elapsed());
+            println!(
+                "[{}] edge {} registered {:.2?} after start",
+                self.test,
+                e.name,
+                start.elapsed()
+            );
         }
     }
 
@@ -418,7 +436,11 @@ impl Lab {
     pub fn one_community(test: &str, net24: &str, names: &[&str]) -> Option<(Lab, Vec<Edge>)> {
         let mut lab = Lab::new(test)?;
         let edges = lab.add_edges("prod", net24, names);
-        lab.start_supernode(&[Community::new("prod", &format!("{net24}.0/24"), edges.iter().map(Edge::member).collect())]);
+        lab.start_supernode(&[Community::new(
+            "prod",
+            &format!("{net24}.0/24"),
+            edges.iter().map(Edge::member).collect(),
+        )]);
         lab.start_edges(&edges);
         Some((lab, edges))
     }
@@ -739,7 +761,14 @@ pub fn unblock_udp_hosts(a: &HostInfo, b: &HostInfo) {
 }
 
 /// The text of an edge config (see the contract in the README/issue).
-pub fn edge_config_toml(o: &EdgeOpts, key_file: &Path, management: &Path, sn_addr: &str, sn_key: &str, tap: &str) -> String {
+pub fn edge_config_toml(
+    o: &EdgeOpts,
+    key_file: &Path,
+    management: &Path,
+    sn_addr: &str,
+    sn_key: &str,
+    tap: &str,
+) -> String {
     let mut t = String::new();
     t += &format!("community = {}\n", q(&o.community));
     t += &format!("private_key_file = {}\n", q(&key_file.to_string_lossy()));
@@ -761,13 +790,22 @@ pub fn edge_config_toml(o: &EdgeOpts, key_file: &Path, management: &Path, sn_add
 }
 
 /// The text of a supernode config.
-pub fn supernode_config_toml(listen: &str, key_file: &Path, management: &Path, communities: &[Community]) -> String {
+pub fn supernode_config_toml(
+    listen: &str,
+    key_file: &Path,
+    management: &Path,
+    communities: &[Community],
+) -> String {
     let mut t = String::new();
     t += &format!("listen = {}\n", q(listen));
     t += &format!("private_key_file = {}\n", q(&key_file.to_string_lossy()));
     t += &format!("management = {}\n", q(&management.to_string_lossy()));
     for c in communities {
-        t += &format!("\n[[community]]\nname = {}\nnetwork = {}\n", q(&c.name), q(&c.network));
+        t += &format!(
+            "\n[[community]]\nname = {}\nnetwork = {}\n",
+            q(&c.name),
+            q(&c.network)
+        );
         for m in &c.members {
             t += &format!(
                 "[[community.node]]\nname = {}\npublic_key = {}\naddress = {}\n",

@@ -248,7 +248,11 @@ pub fn send_raw_frame(ns: &str, iface: &str, frame: &[u8]) -> Result<()> {
 /// receiving kernel would drop the replayed copy as corrupt. The UDP payload itself is
 /// left byte-for-byte identical.
 pub fn fix_udp_checksum(frame: &mut [u8]) -> bool {
-    let Some(u) = (Frame { data: frame.to_vec() }).udp().map(|u| (u.src, u.dst, u.payload.len())) else {
+    let Some(u) = (Frame {
+        data: frame.to_vec(),
+    })
+    .udp()
+    .map(|u| (u.src, u.dst, u.payload.len())) else {
         return false;
     };
     let (src, dst, plen) = u;
@@ -345,7 +349,10 @@ mod tests {
         // Verifying: the one's-complement sum over pseudo-header + UDP must be 0xffff.
         let udp = &f2[34..];
         let mut sum: u32 = 0;
-        for c in [&[198u8, 18, 0, 11, 198, 18, 0, 12, 0, 17, 0, 10][..], udp].concat().chunks(2) {
+        for c in [&[198u8, 18, 0, 11, 198, 18, 0, 12, 0, 17, 0, 10][..], udp]
+            .concat()
+            .chunks(2)
+        {
             sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
         }
         while sum >> 16 != 0 {

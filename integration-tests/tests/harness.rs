@@ -75,7 +75,9 @@ fn underlay_block_capture_and_cleanup() {
         .unwrap();
     rx.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
     let mut data = frame.data.clone();
-    assert!(metalvpc_integration_tests::pcap::fix_udp_checksum(&mut data));
+    assert!(metalvpc_integration_tests::pcap::fix_udp_checksum(
+        &mut data
+    ));
     metalvpc_integration_tests::pcap::send_raw_frame(&a.ns, &a.iface, &data).unwrap();
     let mut buf = [0u8; 100];
     let (n, from) = rx.recv_from(&mut buf).expect("replayed frame arrives");

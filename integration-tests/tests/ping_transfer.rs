@@ -9,7 +9,9 @@ const BYTES: u64 = 100 << 20;
 
 #[test]
 fn ping_and_100mb_transfer() {
-    let Some((mut lab, e)) = Lab::one_community(TEST, "10.97.0", &["a", "b"]) else { return };
+    let Some((mut lab, e)) = Lab::one_community(TEST, "10.97.0", &["a", "b"]) else {
+        return;
+    };
     let (a, b) = (&e[0], &e[1]);
 
     let first = lab.wait_ping(a, b, Duration::from_secs(15));
@@ -17,11 +19,23 @@ fn ping_and_100mb_transfer() {
     for (x, y) in [(a, b), (b, a)] {
         let p = ping(x.ns(), &y.ip(), 10);
         assert!(p.all_ok(), "ping {} -> {}: {p:?}", x.name, y.name);
-        println!("[{TEST}] ping {} -> {}: 10/10, avg RTT {:.3} ms", x.name, y.name, p.avg_ms.unwrap_or(f64::NAN));
+        println!(
+            "[{TEST}] ping {} -> {}: 10/10, avg RTT {:.3} ms",
+            x.name,
+            y.name,
+            p.avg_ms.unwrap_or(f64::NAN)
+        );
     }
 
-    let t = tcp_transfer(a.ns(), b.ns(), b.overlay, 5201, BYTES, Duration::from_secs(300))
-        .unwrap_or_else(|err| panic!("TCP transfer a -> b over the overlay: {err:#}"));
+    let t = tcp_transfer(
+        a.ns(),
+        b.ns(),
+        b.overlay,
+        5201,
+        BYTES,
+        Duration::from_secs(300),
+    )
+    .unwrap_or_else(|err| panic!("TCP transfer a -> b over the overlay: {err:#}"));
     println!(
         "[{TEST}] TCP a -> b: {} MiB in {:.2} s = {:.1} Mbit/s, sha256 {}",
         t.bytes >> 20,
@@ -30,12 +44,22 @@ fn ping_and_100mb_transfer() {
         t.sha256_sent
     );
     assert_eq!(t.bytes, BYTES, "received byte count");
-    assert_eq!(t.sha256_sent, t.sha256_received, "sha256 of sent and received data");
+    assert_eq!(
+        t.sha256_sent, t.sha256_received,
+        "sha256 of sent and received data"
+    );
 
     // The counters agree that the data crossed the tunnel.
     let st = lab.edge_status(b).expect("status of b");
-    let peer = find_peer(&st, &a.public_key).unwrap_or_else(|| panic!("b's status lists a: {st:#}"));
-    assert!(json_u64(peer, "rx_bytes") >= BYTES, "b's rx_bytes from a: {peer:#}");
-    println!("[{TEST}] b's view of a: path {}, rx_bytes {}", peer["path"], peer["rx_bytes"]);
+    let peer =
+        find_peer(&st, &a.public_key).unwrap_or_else(|| panic!("b's status lists a: {st:#}"));
+    assert!(
+        json_u64(peer, "rx_bytes") >= BYTES,
+        "b's rx_bytes from a: {peer:#}"
+    );
+    println!(
+        "[{TEST}] b's view of a: path {}, rx_bytes {}",
+        peer["path"], peer["rx_bytes"]
+    );
     lab.assert_running();
 }
