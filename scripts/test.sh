@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Builds everything and runs the whole test suite (unit, simulator, and the network-
+# namespace integration tests, which need root; without root they print SKIPPED unless
+# METALVPC_REQUIRE_NETNS=1). Exits non-zero on any failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/deps.sh
+[ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+
+# The integration tests run the release daemons from target/release.
+cargo build --release --workspace
+
+# --show-output prints each passing test's figures (RTT, throughput, timings) after it;
+# two threads keep timing-sensitive tests from starving each other on small machines.
+cargo test --workspace --release -- --test-threads=2 --show-output
