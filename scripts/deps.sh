@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the demo and the integration tests need, only if missing (idempotent).
-#   iproute2 nftables tcpdump iperf3 socat netcat-openbsd procps python3, and cargo.
+#   iproute2 iputils-ping nftables tcpdump iperf3 socat netcat-openbsd procps python3, and cargo.
 set -euo pipefail
 
 # package:command-that-proves-it-is-there
 wanted=(
   iproute2:ip
+  iputils-ping:ping
   nftables:nft
   tcpdump:tcpdump
   iperf3:iperf3
