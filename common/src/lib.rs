@@ -88,6 +88,19 @@ pub fn parse_public_key(file: &Path, key_path: &str, text: &str) -> Result<Publi
     })
 }
 
+/// `relay_policy`: "allow" (default) or "direct-only"; true when relays may be used.
+pub fn parse_relay_policy(path: &Path, key: &str, v: Option<&str>) -> Result<bool> {
+    match v {
+        None | Some("allow") => Ok(true),
+        Some("direct-only") => Ok(false),
+        Some(other) => bail!(
+            "{}: key `{key}` = \"{other}\": must be \"allow\" (relay through a supernode when no direct path works) \
+             or \"direct-only\" (never relay)",
+            path.display()
+        ),
+    }
+}
+
 /// Microseconds since the Unix epoch.
 pub fn unix_micros() -> u64 {
     SystemTime::now()

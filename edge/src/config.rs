@@ -21,6 +21,7 @@ struct RawConfig {
     listen_port: Option<u16>,
     management: Option<String>,
     keepalive: Option<u64>,
+    relay_policy: Option<String>,
     #[serde(default)]
     supernode: Vec<RawSupernode>,
     interface: RawInterface,
@@ -64,6 +65,8 @@ pub struct Loaded {
     pub mtu: u32,
     /// TAP MAC.
     pub mac: Mac,
+    /// May use supernode relays.
+    pub relay: bool,
 }
 
 fn read(path: &Path) -> Result<RawConfig> {
@@ -120,7 +123,13 @@ pub fn load(path: &Path) -> Result<Loaded> {
             raw.interface.address
         )
     })?;
-    let mtu = raw.interface.mtu.unwrap_or(DEFAULT_MTU as u32);
+    // Over an IPv6 underlay the outer header is 20 bytes larger.
+    let default_mtu = if supernodes.iter().all(|(a, _)| a.is_ipv6()) {
+        DEFAULT_MTU - 20
+    } else {
+        DEFAULT_MTU
+    };
+    let mtu = raw.interface.mtu.unwrap_or(default_mtu as u32);
     if !(576..=9000).contains(&mtu) {
         bail!("{f}: key `interface.mtu` = {mtu}: must be 576 to 9000 (default {DEFAULT_MTU}, for a 1500-byte underlay)");
     }
@@ -149,7 +158,10 @@ pub fn load(path: &Path) -> Result<Loaded> {
     if !(1..=300).contains(&keepalive) {
         bail!("{f}: key `keepalive` = {keepalive}: must be 1 to 300 seconds");
     }
+    let relay =
+        metalvpc_common::parse_relay_policy(path, "relay_policy", raw.relay_policy.as_deref())?;
     Ok(Loaded {
+        relay,
         management: management(path, &raw),
         community: raw.community,
         private_key,
@@ -200,6 +212,7 @@ mod tests {
         std::fs::write(&p, base()).unwrap();
         let c = load(&p).unwrap();
         assert_eq!(c.mtu, 1390);
+        assert!(c.relay);
         assert_eq!(c.listen_port, DEFAULT_LISTEN_PORT);
         assert_eq!(c.if_name, "mv-prod");
         assert_eq!(c.mac, c.private_key.public_key().derived_mac());
@@ -240,6 +253,10 @@ mod tests {
                 "interface.mac",
             ),
             (base().replace("e.key", "nope.key"), "private_key_file"),
+            (
+                format!("relay_policy = \"sometimes\"\n{}", base()),
+                "relay_policy",
+            ),
         ];
         for (text, needle) in cases {
             std::fs::write(&p, &text).unwrap();

@@ -111,6 +111,9 @@ pub enum Control {
         epoch: u64,
         /// Seconds until the edge should register again.
         interval: u16,
+        /// Whether this supernode relays for the community (its `relay_policy`). Appended
+        /// field: an older supernode that omits it is taken to relay.
+        relay: bool,
     },
     /// Supernode → edge: registration refused.
     RegisterNak {
@@ -266,12 +269,14 @@ impl Control {
                 observed,
                 epoch,
                 interval,
+                relay,
             } => {
                 w.u8(T_ACK)
                     .u32(*id)
                     .sockaddr(*observed)
                     .u64(*epoch)
-                    .u16(*interval);
+                    .u16(*interval)
+                    .u8(u8::from(*relay));
             }
             Control::RegisterNak { code, message } => {
                 w.u8(T_NAK).u8(*code as u8).str(message);
@@ -341,6 +346,11 @@ impl Control {
                 observed: r.sockaddr()?,
                 epoch: r.u64()?,
                 interval: r.u16()?,
+                relay: if r.remaining() > 0 {
+                    r.u8()? != 0
+                } else {
+                    true
+                },
             },
             T_NAK => Control::RegisterNak {
                 code: NakCode::from_u8(r.u8()?),
@@ -430,6 +440,7 @@ mod tests {
                 observed: "198.18.0.9:40000".parse().unwrap(),
                 epoch: 12,
                 interval: 10,
+                relay: false,
             },
             Control::RegisterNak {
                 code: NakCode::AddressNotOwned,
@@ -477,6 +488,20 @@ mod tests {
                 let _ = Control::decode(&bytes[..cut]);
             }
         }
+    }
+
+    #[test]
+    fn an_ack_without_the_appended_relay_field_means_relay_allowed() {
+        let mut w = Writer::default();
+        w.u8(T_ACK)
+            .u32(3)
+            .sockaddr("198.18.0.9:40000".parse().unwrap())
+            .u64(1)
+            .u16(10);
+        let Ok(Control::RegisterAck { relay, .. }) = Control::decode(&w.buf) else {
+            panic!()
+        };
+        assert!(relay);
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub struct EdgeConfig {
     pub local_endpoints: Vec<SocketAddr>,
     /// Keepalive interval towards peers.
     pub keepalive: Duration,
+    /// Whether this edge may use supernode relays (false: `relay_policy = "direct-only"`).
+    pub relay: bool,
 }
 
 /// Where a packet came from or goes to.
@@ -107,6 +109,8 @@ struct Link {
     registered_at: Option<Instant>,
     epoch_applied: Option<u64>,
     staging: Option<ListStaging>,
+    /// The supernode relays for our community (from its acknowledgement).
+    relays: bool,
 }
 
 impl Link {
@@ -207,6 +211,8 @@ pub struct PeerStatus {
     pub allowed_cidrs: Vec<IpNet>,
     /// "direct", "relay" or "none".
     pub path: &'static str,
+    /// Why the path is what it is, in words for the operator.
+    pub path_reason: String,
     /// Underlay endpoint in use (direct) or the supernode relaying (relay).
     pub endpoint: Option<SocketAddr>,
     /// Endpoints the supernode reported.
@@ -341,17 +347,23 @@ fn emit(
     }
 }
 
-fn choose_path(peer: &Peer, links: &[Link], now: Instant) -> Option<Path> {
+/// The relay through the first registered supernode that lists the peer and relays for us.
+fn relay_path(peer: &Peer, links: &[Link], allow: bool) -> Option<Path> {
+    if !allow {
+        return None;
+    }
+    links.iter().enumerate().find_map(|(i, l)| {
+        let id = peer.relay_ids.get(i).copied().flatten()?;
+        (l.registered && l.relays && l.session.is_some()).then_some(Path::Relay { link: i, id })
+    })
+}
+
+fn choose_path(peer: &Peer, links: &[Link], now: Instant, allow_relay: bool) -> Option<Path> {
     if let Some(ep) = peer.direct_active(now) {
         return Some(Path::Direct(ep));
     }
-    for (i, l) in links.iter().enumerate() {
-        if let (true, Some(id)) = (
-            l.registered && l.session.is_some(),
-            peer.relay_ids.get(i).copied().flatten(),
-        ) {
-            return Some(Path::Relay { link: i, id });
-        }
+    if let Some(relay) = relay_path(peer, links, allow_relay) {
+        return Some(relay);
     }
     peer.endpoints.first().map(|e| Path::Direct(*e))
 }
@@ -383,6 +395,7 @@ impl Edge {
                 registered_at: None,
                 epoch_applied: None,
                 staging: None,
+                relays: true,
             })
             .collect();
         Edge {
@@ -845,9 +858,11 @@ impl Edge {
                 observed,
                 epoch,
                 interval,
+                relay,
             } => {
                 let link = &mut self.links[l];
                 let first = !link.registered;
+                link.relays = relay;
                 link.registered = true;
                 link.id = Some(id);
                 link.observed = Some(observed);
@@ -907,9 +922,18 @@ impl Edge {
             Control::PeerNotify { record } => {
                 let key = record.key;
                 self.upsert_peer(now, l, record);
-                // Someone is trying to reach us: open our side of the path now.
+                // Someone is trying to reach us: open our side of the path now. Without a
+                // session, and without a relay to carry its handshake, we start one ourselves:
+                // our initiation opens our NAT towards the peer (the hole punch).
                 if let Some(&p) = self.by_key.get(&key) {
-                    self.probe(now, p, out);
+                    let peer = self.peers[p].as_ref().expect("indexed peer exists");
+                    if peer.current.is_some() {
+                        self.probe(now, p, out);
+                    } else if peer.pending.is_none()
+                        && relay_path(peer, &self.links, self.cfg.relay).is_none()
+                    {
+                        self.start_handshake(now, p, out);
+                    }
                 }
             }
             Control::LookupReply { record: None, .. }
@@ -1053,7 +1077,7 @@ impl Edge {
             }
             return;
         }
-        let Some(path) = choose_path(peer, &self.links, now) else {
+        let Some(path) = choose_path(peer, &self.links, now, self.cfg.relay) else {
             return self.drop_peer(Some(p), DropReason::NoRoute);
         };
         let peer = self.peers[p].as_mut().expect("caller checked");
@@ -1071,7 +1095,7 @@ impl Edge {
     /// per packet).
     fn note_path(&mut self, now: Instant, p: usize) {
         let peer = self.peers[p].as_ref().expect("caller checked");
-        let (path, endpoint) = match choose_path(peer, &self.links, now) {
+        let (path, endpoint) = match choose_path(peer, &self.links, now, self.cfg.relay) {
             Some(Path::Direct(ep)) if peer.direct_active(now).is_some() => ("direct", Some(ep)),
             Some(Path::Relay { link, .. }) => ("relay", Some(self.links[link].addr)),
             _ => ("none", None),
@@ -1090,9 +1114,12 @@ impl Edge {
         let queued = std::mem::take(&mut self.peers[p].as_mut().expect("exists").queue);
         if queued.is_empty() {
             // Confirm a fresh initiator session with a keepalive.
-            if let Some(path) =
-                choose_path(self.peers[p].as_ref().expect("exists"), &self.links, now)
-            {
+            if let Some(path) = choose_path(
+                self.peers[p].as_ref().expect("exists"),
+                &self.links,
+                now,
+                self.cfg.relay,
+            ) {
                 self.send_keepalive(now, p, path, out);
             }
         }
@@ -1211,11 +1238,7 @@ impl Edge {
             paths.push(Path::Direct(d));
         }
         let key = peer.key;
-        let relay = self.links.iter().enumerate().find_map(|(i, l)| {
-            let id = peer.relay_ids.get(i).copied().flatten()?;
-            (l.registered && l.session.is_some()).then_some(Path::Relay { link: i, id })
-        });
-        paths.extend(relay);
+        paths.extend(relay_path(peer, &self.links, self.cfg.relay));
         for path in paths {
             emit(out, &mut self.links, path, |b| b.extend_from_slice(&msg));
         }
@@ -1412,7 +1435,7 @@ impl Edge {
             .last_tx
             .is_none_or(|t| now.saturating_duration_since(t) >= keepalive)
         {
-            if let Some(path) = choose_path(peer, &self.links, now) {
+            if let Some(path) = choose_path(peer, &self.links, now, self.cfg.relay) {
                 self.send_keepalive(now, p, path, out);
             }
         }
@@ -1441,6 +1464,35 @@ impl Edge {
     // ------------------------------------------------------------------------------------
     // Status
 
+    fn path_reason(&self, peer: &Peer, path: &str) -> String {
+        let probing = format!(
+            "no authenticated packet from the peer's endpoints ({}) within {} s; probing them every {} s              (a NAT or firewall between the two blocks direct UDP)",
+            peer.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", "),
+            DIRECT_TIMEOUT.as_secs(),
+            PROBE_INTERVAL.as_secs()
+        );
+        match path {
+            "direct" => format!(
+                "authenticated packets arrive straight from {}",
+                peer.direct.map(|e| e.to_string()).unwrap_or_default()
+            ),
+            "relay" => probing,
+            _ if !self.cfg.relay => {
+                format!("relay_policy is direct-only on this edge, and {probing}")
+            }
+            _ if self.links.iter().any(|l| l.registered && !l.relays)
+                && relay_path(peer, &self.links, true).is_none() =>
+            {
+                format!("the community's relay_policy is direct-only, and {probing}")
+            }
+            _ if peer.current.is_none() && peer.pending.is_some() => {
+                "handshake in progress".to_string()
+            }
+            _ if peer.current.is_none() => "no session".to_string(),
+            _ => "no registered supernode lists this peer, and no direct path".to_string(),
+        }
+    }
+
     /// A snapshot for `status`.
     pub fn status(&self, now: Instant) -> EdgeStatus {
         let secs = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t).as_secs_f64());
@@ -1449,7 +1501,7 @@ impl Edge {
             .iter()
             .flatten()
             .map(|peer| {
-                let (path, endpoint) = match choose_path(peer, &self.links, now) {
+                let (path, endpoint) = match choose_path(peer, &self.links, now, self.cfg.relay) {
                     _ if peer.current.is_none() => ("none", None),
                     Some(Path::Direct(ep)) if peer.direct_active(now).is_some() => {
                         ("direct", Some(ep))
@@ -1457,6 +1509,7 @@ impl Edge {
                     Some(Path::Relay { link, .. }) => ("relay", Some(self.links[link].addr)),
                     _ => ("none", None),
                 };
+                let path_reason = self.path_reason(peer, path);
                 PeerStatus {
                     name: peer.name.clone(),
                     public_key: peer.key,
@@ -1464,6 +1517,7 @@ impl Edge {
                     mac: peer.mac,
                     allowed_cidrs: peer.allowed.clone(),
                     path,
+                    path_reason,
                     endpoint,
                     endpoints: peer.endpoints.clone(),
                     last_handshake_secs: secs(peer.last_handshake),

@@ -82,6 +82,7 @@ drop_reasons! {
     Unsupported => "unsupported", "A frame type we do not forward (e.g. VLAN-tagged).";
     NotMember => "not_member", "A handshake or relay from a key that is not a registered member.";
     Expired => "expired", "A packet on a session older than the reject-after time.";
+    RelayDenied => "relay_denied", "A relay request in a community whose relay_policy is direct-only.";
 }
 
 /// Counters for every [`DropReason`].

@@ -76,6 +76,7 @@ impl Net {
                         }
                     })
                     .collect(),
+                relay: true,
             })
             .collect();
         let sn_cfg = SupernodeConfig {
@@ -111,6 +112,7 @@ impl Net {
             supernodes: vec![(self.sn_addr, self.sn_key.public_key())],
             local_endpoints: vec![],
             keepalive: crate::edge::DEFAULT_KEEPALIVE,
+            relay: true,
         };
         let edge = Edge::new(cfg.clone(), self.now, 1_700_000_000_000_000);
         self.edges.push(SimEdge {
@@ -628,4 +630,67 @@ impl Net {
         let mut reply = replies.pop()?;
         self.edges[i].edge.test_open_control(&mut reply)
     }
+}
+
+#[test]
+fn direct_only_community_never_relays_and_says_why() {
+    let (mut net, keys) = Net::new(&[("prod", &[("a", [10, 0, 0, 1]), ("b", [10, 0, 0, 2])])]);
+    net.sn_cfg.communities[0].relay = false;
+    net.restart_supernode();
+    net.add_edge("prod", &keys[0], [10, 0, 0, 1]);
+    net.add_edge("prod", &keys[1], [10, 0, 0, 2]);
+    net.block(0, 1);
+    net.run(Duration::from_secs(5));
+    assert!(!net.unicast(0, 1, b"must not be relayed"));
+    assert_eq!(net.sn.status(net.now).relay_packets, 0);
+    let st = net.edges[0].edge.status(net.now);
+    assert_eq!(st.peers[0].path, "none");
+    assert!(
+        st.peers[0].path_reason.contains("direct-only"),
+        "{}",
+        st.peers[0].path_reason
+    );
+    net.unblock_all();
+    net.run(Duration::from_secs(10));
+    assert!(net.unicast(0, 1, b"direct works"));
+    assert_eq!(net.path(0, 1), "direct");
+}
+
+#[test]
+fn direct_only_edge_policy_is_honoured_and_status_explains_relay() {
+    let (mut net, keys) = Net::new(&[("prod", &[("a", [10, 0, 0, 1]), ("b", [10, 0, 0, 2])])]);
+    net.add_edge("prod", &keys[0], [10, 0, 0, 1]);
+    net.add_edge("prod", &keys[1], [10, 0, 0, 2]);
+    net.edges[0].cfg.relay = false;
+    net.restart_edge(0);
+    net.block(0, 1);
+    net.run(Duration::from_secs(5));
+    assert!(!net.unicast(0, 1, b"a may not use relays"));
+    let reason = net.edges[0].edge.status(net.now).peers[0]
+        .path_reason
+        .clone();
+    assert!(reason.contains("direct-only on this edge"), "{reason}");
+    // b may relay, but a never answers over the relay, so b has no usable session either;
+    // once the path opens, both go direct.
+    net.unblock_all();
+    net.run(Duration::from_secs(10));
+    assert!(net.unicast(0, 1, b"direct"));
+    assert!(net.unicast(1, 0, b"direct back"));
+}
+
+#[test]
+fn relay_reason_names_the_endpoints_being_probed() {
+    let (mut net, keys) = Net::new(&[("prod", &[("a", [10, 0, 0, 1]), ("b", [10, 0, 0, 2])])]);
+    net.add_edge("prod", &keys[0], [10, 0, 0, 1]);
+    net.add_edge("prod", &keys[1], [10, 0, 0, 2]);
+    net.block(0, 1);
+    net.run(Duration::from_secs(3));
+    assert!(net.unicast(0, 1, b"relayed"));
+    let p = &net.edges[0].edge.status(net.now).peers[0];
+    assert_eq!(p.path, "relay");
+    assert!(
+        p.path_reason.contains(&net.edges[1].addr.to_string()),
+        "{}",
+        p.path_reason
+    );
 }

@@ -42,6 +42,8 @@ pub struct CommunityConfig {
     pub network: IpNet,
     /// Members.
     pub nodes: Vec<NodeEntry>,
+    /// Whether the supernode relays for this community (false: `relay_policy = "direct-only"`).
+    pub relay: bool,
 }
 
 /// Supernode configuration.
@@ -81,6 +83,7 @@ struct Community {
     by_key: HashMap<PublicKey, usize>,
     by_id: HashMap<u32, usize>,
     epoch: u64,
+    relay: bool,
 }
 
 /// A refusal, for the log.
@@ -155,6 +158,8 @@ pub struct CommunityStatus {
     pub network: IpNet,
     /// Membership version.
     pub epoch: u64,
+    /// Relays allowed.
+    pub relay: bool,
     /// Members.
     pub members: Vec<MemberStatus>,
 }
@@ -246,6 +251,7 @@ impl Supernode {
                 by_key: HashMap::new(),
                 by_id: HashMap::new(),
                 epoch: 1,
+                relay: c.relay,
             };
             for entry in c.nodes {
                 let i = comm.nodes.len();
@@ -377,6 +383,7 @@ impl Supernode {
             observed: src,
             epoch: comm.epoch,
             interval: self.interval,
+            relay: comm.relay,
         };
         let start = out.buf.len();
         wire::put_resp_header(&mut out.buf, local_index, sender);
@@ -565,6 +572,7 @@ impl Supernode {
                     observed: node.reg.as_ref().expect("registered").endpoint,
                     epoch: comm.epoch,
                     interval: self.interval,
+                    relay: comm.relay,
                 };
                 self.send(c, n, &ack, out);
             }
@@ -633,6 +641,9 @@ impl Supernode {
         };
         self.seen(now, c, n, src, out);
         let comm = &mut self.communities[c];
+        if !comm.relay {
+            return self.drops.add(DropReason::RelayDenied);
+        }
         let from = comm.nodes[n].id;
         comm.nodes[n].traffic.rx_packets += 1;
         comm.nodes[n].traffic.rx_bytes += inner.len() as u64;
@@ -745,6 +756,7 @@ impl Supernode {
                     name: c.name.clone(),
                     network: c.network,
                     epoch: c.epoch,
+                    relay: c.relay,
                     members: c
                         .nodes
                         .iter()

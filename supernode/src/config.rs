@@ -32,6 +32,7 @@ struct RawConfig {
 struct RawCommunity {
     name: String,
     network: String,
+    relay_policy: Option<String>,
     #[serde(default)]
     node: Vec<RawNode>,
 }
@@ -254,10 +255,13 @@ fn check_community(
             allowed_cidrs,
         });
     }
+    let relay =
+        metalvpc_common::parse_relay_policy(file, &at("relay_policy"), c.relay_policy.as_deref())?;
     Ok(CommunityConfig {
         name: c.name,
         network,
         nodes,
+        relay,
     })
 }
 

@@ -94,6 +94,7 @@ fn status_json(st: &SupernodeStatus, listen: std::net::SocketAddr) -> serde_json
             "name": c.name,
             "network": c.network.to_string(),
             "epoch": c.epoch,
+            "relay_policy": if c.relay { "allow" } else { "direct-only" },
             "members": c.members.iter().map(|m| json!({
                 "name": m.name,
                 "public_key": m.public_key.to_base64(),
