@@ -14,6 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub mod tcp;
+pub use tcp::{FramedTcp, Transport};
+
 /// `genkey`: prints a new private key.
 pub fn cmd_genkey() -> Result<()> {
     println!("{}", PrivateKey::generate().to_base64());
@@ -99,6 +102,14 @@ pub fn parse_relay_policy(path: &Path, key: &str, v: Option<&str>) -> Result<boo
             path.display()
         ),
     }
+}
+
+/// For the short-lived commands (`status | head`): die quietly on a closed pipe, as Unix
+/// tools do, instead of panicking. The daemons keep Rust's default (SIGPIPE ignored), so a
+/// management client that hangs up cannot kill them.
+pub fn restore_sigpipe() {
+    // SAFETY: resetting a signal disposition to its default.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
 
 /// Microseconds since the Unix epoch.
@@ -198,13 +209,14 @@ impl WakeHandle {
     }
 }
 
-/// Waits until one of `fds` is readable or `timeout` passes; returns which are readable.
-pub fn poll_readable(fds: &[RawFd], timeout: Duration) -> Vec<bool> {
+/// Waits until one of `fds` is ready or `timeout` passes. Each entry is a descriptor and
+/// whether writability matters too; the answer is (readable or closed, writable) per entry.
+pub fn poll_fds(fds: &[(RawFd, bool)], timeout: Duration) -> Vec<(bool, bool)> {
     let mut pfds: Vec<libc::pollfd> = fds
         .iter()
-        .map(|&fd| libc::pollfd {
+        .map(|&(fd, write)| libc::pollfd {
             fd,
-            events: libc::POLLIN,
+            events: libc::POLLIN | if write { libc::POLLOUT } else { 0 },
             revents: 0,
         })
         .collect();
@@ -212,10 +224,15 @@ pub fn poll_readable(fds: &[RawFd], timeout: Duration) -> Vec<bool> {
     // SAFETY: pfds is a valid array of pollfd of the given length.
     let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
     if n <= 0 {
-        return vec![false; fds.len()];
+        return vec![(false, false); fds.len()];
     }
     pfds.iter()
-        .map(|p| p.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0)
+        .map(|p| {
+            (
+                p.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0,
+                p.revents & libc::POLLOUT != 0,
+            )
+        })
         .collect()
 }
 

@@ -13,7 +13,7 @@ use metalvpc_protocol::Output;
 use serde_json::json;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 /// The edge daemon of a metalvpc overlay: one per server and community.
@@ -61,6 +61,9 @@ enum Cmd {
 
 fn main() {
     let cli = Cli::parse();
+    if !matches!(cli.cmd, Cmd::Run { .. }) {
+        common::restore_sigpipe();
+    }
     let result = match cli.cmd {
         Cmd::Genkey => common::cmd_genkey(),
         Cmd::Pubkey => common::cmd_pubkey(),
@@ -100,7 +103,7 @@ struct Info {
     listen_port: u16,
 }
 
-fn status_json(st: &EdgeStatus, info: &Info) -> serde_json::Value {
+fn status_json(st: &EdgeStatus, info: &Info, transport: &common::Transport) -> serde_json::Value {
     json!({
         "community": info.community,
         "public_key": st.public_key.to_base64(),
@@ -114,6 +117,7 @@ fn status_json(st: &EdgeStatus, info: &Info) -> serde_json::Value {
             "address": s.address.to_string(),
             "public_key": s.public_key.to_base64(),
             "registered": s.registered,
+            "transport": if transport.tcp.contains_key(&s.address) { "tcp" } else { "udp" },
             "id": s.id,
             "observed_endpoint": s.observed_endpoint.map(|e| e.to_string()),
             "last_ack_secs": s.last_ack_secs,
@@ -167,7 +171,11 @@ fn status(path: PathBuf, as_json: bool) -> Result<()> {
     );
     for sn in v["supernodes"].as_array().into_iter().flatten() {
         let state = if sn["registered"].as_bool() == Some(true) {
-            format!("registered, seen as {}", s(&sn["observed_endpoint"]))
+            format!(
+                "registered over {}, seen as {}",
+                s(&sn["transport"]),
+                s(&sn["observed_endpoint"])
+            )
         } else {
             format!(
                 "NOT registered: {}",
@@ -241,7 +249,6 @@ fn run(path: PathBuf) -> Result<()> {
         std::net::Ipv4Addr::UNSPECIFIED.into(),
         cfg.listen_port,
     ))?;
-    let sock_v6 = sock.local_addr()?.is_ipv6();
     let waker = common::Waker::install()?;
     let mgmt = common::serve_management(&cfg.management, waker.handle())?;
     let locals = tap::local_endpoints(cfg.listen_port, &tap.name);
@@ -277,20 +284,34 @@ fn run(path: PathBuf) -> Result<()> {
         cfg.listen_port,
         cfg.management
     );
+    let mut transport = common::Transport::new(sock)?;
+    // TCP fallback: connections are opened on helper threads (a connect can take seconds)
+    // and handed to the loop through this channel.
+    let (tcp_tx, tcp_rx) =
+        std::sync::mpsc::channel::<(std::net::SocketAddr, std::io::Result<std::net::TcpStream>)>();
+    let mut tcp_tried: std::collections::HashMap<std::net::SocketAddr, Instant> =
+        Default::default();
+    let mut next_fallback_check = Instant::now();
     let mut out = Output::default();
     let mut buf = vec![0u8; 65_536];
-    let mut errors = 0u64;
     while !waker.stopping() {
         let timeout = core
             .poll_timeout()
             .saturating_duration_since(Instant::now());
-        let ready = common::poll_readable(&[sock.as_raw_fd(), tap.fd(), waker.fd()], timeout);
-        if ready[2] {
+        let tcp = transport.tcp_poll_set();
+        let mut fds = vec![
+            (transport.udp.as_raw_fd(), false),
+            (tap.fd(), false),
+            (waker.fd(), false),
+        ];
+        fds.extend(tcp.iter().map(|(_, fd)| *fd));
+        let ready = common::poll_fds(&fds, timeout);
+        if ready[2].0 {
             waker.drain();
         }
-        if ready[0] {
+        if ready[0].0 {
             for _ in 0..256 {
-                match sock.recv_from(&mut buf) {
+                match transport.udp.recv_from(&mut buf) {
                     Ok((n, src)) => {
                         core.handle_udp(
                             Instant::now(),
@@ -299,20 +320,20 @@ fn run(path: PathBuf) -> Result<()> {
                             &mut out,
                         );
                         if out.transmits.len() + out.frames.len() >= 64 {
-                            flush(&sock, sock_v6, &tap, &mut out, &mut errors);
+                            flush(&mut transport, &tap, &mut out);
                         }
                     }
                     Err(_) => break,
                 }
             }
         }
-        if ready[1] {
+        if ready[1].0 {
             for _ in 0..256 {
                 match tap.read(&mut buf) {
                     Ok(Some(n)) => {
                         core.handle_frame(Instant::now(), &buf[..n], &mut out);
                         if out.transmits.len() >= 64 {
-                            flush(&sock, sock_v6, &tap, &mut out, &mut errors);
+                            flush(&mut transport, &tap, &mut out);
                         }
                     }
                     Ok(None) => break,
@@ -323,11 +344,52 @@ fn run(path: PathBuf) -> Result<()> {
                 }
             }
         }
+        for (i, (addr, _)) in tcp.iter().enumerate() {
+            let (r, w) = ready[3 + i];
+            if r || w {
+                transport.service_tcp(*addr, r, |p| {
+                    core.handle_udp(Instant::now(), *addr, p, &mut out)
+                });
+            }
+        }
+        while let Ok((addr, result)) = tcp_rx.try_recv() {
+            match result.and_then(|s| common::FramedTcp::new(s, addr)) {
+                Ok(conn) => {
+                    info!(
+                        "supernode {addr} reached over TCP (UDP got no answer); using TCP for it"
+                    );
+                    transport.tcp.insert(addr, conn);
+                    core.retry_supernode(addr, Instant::now());
+                }
+                Err(e) => warn!("TCP fallback to supernode {addr} failed: {e}"),
+            }
+        }
+        let now = Instant::now();
+        if now >= next_fallback_check {
+            next_fallback_check = now + Duration::from_secs(1);
+            for addr in core.silent_supernodes(now) {
+                let due = tcp_tried
+                    .get(&addr)
+                    .is_none_or(|t| now.saturating_duration_since(*t) >= Duration::from_secs(10));
+                if transport.tcp.contains_key(&addr) || !due {
+                    continue;
+                }
+                tcp_tried.insert(addr, now);
+                let (tx, wake) = (tcp_tx.clone(), waker.handle());
+                std::thread::spawn(move || {
+                    let _ = tx.send((
+                        addr,
+                        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)),
+                    ));
+                    wake.wake();
+                });
+            }
+        }
         core.handle_timeout(Instant::now(), &mut out);
-        flush(&sock, sock_v6, &tap, &mut out, &mut errors);
+        flush(&mut transport, &tap, &mut out);
         log_events(&mut core);
         while let Ok(req) = mgmt.try_recv() {
-            answer(req, &core, &info);
+            answer(req, &core, &info, &transport);
         }
     }
     info!("stopping; {} goes away with the process", tap.name);
@@ -337,33 +399,23 @@ fn run(path: PathBuf) -> Result<()> {
     Ok(())
 }
 
-fn answer(req: MgmtRequest, core: &Edge, info: &Info) {
+fn answer(req: MgmtRequest, core: &Edge, info: &Info, transport: &common::Transport) {
     let reply = match req.path.as_str() {
         "/status" | "/status.json" => (
             200,
             "application/json",
-            status_json(&core.status(Instant::now()), info).to_string(),
+            status_json(&core.status(Instant::now()), info, transport).to_string(),
         ),
         _ => (404, "text/plain", "unknown path; try /status\n".to_string()),
     };
     let _ = req.reply.send(reply);
 }
 
-fn flush(sock: &std::net::UdpSocket, v6: bool, tap: &tap::Tap, out: &mut Output, errors: &mut u64) {
+fn flush(transport: &mut common::Transport, tap: &tap::Tap, out: &mut Output) {
     for f in &out.frames {
         // A full TAP queue drops the frame, as a full NIC queue would; TCP recovers.
         let _ = tap.write(&out.buf[f.clone()]);
     }
-    for t in &out.transmits {
-        if sock
-            .send_to(out.bytes(t), common::for_socket(v6, t.dst))
-            .is_err()
-        {
-            *errors += 1;
-            if errors.is_power_of_two() {
-                warn!("UDP send to {} failed ({} failures so far)", t.dst, errors);
-            }
-        }
-    }
+    transport.send_all(out);
     out.clear();
 }

@@ -43,6 +43,11 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(8);
 pub const QUEUE_LIMIT: usize = 32;
 /// A peer no supernode lists and that sent nothing for this long is forgotten.
 pub const PEER_EXPIRY: Duration = Duration::from_secs(120);
+/// One-byte edge-to-edge messages inside a data packet (a frame is at least 14 bytes, a
+/// keepalive 0): "answer me straight back", and that answer. A direct path counts as working
+/// only once a pong came back over it, which proves both directions.
+const MSG_PROBE: u8 = 1;
+const MSG_PONG: u8 = 2;
 /// A responder session the initiator never confirmed is dropped after this long.
 const UNCONFIRMED_EXPIRY: Duration = Duration::from_secs(15);
 
@@ -111,6 +116,8 @@ struct Link {
     staging: Option<ListStaging>,
     /// The supernode relays for our community (from its acknowledgement).
     relays: bool,
+    /// When an authenticated answer last came from it.
+    last_answer: Option<Instant>,
 }
 
 impl Link {
@@ -151,7 +158,11 @@ struct Peer {
     /// over other paths) are expected and ignored without counting a drop.
     completed_index: Option<u32>,
     direct: Option<SocketAddr>,
+    /// When a pong (or handshake response) last came straight from `direct`: the proof that
+    /// both directions of the direct path work.
     last_direct_rx: Option<Instant>,
+    /// Rate limit for probing a new endpoint that data arrived from (roaming).
+    last_roam_probe: Option<Instant>,
     last_rx: Option<Instant>,
     last_tx: Option<Instant>,
     last_probe: Option<Instant>,
@@ -396,6 +407,7 @@ impl Edge {
                 epoch_applied: None,
                 staging: None,
                 relays: true,
+                last_answer: None,
             })
             .collect();
         Edge {
@@ -432,6 +444,31 @@ impl Edge {
     /// True once at least one supernode accepted our registration.
     pub fn is_registered(&self) -> bool {
         self.links.iter().any(|l| l.registered)
+    }
+
+    /// Supernodes that have not answered anything for a while although we keep trying
+    /// (outbound UDP may be blocked): the shell may then try its TCP fallback.
+    pub fn silent_supernodes(&self, now: Instant) -> Vec<SocketAddr> {
+        self.links
+            .iter()
+            .filter(|l| {
+                !l.registered
+                    && l.attempts >= 3
+                    && l.last_answer
+                        .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(10))
+            })
+            .map(|l| l.addr)
+            .collect()
+    }
+
+    /// The shell has a new way to reach supernode `addr` (its TCP fallback connected):
+    /// handshake again at the next timer instead of waiting out the backoff.
+    pub fn retry_supernode(&mut self, addr: SocketAddr, now: Instant) {
+        for l in self.links.iter_mut().filter(|l| l.addr == addr) {
+            Self::retire_pending(&mut self.index, l.pending.take());
+            l.next_handshake = now;
+        }
+        self.next_tick = self.next_tick.min(now);
     }
 
     /// Replaces the local endpoints announced at the next registration.
@@ -665,6 +702,7 @@ impl Edge {
                     }
                 };
                 let session = Session::new(receiver, sender, keys, now, true);
+                link.last_answer = Some(now);
                 match Control::decode(&payload) {
                     Ok(Control::RegisterAck { .. }) => {
                         let old = link.previous.take();
@@ -726,6 +764,7 @@ impl Edge {
                     Ok(r) => r,
                     Err(e) => return self.drops.add(e.into()),
                 };
+                self.links[l].last_answer = Some(now);
                 match Control::decode(&pkt[range]) {
                     Ok(msg) => self.on_control(now, l, msg, out),
                     Err(_) => self.drops.add(DropReason::Malformed),
@@ -795,37 +834,76 @@ impl Edge {
             }
         }
         peer.last_rx = Some(now);
-        let mut answer_direct = None;
-        if let Path::Direct(src) = path {
-            let was = peer.direct_active(now);
-            peer.direct = Some(src);
-            peer.last_direct_rx = Some(now);
-            if was != Some(src) {
-                // Newly direct (or roamed): tell the peer at once over the same path, so it
-                // switches too without waiting for its next probe.
-                answer_direct = Some(src);
-            }
-        }
         let frame_len = range.len();
-        if frame_len > 0 {
-            if frame_len < eth::ETH_HEADER_LEN {
-                return self.drop_peer(Some(p), DropReason::Malformed);
+        match (frame_len, path) {
+            (0, _) => {}
+            (1, Path::Direct(src)) => {
+                let msg = pkt[range.start];
+                return self.on_edge_message(now, p, msg, src, out);
             }
-            let frame = &pkt[range];
-            if let Err(r) = Self::check_frame(peer, self.cfg.mac, frame) {
-                return self.drop_peer(Some(p), r);
+            (1, Path::Relay { .. }) => {}
+            (n, _) if n < eth::ETH_HEADER_LEN => {
+                return self.drop_peer(Some(p), DropReason::Malformed)
             }
-            peer.traffic.rx_packets += 1;
-            peer.traffic.rx_bytes += frame_len as u64;
-            let start = out.buf.len();
-            out.buf.extend_from_slice(frame);
-            out.frames.push(start..out.buf.len());
+            _ => {
+                let frame = &pkt[range];
+                if let Err(r) = Self::check_frame(peer, self.cfg.mac, frame) {
+                    return self.drop_peer(Some(p), r);
+                }
+                peer.traffic.rx_packets += 1;
+                peer.traffic.rx_bytes += frame_len as u64;
+                let start = out.buf.len();
+                out.buf.extend_from_slice(frame);
+                out.frames.push(start..out.buf.len());
+            }
         }
-        if let Some(ep) = answer_direct {
-            self.send_keepalive(now, p, Path::Direct(ep), out);
+        if let Path::Direct(src) = path {
+            // Authenticated traffic straight from an endpoint we are not using (the peer is
+            // new, roamed, or its NAT mapping changed): ask it for a pong, at most once a second.
+            let peer = self.peers[p].as_mut().expect("exists");
+            if peer.direct_active(now) != Some(src)
+                && peer
+                    .last_roam_probe
+                    .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1))
+            {
+                peer.last_roam_probe = Some(now);
+                self.send_small(now, p, &[MSG_PROBE], Path::Direct(src), out);
+            }
         }
         if !self.queue_empty(p) {
             self.flush_queue(now, p, out);
+        }
+    }
+
+    /// A probe or pong that came straight from `src`.
+    fn on_edge_message(
+        &mut self,
+        now: Instant,
+        p: usize,
+        msg: u8,
+        src: SocketAddr,
+        out: &mut Output,
+    ) {
+        match msg {
+            MSG_PROBE => {
+                self.send_small(now, p, &[MSG_PONG], Path::Direct(src), out);
+                // Probe back, so that our side learns the path works too (one round trip).
+                let peer = self.peers[p].as_mut().expect("exists");
+                if peer.direct_active(now) != Some(src)
+                    && peer.last_roam_probe.is_none_or(|t| {
+                        now.saturating_duration_since(t) >= Duration::from_millis(200)
+                    })
+                {
+                    peer.last_roam_probe = Some(now);
+                    self.send_small(now, p, &[MSG_PROBE], Path::Direct(src), out);
+                }
+            }
+            MSG_PONG => {
+                let peer = self.peers[p].as_mut().expect("exists");
+                peer.direct = Some(src);
+                peer.last_direct_rx = Some(now);
+            }
+            _ => {} // a later version's message: ignore
         }
     }
 
@@ -986,6 +1064,7 @@ impl Edge {
                     completed_index: None,
                     direct: None,
                     last_direct_rx: None,
+                    last_roam_probe: None,
                     last_rx: None,
                     last_tx: None,
                     last_probe: None,
@@ -1129,23 +1208,30 @@ impl Edge {
     }
 
     fn send_keepalive(&mut self, now: Instant, p: usize, path: Path, out: &mut Output) {
+        self.send_small(now, p, &[], path, out);
+    }
+
+    /// Sends a keepalive (empty) or a one-byte probe/pong on the current session.
+    fn send_small(&mut self, now: Instant, p: usize, payload: &[u8], path: Path, out: &mut Output) {
         let peer = self.peers[p].as_mut().expect("caller checked");
         let Some(session) = peer.current.as_mut().filter(|s| s.usable(now)) else {
             return;
         };
-        if emit(out, &mut self.links, path, |b| session.seal_data(&[], b)) {
+        if emit(out, &mut self.links, path, |b| {
+            session.seal_data(payload, b)
+        }) {
             peer.last_tx = Some(now);
         }
     }
 
-    /// Keepalives straight to each of the peer's endpoints: the relay-to-direct upgrade and
-    /// the NAT hole punch.
+    /// Probes straight to each of the peer's endpoints: the relay-to-direct upgrade and the
+    /// NAT hole punch. Each endpoint that works answers with a pong.
     fn probe(&mut self, now: Instant, p: usize, out: &mut Output) {
         let peer = self.peers[p].as_mut().expect("caller checked");
         peer.last_probe = Some(now);
         let eps: Vec<SocketAddr> = peer.endpoints.iter().copied().take(4).collect();
         for ep in eps {
-            self.send_keepalive(now, p, Path::Direct(ep), out);
+            self.send_small(now, p, &[MSG_PROBE], Path::Direct(ep), out);
         }
     }
 
@@ -1421,19 +1507,33 @@ impl Edge {
         if !s.confirmed {
             return;
         }
-        let direct = peer.direct_active(now).is_some();
-        if !direct
-            && !peer.endpoints.is_empty()
-            && peer
-                .last_probe
-                .is_none_or(|t| now.saturating_duration_since(t) >= PROBE_INTERVAL)
+        // Direct: a probe every keepalive interval, whatever else is sent, so that pongs keep
+        // proving the path (and hold NAT mappings open). Relayed: probe every endpoint every
+        // PROBE_INTERVAL, and keep the session alive through the relay.
+        let direct = peer.direct_active(now);
+        let interval = if direct.is_some() {
+            keepalive
+        } else {
+            PROBE_INTERVAL
+        };
+        if peer
+            .last_probe
+            .is_none_or(|t| now.saturating_duration_since(t) >= interval)
         {
-            self.probe(now, p, out);
+            match direct {
+                Some(ep) => {
+                    peer.last_probe = Some(now);
+                    self.send_small(now, p, &[MSG_PROBE], Path::Direct(ep), out);
+                }
+                None if !peer.endpoints.is_empty() => self.probe(now, p, out),
+                None => {}
+            }
         }
         let peer = self.peers[p].as_ref().expect("exists");
-        if peer
-            .last_tx
-            .is_none_or(|t| now.saturating_duration_since(t) >= keepalive)
+        if direct.is_none()
+            && peer
+                .last_tx
+                .is_none_or(|t| now.saturating_duration_since(t) >= keepalive)
         {
             if let Some(path) = choose_path(peer, &self.links, now, self.cfg.relay) {
                 self.send_keepalive(now, p, path, out);

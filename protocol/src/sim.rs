@@ -694,3 +694,43 @@ fn relay_reason_names_the_endpoints_being_probed() {
         p.path_reason
     );
 }
+
+#[test]
+fn one_way_blocked_path_is_not_taken_for_direct() {
+    // b may receive from a but cannot send to it (egress filtering on b): a direct path
+    // needs both directions, proven by a pong, so both sides must stay relayed.
+    let (mut net, keys) = Net::new(&[("prod", &[("a", [10, 0, 0, 1]), ("b", [10, 0, 0, 2])])]);
+    net.add_edge("prod", &keys[0], [10, 0, 0, 1]);
+    net.add_edge("prod", &keys[1], [10, 0, 0, 2]);
+    let (a, b) = (net.edges[0].addr, net.edges[1].addr);
+    net.blocked.insert((b, a));
+    net.run(Duration::from_secs(12));
+    assert!(net.unicast(0, 1, b"a to b"));
+    assert!(net.unicast(1, 0, b"b to a"));
+    assert_eq!(net.path(0, 1), "relay");
+    assert_eq!(net.path(1, 0), "relay");
+}
+
+#[test]
+fn roaming_edge_recovers_without_restart() {
+    let mut net = two_edges();
+    assert!(net.unicast(0, 1, b"before"));
+    assert_eq!(net.path(0, 1), "direct");
+    // b's underlay address changes (new DHCP lease, NAT rebinding): same process, new source.
+    let new = addr(77, 40000);
+    net.edges[1].addr = new;
+    let start = net.now;
+    // b keeps talking (keepalives); a learns the new endpoint from the first authenticated
+    // packet and a pong.
+    while !net.unicast(0, 1, b"after roaming") {
+        net.run(Duration::from_millis(500));
+        assert!(
+            net.now - start < Duration::from_secs(10),
+            "no recovery after roaming"
+        );
+    }
+    net.run(Duration::from_secs(1));
+    assert_eq!(net.path(0, 1), "direct");
+    let st = net.edges[0].edge.status(net.now);
+    assert_eq!(st.peers[0].endpoint, Some(new));
+}

@@ -10,7 +10,7 @@ use metalvpc_protocol::Output;
 use serde_json::json;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 /// The supernode of a metalvpc overlay: it admits the edges listed in its community files,
@@ -59,6 +59,9 @@ enum Cmd {
 
 fn main() {
     let cli = Cli::parse();
+    if !matches!(cli.cmd, Cmd::Run { .. }) {
+        common::restore_sigpipe();
+    }
     let result = match cli.cmd {
         Cmd::Genkey => common::cmd_genkey(),
         Cmd::Pubkey => common::cmd_pubkey(),
@@ -86,7 +89,11 @@ fn check(path: PathBuf) -> Result<()> {
     Ok(())
 }
 
-fn status_json(st: &SupernodeStatus, listen: std::net::SocketAddr) -> serde_json::Value {
+fn status_json(
+    st: &SupernodeStatus,
+    listen: std::net::SocketAddr,
+    tcp_connections: usize,
+) -> serde_json::Value {
     json!({
         "listen": listen.to_string(),
         "public_key": st.public_key.to_base64(),
@@ -114,6 +121,7 @@ fn status_json(st: &SupernodeStatus, listen: std::net::SocketAddr) -> serde_json
         })).collect::<Vec<_>>(),
         "drops": drops_json(&st.drops),
         "refused": st.refused,
+        "tcp_connections": tcp_connections,
         "relay": {"packets": st.relay_packets, "bytes": st.relay_bytes},
     })
 }
@@ -170,12 +178,17 @@ fn status(path: PathBuf, as_json: bool) -> Result<()> {
     Ok(())
 }
 
-fn answer(req: MgmtRequest, core: &Supernode, listen: std::net::SocketAddr) {
+fn answer(
+    req: MgmtRequest,
+    core: &Supernode,
+    listen: std::net::SocketAddr,
+    tcp_connections: usize,
+) {
     let reply = match req.path.as_str() {
         "/status" | "/status.json" => (
             200,
             "application/json",
-            status_json(&core.status(Instant::now()), listen).to_string(),
+            status_json(&core.status(Instant::now()), listen, tcp_connections).to_string(),
         ),
         _ => (404, "text/plain", "unknown path; try /status\n".to_string()),
     };
@@ -207,7 +220,17 @@ fn run(path: PathBuf) -> Result<()> {
     common::init_logging("info");
     let cfg = config::load(&path)?;
     let sock = common::bind_udp(cfg.listen)?;
-    let sock_v6 = sock.local_addr()?.is_ipv6();
+    let tcp_listener = match std::net::TcpListener::bind(cfg.listen) {
+        Ok(l) => {
+            l.set_nonblocking(true)?;
+            Some(l)
+        }
+        Err(e) => {
+            warn!("no TCP fallback: cannot listen on tcp {}: {e}", cfg.listen);
+            None
+        }
+    };
+    let mut transport = common::Transport::new(sock)?;
     let waker = common::Waker::install()?;
     let mgmt = common::serve_management(&cfg.management, waker.handle())?;
     let communities: Vec<String> = cfg
@@ -218,7 +241,7 @@ fn run(path: PathBuf) -> Result<()> {
         .collect();
     let mut core = Supernode::new(cfg.core, Instant::now());
     info!(
-        "supernode {} listening on udp {}, management {}, communities: {}",
+        "supernode {} listening on udp and tcp {}, management {}, communities: {}",
         core.public_key(),
         cfg.listen,
         cfg.management,
@@ -226,19 +249,22 @@ fn run(path: PathBuf) -> Result<()> {
     );
     let mut out = Output::default();
     let mut buf = vec![0u8; 65_536];
-    let mut send_errors = 0u64;
     while !waker.stopping() {
         let timeout = core
             .poll_timeout()
             .saturating_duration_since(Instant::now());
-        let ready = common::poll_readable(&[sock.as_raw_fd(), waker.fd()], timeout);
-        if ready[1] {
+        let tcp = transport.tcp_poll_set();
+        let mut fds = vec![(transport.udp.as_raw_fd(), false), (waker.fd(), false)];
+        fds.push((tcp_listener.as_ref().map_or(-1, |l| l.as_raw_fd()), false));
+        fds.extend(tcp.iter().map(|(_, fd)| *fd));
+        let ready = common::poll_fds(&fds, timeout);
+        if ready[1].0 {
             waker.drain();
         }
-        if ready[0] {
+        if ready[0].0 {
             // Drain a bounded batch, so timers and management still get their turn.
             for _ in 0..512 {
-                match sock.recv_from(&mut buf) {
+                match transport.udp.recv_from(&mut buf) {
                     Ok((n, src)) => {
                         core.handle_udp(
                             Instant::now(),
@@ -247,19 +273,39 @@ fn run(path: PathBuf) -> Result<()> {
                             &mut out,
                         );
                         if out.transmits.len() >= 64 {
-                            flush(&sock, sock_v6, &mut out, &mut send_errors);
+                            transport.send_all(&out);
+                            out.clear();
                         }
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(_) => break,
                 }
             }
         }
+        if ready[2].0 {
+            accept_tcp(tcp_listener.as_ref(), &mut transport);
+        }
+        for (i, (addr, _)) in tcp.iter().enumerate() {
+            let (r, w) = ready[3 + i];
+            if r || w {
+                transport.service_tcp(*addr, r, |p| {
+                    core.handle_udp(Instant::now(), *addr, p, &mut out)
+                });
+            }
+        }
+        // Edges behind a TCP fallback register every few seconds; a silent one is gone.
+        transport.tcp.retain(|a, c| {
+            let keep = c.last_rx.elapsed() < Duration::from_secs(120);
+            if !keep {
+                info!("closing idle TCP connection from {a}");
+            }
+            keep
+        });
         core.handle_timeout(Instant::now(), &mut out);
-        flush(&sock, sock_v6, &mut out, &mut send_errors);
+        transport.send_all(&out);
+        out.clear();
         log_events(&mut core);
         while let Ok(req) = mgmt.try_recv() {
-            answer(req, &core, cfg.listen);
+            answer(req, &core, cfg.listen, transport.tcp.len());
         }
     }
     info!("stopping");
@@ -269,17 +315,22 @@ fn run(path: PathBuf) -> Result<()> {
     Ok(())
 }
 
-fn flush(sock: &std::net::UdpSocket, v6: bool, out: &mut Output, errors: &mut u64) {
-    for t in &out.transmits {
-        if sock
-            .send_to(out.bytes(t), common::for_socket(v6, t.dst))
-            .is_err()
-        {
-            *errors += 1;
-            if errors.is_power_of_two() {
-                warn!("UDP send to {} failed ({} failures so far)", t.dst, errors);
+/// Most TCP fallback connections at once.
+const MAX_TCP: usize = 4096;
+
+fn accept_tcp(listener: Option<&std::net::TcpListener>, transport: &mut common::Transport) {
+    let Some(listener) = listener else { return };
+    while let Ok((stream, peer)) = listener.accept() {
+        if transport.tcp.len() >= MAX_TCP {
+            warn!("refusing TCP connection from {peer}: {MAX_TCP} connections already");
+            continue;
+        }
+        match common::FramedTcp::new(stream, peer) {
+            Ok(c) => {
+                info!("TCP fallback connection from {peer}");
+                transport.tcp.insert(c.peer, c);
             }
+            Err(e) => warn!("TCP connection from {peer}: {e}"),
         }
     }
-    out.clear();
 }
