@@ -560,6 +560,10 @@ impl Edge {
                 if let Path::Relay { .. } = path {
                     return self.drops.add(DropReason::Malformed);
                 }
+                if !self.cfg.relay {
+                    // relay_policy = "direct-only": nothing goes through a supernode, either way.
+                    return self.drops.add(DropReason::RelayDenied);
+                }
                 self.on_relay(now, src, receiver, counter, peer, pkt, out)
             }
         }
@@ -1566,7 +1570,7 @@ impl Edge {
 
     fn path_reason(&self, peer: &Peer, path: &str) -> String {
         let probing = format!(
-            "no authenticated packet from the peer's endpoints ({}) within {} s; probing them every {} s              (a NAT or firewall between the two blocks direct UDP)",
+            "no authenticated packet from the peer's endpoints ({}) within {} s; probing them every {} s (a NAT or firewall between the two blocks direct UDP)",
             peer.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", "),
             DIRECT_TIMEOUT.as_secs(),
             PROBE_INTERVAL.as_secs()
