@@ -41,6 +41,9 @@ pub const REFUSED_RETRY: Duration = Duration::from_secs(10);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(8);
 /// Frames held per peer while its handshake runs.
 pub const QUEUE_LIMIT: usize = 32;
+/// A peer that sent nothing authenticated (not even a keepalive) for this long is shown as
+/// down in `status` (3 keepalives at the default interval, plus margin).
+pub const DEAD_AFTER: Duration = Duration::from_secs(20);
 /// A peer no supernode lists and that sent nothing for this long is forgotten.
 pub const PEER_EXPIRY: Duration = Duration::from_secs(120);
 /// One-byte edge-to-edge messages inside a data packet (a frame is at least 14 bytes, a
@@ -1605,15 +1608,23 @@ impl Edge {
             .iter()
             .flatten()
             .map(|peer| {
+                let dead = peer.last_rx.is_some_and(|t| now.saturating_duration_since(t) >= DEAD_AFTER);
                 let (path, endpoint) = match choose_path(peer, &self.links, now, self.cfg.relay) {
-                    _ if peer.current.is_none() => ("none", None),
+                    _ if peer.current.is_none() || dead => ("none", None),
                     Some(Path::Direct(ep)) if peer.direct_active(now).is_some() => {
                         ("direct", Some(ep))
                     }
                     Some(Path::Relay { link, .. }) => ("relay", Some(self.links[link].addr)),
                     _ => ("none", None),
                 };
-                let path_reason = self.path_reason(peer, path);
+                let path_reason = match peer.last_rx {
+                    Some(t) if dead => format!(
+                        "nothing heard from the peer for {} s (keepalives every {} s): it is down or unreachable",
+                        now.saturating_duration_since(t).as_secs(),
+                        self.cfg.keepalive.as_secs()
+                    ),
+                    _ => self.path_reason(peer, path),
+                };
                 PeerStatus {
                     name: peer.name.clone(),
                     public_key: peer.key,

@@ -734,3 +734,20 @@ fn roaming_edge_recovers_without_restart() {
     let st = net.edges[0].edge.status(net.now);
     assert_eq!(st.peers[0].endpoint, Some(new));
 }
+
+#[test]
+fn a_dead_peer_is_shown_down() {
+    let mut net = two_edges();
+    assert!(net.unicast(0, 1, b"alive"));
+    // b vanishes (power cut): nothing more from it, and the supernode cannot reach it either.
+    net.sn_down = true;
+    net.block(0, 1);
+    net.run(crate::edge::DEAD_AFTER + Duration::from_secs(1));
+    let p = &net.edges[0].edge.status(net.now).peers[0];
+    assert_eq!(p.path, "none");
+    assert!(
+        p.path_reason.contains("down or unreachable"),
+        "{}",
+        p.path_reason
+    );
+}
