@@ -420,3 +420,86 @@ fn several_supernodes() {
     both_ways_ok(&lab, c, b, 5);
     assert!(sn2.exited().is_none(), "supernode 2 died");
 }
+
+#[test]
+fn two_edges_behind_one_nat_router_talk_over_their_lan() {
+    const TEST: &str = "nat_same_router_uses_the_lan";
+    let Some(mut lab) = Lab::new(TEST) else {
+        return;
+    };
+    let e = lab.add_edges("prod", "10.72.0", &["a", "b"]);
+    let (a, b) = (&e[0], &e[1]);
+    // A router: WAN on the public segment, a LAN bridge behind it, both edges moved onto the
+    // LAN (198.19.1.0/24) with the router as their gateway, masquerade on the WAN.
+    let router = lab.add_host("rt", "198.18.0.60".parse().unwrap()).unwrap();
+    let (sw, p) = (format!("{}-sw", lab.prefix), lab.prefix.clone());
+    let mut script = format!(
+        "set -e\nip -n {sw} link add {p}lan type bridge\nip -n {sw} link set {p}lan up\n\
+         ip -n {sw} link add {p}rl type veth peer name {p}rlan netns {rns}\n\
+         ip -n {sw} link set {p}rl master {p}lan up\n\
+         ip -n {rns} addr add 198.19.1.1/24 dev {p}rlan\nip -n {rns} link set {p}rlan up\n\
+         ip netns exec {rns} sysctl -qw net.ipv4.ip_forward=1\n\
+         ip netns exec {rns} nft -f - <<'N'\ntable ip mvnat {{\n chain post {{ type nat hook postrouting priority 100; oifname \"{wan}\" masquerade; }}\n}}\nN\n",
+        rns = router.ns,
+        wan = router.iface
+    );
+    for (i, x) in [a, b].iter().enumerate() {
+        // Move the edge's cable from the public bridge to the LAN bridge.
+        script += &format!(
+            "idx=$(ip netns exec {ns} cat /sys/class/net/{ifc}/iflink)\n\
+             end=$(ip -n {sw} -o link | awk -F': ' -v i=$idx '$1==i {{print $2}}' | cut -d@ -f1)\n\
+             ip -n {sw} link set $end nomaster\nip -n {sw} link set $end master {p}lan\n\
+             ip -n {ns} addr flush dev {ifc}\nip -n {ns} addr add 198.19.1.{n}/24 dev {ifc}\n\
+             ip -n {ns} route add default via 198.19.1.1\n",
+            ns = x.ns(),
+            ifc = x.host.iface,
+            n = 10 + i
+        );
+    }
+    let out = sh_in(&router.ns, &script, Duration::from_secs(20));
+    assert!(out.success(), "building the NAT router: {out:?}");
+    lab.start_supernode(&[Community::new(
+        "prod",
+        "10.72.0.0/24",
+        e.iter().map(Edge::member).collect(),
+    )]);
+    let start = Instant::now();
+    lab.start_edges(&e);
+    let st = lab.edge_status(a).unwrap();
+    assert!(
+        st["supernodes"][0]["observed_endpoint"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("198.18.0.60:"),
+        "the supernode should see a behind the router: {st:#}"
+    );
+    lab.wait_ping(a, b, Duration::from_secs(20));
+    for (x, y) in [(a, b), (b, a)] {
+        let t = lab.wait_path(x, y, "direct", Duration::from_secs(20));
+        assert!(
+            t.is_some(),
+            "{} not direct: {:?}",
+            x.name,
+            lab.peer_entry(x, y)
+        );
+        let ep = lab.peer_entry(x, y).unwrap()["endpoint"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        assert!(
+            ep.starts_with("198.19.1."),
+            "{} reaches {} via {ep}, not its LAN address",
+            x.name,
+            y.name
+        );
+        println!(
+            "[{TEST}] {} -> {} direct over the LAN via {ep}",
+            x.name, y.name
+        );
+    }
+    println!(
+        "[{TEST}] edge start -> direct over the LAN: {:.2?}",
+        start.elapsed()
+    );
+    both_ways_ok(&lab, a, b, 5);
+}
