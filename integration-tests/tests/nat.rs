@@ -86,6 +86,18 @@ fn kill_daemon_with_config(config: &str) -> usize {
     n
 }
 
+/// Waits for traffic and then for a direct path from `a` to `b`.
+fn wait_direct(lab: &mut Lab, a: &Edge, b: &Edge) {
+    lab.wait_ping(a, b, Duration::from_secs(15));
+    let t = lab.wait_path(a, b, "direct", Duration::from_secs(15));
+    assert!(
+        t.is_some(),
+        "{} never went direct: {:?}",
+        a.name,
+        lab.peer_entry(a, b)
+    );
+}
+
 fn both_ways_ok(lab: &Lab, a: &Edge, b: &Edge, n: u32) {
     for (x, y) in [(a, b), (b, a)] {
         let p = ping(x.ns(), &y.ip(), n);
@@ -106,10 +118,7 @@ fn same_segment_goes_direct() {
         return;
     };
     let (a, b) = (&e[0], &e[1]);
-    lab.wait_ping(a, b, Duration::from_secs(15));
-    assert!(lab
-        .wait_path(a, b, "direct", Duration::from_secs(15))
-        .is_some());
+    wait_direct(&mut lab, a, b);
     println!(
         "[{TEST}] edge start -> first direct ping: {:.2?}",
         start.elapsed()
@@ -227,10 +236,7 @@ fn dead_direct_path_falls_back_to_relay_and_recovers() {
         return;
     };
     let (a, b) = (&e[0], &e[1]);
-    lab.wait_ping(a, b, Duration::from_secs(15));
-    assert!(lab
-        .wait_path(a, b, "direct", Duration::from_secs(15))
-        .is_some());
+    wait_direct(&mut lab, a, b);
     lab.block_udp(a, b);
     let t = lab
         .wait_path(a, b, "relay", Duration::from_secs(30))
@@ -252,10 +258,7 @@ fn roaming_edge_recovers_without_restart() {
         return;
     };
     let (a, b) = (&e[0], &e[1]);
-    lab.wait_ping(a, b, Duration::from_secs(15));
-    assert!(lab
-        .wait_path(a, b, "direct", Duration::from_secs(15))
-        .is_some());
+    wait_direct(&mut lab, a, b);
     // b's underlay address changes under the running daemon (a new lease, a new uplink).
     let new_ip = format!("198.18.0.{}", 200 + (b.host.ip.octets()[3] % 50));
     let out = sh_in(
@@ -299,10 +302,7 @@ fn supernode_kill_loses_no_ping_on_direct_tunnels() {
         return;
     };
     let (a, b) = (&e[0], &e[1]);
-    lab.wait_ping(a, b, Duration::from_secs(15));
-    assert!(lab
-        .wait_path(a, b, "direct", Duration::from_secs(15))
-        .is_some());
+    wait_direct(&mut lab, a, b);
     let (ns, ip) = (a.ns().to_string(), b.ip());
     let pinger = std::thread::spawn(move || ping_with(&ns, &ip, 150, &["-i", "0.1"]));
     std::thread::sleep(Duration::from_secs(3));
