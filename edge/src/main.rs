@@ -149,7 +149,15 @@ fn status_json(st: &EdgeStatus, info: &Info, transport: &common::Transport) -> s
 
 fn status(path: PathBuf, as_json: bool) -> Result<()> {
     let mgmt = config::load_management(&path)?;
-    let body = common::query_management(&mgmt, "/status", &path)?;
+    // No daemon to ask: if the config itself is wrong, that is the more useful answer
+    // (it names the key), since a daemon could not have started with it.
+    let body =
+        common::query_management(&mgmt, "/status", &path).map_err(|e| {
+            match config::load(&path) {
+                Err(config_error) => config_error,
+                Ok(_) => e,
+            }
+        })?;
     if as_json {
         println!("{}", body.trim_end());
         return Ok(());

@@ -128,7 +128,15 @@ fn status_json(
 
 fn status(path: PathBuf, as_json: bool) -> Result<()> {
     let (mgmt, _) = config::load_meta(&path)?;
-    let body = common::query_management(&mgmt, "/status", &path)?;
+    // No daemon to ask: if the config itself is wrong, that is the more useful answer
+    // (it names the key), since a daemon could not have started with it.
+    let body =
+        common::query_management(&mgmt, "/status", &path).map_err(|e| {
+            match config::load(&path) {
+                Err(config_error) => config_error,
+                Ok(_) => e,
+            }
+        })?;
     if as_json {
         println!("{}", body.trim_end());
         return Ok(());
