@@ -70,6 +70,8 @@ pub struct Edge {
     pub key_file: PathBuf,
     pub public_key: String,
     pub listen_port: u16,
+    /// The NAT router this edge sits behind (`None`: on the public segment).
+    pub router: Option<crate::nat::Router>,
 }
 
 impl Edge {
@@ -127,6 +129,26 @@ impl Community {
     }
 }
 
+/// A further supernode of the lab (see [`Lab::add_supernode`]): its own host, key,
+/// config and management socket.
+#[derive(Debug, Clone)]
+pub struct SupernodeInfo {
+    /// Daemon name in the lab ("supernode2", …).
+    pub name: String,
+    pub host: HostInfo,
+    pub port: u16,
+    pub key_file: PathBuf,
+    pub public_key: String,
+    pub config: PathBuf,
+}
+
+impl SupernodeInfo {
+    /// `ip:port`.
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.host.ip, self.port)
+    }
+}
+
 /// A daemon process, its stdout+stderr going to `log`. Stopped (TERM, then KILL) and
 /// reaped on drop.
 pub struct Daemon {
@@ -164,6 +186,35 @@ impl Daemon {
             Some(Err(e)) => Some(e.to_string()),
             None => Some("stopped".into()),
         }
+    }
+
+    /// Process id while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Sends `sig` (e.g. `libc::SIGKILL`) to this daemon's own process (by its pid, never by
+    /// name), then waits up to 5 s for it to exit and reaps it. Returns false if it was not
+    /// running or did not exit.
+    pub fn signal_and_reap(&mut self, sig: libc::c_int) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return false;
+        };
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(c.id() as libc::pid_t, sig) };
+        let start = Instant::now();
+        let mut exited = false;
+        while start.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = c.try_wait() {
+                exited = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        crate::cleanup::unregister_pid(c.id());
+        exited
     }
 
     /// SIGTERM, wait up to 3 s, then SIGKILL; always reaps.
@@ -206,14 +257,24 @@ pub struct Lab {
     pub dir: PathBuf,
     // Field order is drop order: daemons before the namespaces they run in.
     daemons: Vec<Daemon>,
-    hosts: Vec<Netns>,
-    switch: Netns,
+    pub(crate) hosts: Vec<Netns>,
+    pub(crate) switch: Netns,
     pub supernode_host: HostInfo,
     pub supernode_key_file: PathBuf,
     pub supernode_public_key: String,
     pub supernode_config: PathBuf,
+    /// Supernodes beyond the first, in the order added ([`Lab::add_supernode`]).
+    pub extra_supernodes: Vec<SupernodeInfo>,
     next_port: u32,
     next_tap: u32,
+    /// Last octet of the next public edge host (198.18.0.11, .12, …).
+    next_edge_octet: u8,
+    /// Number of edges created so far (extra supernodes must come before the first).
+    edges_added: usize,
+    /// Routers created so far (router N has LAN 198.19.N.0/24).
+    pub(crate) routers_added: u8,
+    /// Per router LAN: the last octet of its next host (198.19.N.10, .11, …).
+    pub(crate) lan_next: std::collections::BTreeMap<u8, u8>,
 }
 
 impl Lab {
@@ -251,8 +312,13 @@ impl Lab {
             switch,
             supernode_host: placeholder,
             supernode_public_key: String::new(),
+            extra_supernodes: vec![],
             next_port: 0,
             next_tap: 0,
+            next_edge_octet: 11,
+            edges_added: 0,
+            routers_added: 0,
+            lan_next: Default::default(),
         };
         lab.supernode_host = lab.add_host("sn", SUPERNODE_IP)?;
         println!("[{test}] lab {prefix}: files in {}", lab.dir.display());
@@ -261,14 +327,41 @@ impl Lab {
 
     /// Adds a namespace `<prefix>-<role>` wired to the bridge with underlay address `ip`/24.
     pub fn add_host(&mut self, role: &str, ip: Ipv4Addr) -> Result<HostInfo> {
+        let sw = self.switch.name().to_string();
+        let br = format!("{}br", self.prefix);
+        self.attach_host(role, &sw, &br, ip, None)
+    }
+
+    /// Adds a namespace `<prefix>-<role>` wired to bridge `bridge` of namespace `bridge_ns`
+    /// (the public switch, or a NAT router's LAN), with address `ip`/24 and, if given, a
+    /// default route via `gateway`.
+    pub(crate) fn attach_host(
+        &mut self,
+        role: &str,
+        bridge_ns: &str,
+        bridge: &str,
+        ip: Ipv4Addr,
+        gateway: Option<Ipv4Addr>,
+    ) -> Result<HostInfo> {
         let i = self.next_port;
         self.next_port += 1;
         let ns = Netns::new(&format!("{}-{role}", self.prefix))?;
         let sw_end = format!("{}p{i}", self.prefix);
         let host_end = format!("{}h{i}", self.prefix);
-        // Create the pair inside the switch namespace and move one end straight into the
+        // Create the pair inside the bridge's namespace and move one end straight into the
         // host namespace: nothing is ever created in the root namespace.
-        self.switch.run(&[
+        let run = |args: &[&str]| -> Result<()> {
+            let out = exec_in(bridge_ns, args, Duration::from_secs(10));
+            if !out.success() {
+                bail!(
+                    "in netns {bridge_ns}: {args:?}: {}{}",
+                    out.stdout,
+                    out.stderr
+                );
+            }
+            Ok(())
+        };
+        run(&[
             "ip",
             "link",
             "add",
@@ -281,17 +374,12 @@ impl Lab {
             "netns",
             ns.name(),
         ])?;
-        self.switch.run(&[
-            "ip",
-            "link",
-            "set",
-            &sw_end,
-            "master",
-            &format!("{}br", self.prefix),
-            "up",
-        ])?;
+        run(&["ip", "link", "set", &sw_end, "master", bridge, "up"])?;
         ns.run(&["ip", "addr", "add", &format!("{ip}/24"), "dev", &host_end])?;
         ns.run(&["ip", "link", "set", &host_end, "up"])?;
+        if let Some(gw) = gateway {
+            ns.run(&["ip", "route", "add", "default", "via", &gw.to_string()])?;
+        }
         let info = HostInfo {
             ns: ns.name().to_string(),
             ip,
@@ -319,16 +407,27 @@ impl Lab {
         format!("{SUPERNODE_IP}:{SUPERNODE_PORT}")
     }
 
-    /// Creates an edge host (198.18.0.<11 + n>), its key and its config. Does not start it.
+    /// Creates an edge host (198.18.0.11, .12, … on the public segment), its key and its
+    /// config. Does not start it.
     pub fn add_edge(&mut self, opts: EdgeOpts) -> Edge {
-        self.try_add_edge(&opts)
+        let ip = Ipv4Addr::new(198, 18, 0, self.next_edge_octet);
+        self.next_edge_octet += 1;
+        let host = self
+            .add_host(&opts.name, ip)
+            .unwrap_or_else(|e| panic!("adding edge host {}: {e:#}", opts.name));
+        self.try_add_edge(&opts, host, None)
             .unwrap_or_else(|e| panic!("adding edge {}: {e:#}", opts.name))
     }
 
-    fn try_add_edge(&mut self, o: &EdgeOpts) -> Result<Edge> {
+    /// Key and config of an edge on `host` (created by the caller).
+    pub(crate) fn try_add_edge(
+        &mut self,
+        o: &EdgeOpts,
+        host: HostInfo,
+        router: Option<crate::nat::Router>,
+    ) -> Result<Edge> {
         let sn_key = self.supernode_key()?;
-        let n = self.hosts.len() as u8 - 1; // hosts[0] is the supernode
-        let host = self.add_host(&o.name, Ipv4Addr::new(198, 18, 0, 11 + n))?;
+        self.edges_added += 1;
         let key_file = self.dir.join(format!("{}.key", o.name));
         let public_key = genkey(&crate::edge_bin(), &key_file)?;
         let tap = format!("{}t{}", self.prefix, self.next_tap);
@@ -343,7 +442,7 @@ impl Lab {
         let config = self.dir.join(format!("{}.toml", o.name));
         let listen_port = o.listen_port.unwrap_or(EDGE_PORT);
         let management = self.dir.join(format!("{}.sock", o.name));
-        let t = edge_config_toml(
+        let mut t = edge_config_toml(
             o,
             &key_file,
             &management,
@@ -351,6 +450,9 @@ impl Lab {
             &sn_key,
             &tap,
         );
+        for sn in &self.extra_supernodes {
+            t += &supernode_toml(&sn.addr(), &sn.public_key);
+        }
         std::fs::write(&config, t)?;
         Ok(Edge {
             name: o.name.clone(),
@@ -362,7 +464,84 @@ impl Lab {
             key_file,
             public_key,
             listen_port,
+            router,
         })
+    }
+
+    /// Adds another supernode host at `ip` (its own key, config and management socket; port
+    /// 7654). Every edge added afterwards lists it after the first supernode, so call this
+    /// before adding edges. Start it with [`Lab::start_supernode_at`] (index 1, 2, …).
+    pub fn add_supernode(&mut self, ip: Ipv4Addr) -> SupernodeInfo {
+        assert_eq!(
+            self.edges_added, 0,
+            "add supernodes before edges: edge configs list the supernodes known when added"
+        );
+        let n = self.extra_supernodes.len() + 2;
+        let name = format!("supernode{n}");
+        let host = self
+            .add_host(&format!("sn{n}"), ip)
+            .unwrap_or_else(|e| panic!("adding {name} host: {e:#}"));
+        let key_file = self.dir.join(format!("{name}.key"));
+        let public_key = genkey(&crate::supernode_bin(), &key_file)
+            .unwrap_or_else(|e| panic!("{name} key: {e:#}"));
+        let info = SupernodeInfo {
+            config: self.dir.join(format!("{name}.toml")),
+            name,
+            host,
+            port: SUPERNODE_PORT,
+            key_file,
+            public_key,
+        };
+        self.extra_supernodes.push(info.clone());
+        info
+    }
+
+    /// Starts supernode `i` (0: the first one, as [`Lab::start_supernode`]; 1, 2, …: those
+    /// of [`Lab::add_supernode`]) with `communities`; returns once its status answers.
+    pub fn start_supernode_at(&mut self, i: usize, communities: &[Community]) {
+        if i == 0 {
+            return self.start_supernode(communities);
+        }
+        let sn = self.extra_supernodes[i - 1].clone();
+        let t = supernode_config_toml(
+            &sn.addr(),
+            &sn.key_file,
+            &self.dir.join(format!("{}.sock", sn.name)),
+            communities,
+        );
+        std::fs::write(&sn.config, t).expect("writing supernode config");
+        let start = Instant::now();
+        self.spawn(&sn.name, &sn.host.ns, &crate::supernode_bin(), &sn.config);
+        let ok = crate::wait_until(Duration::from_secs(10), || {
+            self.assert_running();
+            self.supernode_status_at(i).is_ok()
+        });
+        assert!(
+            ok.is_some(),
+            "[{}] {} status did not answer within 10 s: {:?}",
+            self.test,
+            sn.name,
+            self.supernode_status_at(i).err()
+        );
+        println!("[{}] {} up in {:.2?}", self.test, sn.name, start.elapsed());
+    }
+
+    /// Status of supernode `i` (0: the first one).
+    pub fn supernode_status_at(&self, i: usize) -> Result<Value> {
+        if i == 0 {
+            return self.supernode_status();
+        }
+        let sn = &self.extra_supernodes[i - 1];
+        status(&sn.host.ns, &crate::supernode_bin(), &sn.config)
+    }
+
+    /// Daemon name of supernode `i` ("supernode", "supernode2", …).
+    pub fn supernode_name(&self, i: usize) -> String {
+        if i == 0 {
+            "supernode".into()
+        } else {
+            self.extra_supernodes[i - 1].name.clone()
+        }
     }
 
     /// Writes the supernode config for `communities` and starts the supernode; returns once
@@ -494,6 +673,22 @@ impl Lab {
         for d in self.daemons.iter_mut().filter(|d| d.name == name) {
             d.stop();
         }
+    }
+
+    /// Sends `sig` to the running daemon called `name` by its own pid (e.g. `libc::SIGKILL`
+    /// for a crash), waits for it to exit and reaps it. Panics unless exactly one was running.
+    pub fn kill_daemon(&mut self, name: &str, sig: libc::c_int) {
+        let mut n = 0;
+        for d in self.daemons.iter_mut().filter(|d| d.name == name) {
+            if d.pid().is_some() {
+                assert!(
+                    d.signal_and_reap(sig),
+                    "{name} did not exit on signal {sig}"
+                );
+                n += 1;
+            }
+        }
+        assert_eq!(n, 1, "expected exactly one running daemon called {name}");
     }
 
     /// Full log of daemon `name` so far.
@@ -787,6 +982,16 @@ pub fn edge_config_toml(
         t += &format!("mtu = {m}\n");
     }
     t
+}
+
+/// One more `[[supernode]]` entry for an edge config (valid TOML anywhere after the
+/// top-level keys).
+pub fn supernode_toml(addr: &str, key: &str) -> String {
+    format!(
+        "\n[[supernode]]\naddress = {}\npublic_key = {}\n",
+        q(addr),
+        q(key)
+    )
 }
 
 /// The text of a supernode config.

@@ -8,7 +8,10 @@
 //!        |-- veth --> ns "<p>-a"   edge host      198.18.0.11/24
 //!        |-- veth --> ns "<p>-b"   edge host      198.18.0.12/24
 //!        ...
+//!        |-- veth --> ns "<p>-r1"  NAT router, WAN 198.18.0.101, LAN 198.19.1.0/24 behind it
 //! ```
+//!
+//! NAT routers and the helpers of the NAT and failover tests are in [`nat`].
 //!
 //! The daemons run inside those namespaces (`ip netns exec`), so no packet of a test
 //! ever leaves the namespaces it created; underlay addresses are in 198.18.0.0/15 and
@@ -26,11 +29,13 @@
 pub mod cleanup;
 pub mod exec;
 pub mod lab;
+pub mod nat;
 pub mod netns;
 pub mod pcap;
 
 pub use exec::{exec_in, run_timeout, sh_in, CmdOutput};
-pub use lab::{Community, Edge, EdgeOpts, Lab, Member};
+pub use lab::{Community, Edge, EdgeOpts, Lab, Member, SupernodeInfo};
+pub use nat::{NatKind, Router};
 pub use netns::{in_netns, unique_prefix, Netns};
 pub use pcap::{Capture, Frame, Udp};
 
