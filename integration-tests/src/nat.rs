@@ -12,7 +12,9 @@
 //! A router is a Linux NAT box: nftables `masquerade` on its WAN port (endpoint-independent
 //! mapping, the source port kept when free: a "cone" NAT) or `masquerade fully-random` (a
 //! new random source port per connection, i.e. per destination: a "symmetric" NAT),
-//! forwarding only LAN → WAN and replies (`ct state established,related`), and, like
+//! forwarding only what comes from the LAN and replies (`ct state established,related`;
+//! LAN-to-LAN frames pass too, since br_netfilter may show bridged frames to the IP forward
+//! hook), and, like
 //! ordinary home routers, dropping unsolicited packets to itself on the WAN side. Its
 //! filtering is conntrack's: a packet from outside reaches a LAN host only as a reply to the
 //! exact address and port that host sent to ("port-restricted"). Its conntrack UDP timeouts
@@ -75,7 +77,7 @@ impl Router {
         format!(
             "table ip mvpc_nat {{\n\
                chain nat_post {{ type nat hook postrouting priority srcnat; policy accept; oifname \"{wan}\" masquerade{random}; }}\n\
-               chain filter_forward {{ type filter hook forward priority filter; policy drop; ct state established,related accept; iifname \"{lan}\" oifname \"{wan}\" accept; }}\n\
+               chain filter_forward {{ type filter hook forward priority filter; policy drop; ct state established,related accept; iifname \"{lan}\" accept; }}\n\
                chain filter_input {{ type filter hook input priority filter; policy accept; {input}}}\n\
              }}\n",
             wan = self.wan.iface,
@@ -227,6 +229,25 @@ impl Lab {
         let mut r = router.clone();
         r.wan.ip = new_ip;
         r
+    }
+
+    /// From now on `router` forwards UDP only to and from `allowed` (e.g. the supernode):
+    /// the LAN's edges can register but every other UDP path is closed (table
+    /// `ip mvpc_udp_only`, evaluated before the NAT's own forward filter).
+    pub fn router_udp_only_to(&self, router: &Router, allowed: Ipv4Addr) {
+        nft_in(
+            router.ns(),
+            &format!(
+                "table ip mvpc_udp_only {{\n\
+                   chain filter_forward {{ type filter hook forward priority filter - 10; policy accept; \
+                     iifname \"{lan}\" meta l4proto udp ip daddr != {allowed} drop; \
+                     iifname \"{wan}\" meta l4proto udp ip saddr != {allowed} drop; }}\n\
+                 }}\n",
+                lan = router.lan_bridge,
+                wan = router.wan.iface
+            ),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
     }
 
     /// The router's conntrack table (`/proc/net/nf_conntrack` of its namespace), for
