@@ -153,23 +153,29 @@ impl Lab {
         Ok(r)
     }
 
-    /// Creates an edge host on `router`'s LAN (198.19.N.10, .11, …, default route via the
-    /// router), its key and its config. Does not start it.
-    pub fn add_edge_behind(&mut self, router: &Router, opts: EdgeOpts) -> Edge {
+    /// Adds a host namespace `<prefix>-<role>` on `router`'s LAN (198.19.N.10, .11, …,
+    /// default route via the router).
+    pub fn add_host_behind(&mut self, router: &Router, role: &str) -> Result<HostInfo> {
         let octet = self
             .lan_next
             .get_mut(&router.lan)
             .expect("router of this lab");
         let ip = Ipv4Addr::new(198, 19, router.lan, *octet);
         *octet += 1;
+        self.attach_host(
+            role,
+            &router.wan.ns,
+            &router.lan_bridge,
+            ip,
+            Some(router.lan_ip()),
+        )
+    }
+
+    /// Creates an edge host on `router`'s LAN ([`Lab::add_host_behind`]), its key and its
+    /// config. Does not start it.
+    pub fn add_edge_behind(&mut self, router: &Router, opts: EdgeOpts) -> Edge {
         let host = self
-            .attach_host(
-                &opts.name,
-                &router.wan.ns,
-                &router.lan_bridge,
-                ip,
-                Some(router.lan_ip()),
-            )
+            .add_host_behind(router, &opts.name)
             .unwrap_or_else(|e| panic!("adding edge host {}: {e:#}", opts.name));
         self.try_add_edge(&opts, host, Some(router.clone()))
             .unwrap_or_else(|e| panic!("adding edge {}: {e:#}", opts.name))

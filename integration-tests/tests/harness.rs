@@ -155,3 +155,96 @@ fn tcp_transfer_over_underlay() {
         t.mbit_per_s()
     );
 }
+
+/// A UDP socket bound to `port` inside namespace `ns`.
+fn udp_socket(ns: &str, port: u16) -> UdpSocket {
+    let s = in_netns(ns, move || UdpSocket::bind(("0.0.0.0", port)))
+        .unwrap()
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    s
+}
+
+/// The source a datagram `s` → `to` arrives from at `rx`, if it arrives.
+fn arrives_from(
+    s: &UdpSocket,
+    to: std::net::SocketAddrV4,
+    rx: &UdpSocket,
+) -> Option<std::net::SocketAddr> {
+    s.send_to(b"nat-probe", to).ok()?;
+    let mut buf = [0u8; 64];
+    rx.recv_from(&mut buf).ok().map(|(_, from)| from)
+}
+
+#[test]
+fn nat_routers_map_and_filter() {
+    use metalvpc_integration_tests::NatKind;
+    use std::net::SocketAddrV4;
+    let Some(mut lab) = Lab::new("harness_nat") else {
+        return;
+    };
+    let cone = lab.add_router("rc", NatKind::Cone);
+    let sym = lab.add_router("rs", NatKind::Symmetric);
+    let h1 = lab
+        .add_host_behind(&cone, "h1")
+        .expect("host behind the cone NAT");
+    let h1b = lab
+        .add_host_behind(&cone, "h1b")
+        .expect("second host behind the cone NAT");
+    let h2 = lab
+        .add_host_behind(&sym, "h2")
+        .expect("host behind the symmetric NAT");
+    let p = lab.add_host("p", Ipv4Addr::new(198, 18, 0, 50)).unwrap();
+    let (p1, p2, p3) = (
+        udp_socket(&p.ns, 41001),
+        udp_socket(&p.ns, 41002),
+        udp_socket(&p.ns, 41003),
+    );
+    let to = |port| SocketAddrV4::new(p.ip, port);
+
+    // Cone: the same public address and port (the source port kept) for every destination.
+    let s1 = udp_socket(&h1.ns, 40000);
+    let f1 = arrives_from(&s1, to(41001), &p1).expect("h1 -> p:41001");
+    let f2 = arrives_from(&s1, to(41002), &p2).expect("h1 -> p:41002");
+    assert_eq!(f1, f2, "cone NAT: one mapping for every destination");
+    assert_eq!(f1.to_string(), format!("{}:40000", cone.wan.ip));
+
+    // Symmetric: a fresh port per destination.
+    let s2 = udp_socket(&h2.ns, 40000);
+    let g1 = arrives_from(&s2, to(41001), &p1).expect("h2 -> p:41001");
+    let g2 = arrives_from(&s2, to(41002), &p2).expect("h2 -> p:41002");
+    assert_eq!(g1.ip(), g2.ip());
+    assert_eq!(g1.ip().to_string(), sym.wan.ip.to_string());
+    assert_ne!(
+        g1.port(),
+        g2.port(),
+        "symmetric NAT: a new port per destination"
+    );
+
+    // Filtering: only the exact address and port h1 sent to gets through.
+    let f1 = match f1 {
+        std::net::SocketAddr::V4(v) => v,
+        _ => unreachable!(),
+    };
+    let reply = arrives_from(&p1, f1, &s1);
+    assert!(reply.is_some(), "a reply from p:41001 reaches h1");
+    assert!(
+        arrives_from(&p3, f1, &s1).is_none(),
+        "p:41003 (never contacted) must not reach h1"
+    );
+
+    // LAN hosts reach each other directly over the router's bridge.
+    let sb = udp_socket(&h1b.ns, 40000);
+    let from = arrives_from(&s1, SocketAddrV4::new(h1b.ip, 40000), &sb).expect("h1 -> h1b");
+    assert_eq!(
+        from.ip().to_string(),
+        h1.ip.to_string(),
+        "no NAT on the LAN"
+    );
+    println!(
+        "[harness_nat] cone maps h1 to {f1} for every destination; symmetric maps h2 to ports {} and {}",
+        g1.port(),
+        g2.port()
+    );
+}
