@@ -19,6 +19,8 @@ pub const RECORDS_PER_LIST: usize = 32;
 /// A supernode fills a `PeerList` chunk up to about this many bytes, to stay within one
 /// underlay datagram.
 pub const LIST_CHUNK_BYTES: usize = 1000;
+/// Most keys one `PeerRemoved` message may carry (32 keys: about 1 KB).
+pub const KEYS_PER_REMOVAL: usize = 32;
 
 /// Why a supernode refused a registration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +156,13 @@ pub enum Control {
         /// The member.
         record: PeerRecord,
     },
+    /// Supernode → edge: these keys are no longer members of the community (the operator
+    /// removed them and reloaded the supernode). Tear down their sessions now. Unlike a peer
+    /// missing from a `PeerList` (not registered at the moment), this is a revocation.
+    PeerRemoved {
+        /// The removed members' static keys (at most [`KEYS_PER_REMOVAL`]).
+        keys: Vec<PublicKey>,
+    },
     /// A type this build does not know; ignored.
     Unknown(u8),
 }
@@ -166,6 +175,7 @@ const T_LIST: u8 = 5;
 const T_LOOKUP: u8 = 6;
 const T_LOOKUP_REPLY: u8 = 7;
 const T_NOTIFY: u8 = 8;
+const T_REMOVED: u8 = 9;
 
 /// Splits records into `PeerList` chunks of at most [`LIST_CHUNK_BYTES`] (or one record).
 pub fn chunk_records(records: Vec<PeerRecord>) -> Vec<Vec<PeerRecord>> {
@@ -321,6 +331,13 @@ impl Control {
                 w.u8(T_NOTIFY);
                 put_record(&mut w, record);
             }
+            Control::PeerRemoved { keys } => {
+                let keys = &keys[..keys.len().min(KEYS_PER_REMOVAL)];
+                w.u8(T_REMOVED).u8(keys.len() as u8);
+                for k in keys {
+                    w.raw(&k.0);
+                }
+            }
             Control::Unknown(t) => {
                 w.u8(*t);
             }
@@ -394,6 +411,13 @@ impl Control {
             T_NOTIFY => Control::PeerNotify {
                 record: get_record(&mut r)?,
             },
+            T_REMOVED => {
+                let n = r.count(KEYS_PER_REMOVAL)?;
+                let keys = (0..n)
+                    .map(|_| r.array().map(PublicKey))
+                    .collect::<Result<_, _>>()?;
+                Control::PeerRemoved { keys }
+            }
             t => Control::Unknown(t),
         })
     }
@@ -474,6 +498,10 @@ mod tests {
                 record: None,
             },
             Control::PeerNotify { record: record(5) },
+            Control::PeerRemoved {
+                keys: vec![PublicKey([3; 32]), PublicKey([4; 32])],
+            },
+            Control::PeerRemoved { keys: vec![] },
             Control::Unknown(200),
         ];
         for m in msgs {

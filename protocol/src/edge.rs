@@ -121,9 +121,39 @@ struct Link {
     relays: bool,
     /// When an authenticated answer last came from it.
     last_answer: Option<Instant>,
+    /// Taken out of the configuration by a reload: no handshakes, not shown. The slot stays
+    /// so that link indexes (in paths, sessions and peers' relay ids) never move.
+    retired: bool,
 }
 
 impl Link {
+    fn new(addr: SocketAddr, key: PublicKey, now: Instant) -> Link {
+        Link {
+            addr,
+            key,
+            session: None,
+            previous: None,
+            pending: None,
+            attempts: 0,
+            next_handshake: now,
+            registered: false,
+            id: None,
+            observed: None,
+            error: None,
+            interval: Duration::from_secs(10),
+            next_register: now,
+            awaiting_ack: None,
+            last_register_sent: now,
+            last_ack: None,
+            registered_at: None,
+            epoch_applied: None,
+            staging: None,
+            relays: true,
+            last_answer: None,
+            retired: false,
+        }
+    }
+
     /// The current or previous session with local index `receiver`.
     fn session_for(&mut self, receiver: u32) -> Option<&mut Session> {
         [self.session.as_mut(), self.previous.as_mut()]
@@ -287,6 +317,13 @@ pub enum Event {
         /// Peer name or key.
         peer: String,
     },
+    /// A supernode said this peer is no longer a member: its sessions were torn down.
+    PeerRemoved {
+        /// Peer name or key.
+        peer: String,
+        /// The supernode that said so.
+        supernode: SocketAddr,
+    },
     /// A peer's path changed.
     PathChanged {
         /// Peer name or key.
@@ -389,29 +426,7 @@ impl Edge {
         let links = cfg
             .supernodes
             .iter()
-            .map(|(addr, key)| Link {
-                addr: *addr,
-                key: *key,
-                session: None,
-                previous: None,
-                pending: None,
-                attempts: 0,
-                next_handshake: now,
-                registered: false,
-                id: None,
-                observed: None,
-                error: None,
-                interval: Duration::from_secs(10),
-                next_register: now,
-                awaiting_ack: None,
-                last_register_sent: now,
-                last_ack: None,
-                registered_at: None,
-                epoch_applied: None,
-                staging: None,
-                relays: true,
-                last_answer: None,
-            })
+            .map(|(addr, key)| Link::new(*addr, *key, now))
             .collect();
         Edge {
             public: cfg.private_key.public_key(),
@@ -439,6 +454,56 @@ impl Edge {
         self.public
     }
 
+    /// Applies a new supernode list and keepalive interval (the config was edited and the
+    /// daemon got SIGHUP). Supernodes that stay keep their registration; new ones are
+    /// contacted at once; removed ones are dropped (their sessions closed, relays through
+    /// them no longer used). Sessions with peers are not touched: a direct tunnel carries on.
+    /// Returns the supernodes (added, removed).
+    pub fn reload(
+        &mut self,
+        supernodes: &[(SocketAddr, PublicKey)],
+        keepalive: Duration,
+        now: Instant,
+    ) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
+        self.cfg.keepalive = keepalive;
+        self.cfg.supernodes = supernodes.to_vec();
+        let (mut added, mut removed) = (Vec::new(), Vec::new());
+        for l in 0..self.links.len() {
+            let link = &self.links[l];
+            let wanted = supernodes.contains(&(link.addr, link.key));
+            if link.retired == !wanted {
+                continue;
+            }
+            if wanted {
+                self.links[l] = Link::new(link.addr, link.key, now);
+                added.push(self.links[l].addr);
+                continue;
+            }
+            let link = &mut self.links[l];
+            link.retired = true;
+            link.registered = false;
+            removed.push(link.addr);
+            for s in [link.session.take(), link.previous.take()] {
+                Self::retire(&mut self.index, s);
+            }
+            Self::retire_pending(&mut self.index, link.pending.take());
+            for peer in self.peers.iter_mut().flatten() {
+                peer.relay_ids[l] = None;
+            }
+        }
+        for &(addr, key) in supernodes {
+            if !self.links.iter().any(|x| x.addr == addr && x.key == key) {
+                self.links.push(Link::new(addr, key, now));
+                for peer in self.peers.iter_mut().flatten() {
+                    peer.relay_ids.push(None);
+                }
+                added.push(addr);
+            }
+        }
+        self.next_tick = now;
+        (added, removed)
+    }
+
     /// Events since the last call.
     pub fn drain_events(&mut self) -> std::vec::Drain<'_, Event> {
         self.events.drain(..)
@@ -456,6 +521,7 @@ impl Edge {
             .iter()
             .filter(|l| {
                 !l.registered
+                    && !l.retired
                     && l.attempts >= 3
                     && l.last_answer
                         .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(10))
@@ -1021,6 +1087,19 @@ impl Edge {
                     }
                 }
             }
+            Control::PeerRemoved { keys } => {
+                for key in keys {
+                    let Some(&p) = self.by_key.get(&key) else {
+                        continue;
+                    };
+                    let peer = self.peers[p].as_ref().expect("indexed peer exists");
+                    self.events.push(Event::PeerRemoved {
+                        peer: peer_label(peer),
+                        supernode: self.links[l].addr,
+                    });
+                    self.forget_peer(p);
+                }
+            }
             Control::LookupReply { record: None, .. }
             | Control::Register { .. }
             | Control::SyncRequest
@@ -1416,6 +1495,9 @@ impl Edge {
 
     fn link_timers(&mut self, now: Instant, l: usize, out: &mut Output) {
         let link = &mut self.links[l];
+        if link.retired {
+            return;
+        }
         if link.session.as_ref().is_some_and(|s| !s.usable(now)) {
             Self::retire(&mut self.index, link.session.take());
             link.registered = false;
@@ -1650,6 +1732,7 @@ impl Edge {
             supernodes: self
                 .links
                 .iter()
+                .filter(|l| !l.retired)
                 .map(|l| LinkStatus {
                     address: l.addr,
                     public_key: l.key,

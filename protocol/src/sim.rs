@@ -4,7 +4,7 @@
 use crate::edge::{Edge, EdgeConfig};
 use crate::io::{DropReason, Output};
 use crate::keys::{Mac, PrivateKey, PublicKey};
-use crate::supernode::{CommunityConfig, NodeEntry, Supernode, SupernodeConfig};
+use crate::supernode::{CommunityConfig, NodeEntry, ReloadSummary, Supernode, SupernodeConfig};
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -750,4 +750,218 @@ fn a_dead_peer_is_shown_down() {
         "{}",
         p.path_reason
     );
+}
+
+impl Net {
+    /// Reloads the supernode with its communities edited by `edit`.
+    fn reload(&mut self, edit: impl FnOnce(&mut Vec<CommunityConfig>)) -> ReloadSummary {
+        edit(&mut self.sn_cfg.communities);
+        let s = self.sn.reload(
+            self.sn_cfg.communities.clone(),
+            self.sn_cfg.register_interval,
+            &mut self.out,
+        );
+        self.collect(self.sn_addr);
+        self.out.clear();
+        s
+    }
+
+    fn knows(&self, a: usize, b: usize) -> bool {
+        self.path(a, b) != "unknown"
+    }
+}
+
+fn node(name: &str, key: &PrivateKey, a: [u8; 4]) -> NodeEntry {
+    NodeEntry {
+        key: key.public_key(),
+        name: name.to_string(),
+        address: std::net::Ipv4Addr::from(a).into(),
+        allowed_cidrs: vec![],
+    }
+}
+
+#[test]
+fn reload_adds_and_removes_members_without_touching_the_others() {
+    let (mut net, keys) = Net::new(&[(
+        "prod",
+        &[("a", [10, 0, 0, 1]), ("b", [10, 0, 0, 2]), ("c", [10, 0, 0, 3])],
+    )]);
+    for (i, k) in keys.iter().enumerate() {
+        net.add_edge("prod", k, [10, 0, 0, 1 + i as u8]);
+    }
+    let dkey = PrivateKey::generate();
+    let d = net.add_edge("prod", &dkey, [10, 0, 0, 4]);
+    net.run(Duration::from_secs(3));
+    assert!(!net.edges[d].edge.is_registered(), "d is not a member yet");
+    for (x, y) in [(0, 1), (1, 0), (0, 2), (2, 0), (1, 2)] {
+        assert!(net.unicast(x, y, b"before"), "{x}->{y}");
+    }
+    let c_key = keys[2].public_key();
+
+    // Remove c, add d; a and b's tunnel must not notice.
+    let summary = net.reload(|cs| {
+        cs[0].nodes.retain(|n| n.key != c_key);
+        cs[0].nodes.push(node("d", &dkey, [10, 0, 0, 4]));
+    });
+    assert_eq!(summary.removed, vec![("prod".to_string(), "c".to_string())]);
+    assert_eq!(summary.added, vec![("prod".to_string(), "d".to_string())]);
+    assert!(summary.changed.is_empty());
+    net.deliver_all();
+    // The removal arrived at once (one delivery round, no timer needed).
+    assert!(!net.knows(0, 2), "a still knows c");
+    assert!(!net.knows(1, 2), "b still knows c");
+    assert!(net.unicast(0, 1, b"during a->b"));
+    assert!(net.unicast(1, 0, b"during b->a"));
+    assert!(!net.unicast(2, 0, b"c after removal"), "c still reaches a");
+    assert!(!net.unicast(0, 2, b"a to c after removal"));
+    let ev: Vec<_> = net.edges[0].edge.drain_events().collect();
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e, crate::edge::Event::PeerRemoved { peer, .. } if peer == "c")));
+
+    // d registers within its retry interval and talks to a; c is refused from now on.
+    net.run(Duration::from_secs(12));
+    assert!(net.edges[d].edge.is_registered(), "d did not join");
+    assert!(net.unicast(d, 0, b"d->a"));
+    assert!(net.unicast(0, d, b"a->d"));
+    assert!(!net.edges[2].edge.is_registered());
+    assert!(net.edges[2].edge.status(net.now).supernodes[0]
+        .error
+        .as_deref()
+        .unwrap_or("")
+        .contains("not a member"));
+    assert!(!net.unicast(2, 1, b"c->b later"));
+    assert!(net.unicast(0, 1, b"after a->b"));
+}
+
+#[test]
+fn a_lost_removal_is_repeated_when_the_edge_next_syncs() {
+    let (mut net, keys) = Net::new(&[(
+        "prod",
+        &[("a", [10, 0, 0, 1]), ("b", [10, 0, 0, 2]), ("c", [10, 0, 0, 3])],
+    )]);
+    for (i, k) in keys.iter().enumerate() {
+        net.add_edge("prod", k, [10, 0, 0, 1 + i as u8]);
+    }
+    net.run(Duration::from_secs(3));
+    assert!(net.unicast(0, 2, b"a->c"));
+    let c_key = keys[2].public_key();
+    net.reload(|cs| cs[0].nodes.retain(|n| n.key != c_key));
+    // The push to a is lost on the way.
+    let a_addr = net.edges[0].addr;
+    net.wire.retain(|(_, dst, _)| *dst != a_addr);
+    net.deliver_all();
+    assert!(net.knows(0, 2), "a never got the removal");
+    assert!(!net.knows(1, 2));
+    // a's next registration shows a new epoch; it asks for the list and hears it again.
+    let start = net.now;
+    while net.knows(0, 2) {
+        net.run(Duration::from_millis(250));
+        assert!(
+            net.now - start <= Duration::from_secs(11),
+            "removal not repeated within one registration interval"
+        );
+    }
+    assert!(!net.unicast(2, 0, b"c->a"));
+    assert!(net.unicast(0, 1, b"a->b"));
+}
+
+#[test]
+fn reload_that_changes_an_address_or_ranges_updates_peers() {
+    let (mut net, keys) = Net::new(&[("prod", &[("a", [10, 0, 0, 1]), ("b", [10, 0, 0, 2])])]);
+    net.add_edge("prod", &keys[0], [10, 0, 0, 1]);
+    net.add_edge("prod", &keys[1], [10, 0, 0, 2]);
+    net.run(Duration::from_secs(3));
+    // b may now send from 10.9.0.0/24 (a floating address range).
+    let frame = ip_frame(net.mac(0), net.mac(1), [10, 9, 0, 5], b"floating");
+    net.send_frame(1, &frame);
+    net.run(Duration::from_millis(100));
+    assert!(!net.edges[0].delivered.contains(&frame), "not allowed yet");
+    let b_key = keys[1].public_key();
+    let s = net.reload(|cs| {
+        for n in cs[0].nodes.iter_mut().filter(|n| n.key == b_key) {
+            n.allowed_cidrs = vec!["10.9.0.0/24".parse().unwrap()];
+        }
+    });
+    assert_eq!(s.changed, vec![("prod".to_string(), "b".to_string())]);
+    assert!(s.removed.is_empty() && s.added.is_empty());
+    net.run(Duration::from_millis(200));
+    let before = net.edges[0].delivered.len();
+    net.send_frame(1, &frame);
+    net.run(Duration::from_millis(100));
+    assert!(net.edges[0].delivered[before..].contains(&frame));
+}
+
+#[test]
+fn reload_without_changes_keeps_everything() {
+    let mut net = two_edges();
+    let before = net.sn.status(net.now);
+    let s = net.reload(|_| {});
+    assert!(s.is_empty(), "{s:?}");
+    net.deliver_all();
+    let after = net.sn.status(net.now);
+    for (x, y) in before.communities[0]
+        .members
+        .iter()
+        .zip(&after.communities[0].members)
+    {
+        assert_eq!((x.id, x.registered), (y.id, y.registered));
+    }
+    assert!(net.unicast(0, 1, b"still"));
+    assert!(net.unicast(1, 0, b"still"));
+}
+
+#[test]
+fn removing_a_community_cuts_its_members_off_from_each_other() {
+    let (mut net, keys) = Net::new(&[
+        ("prod", &[("a", [10, 0, 0, 1]), ("b", [10, 0, 0, 2])]),
+        ("lab", &[("x", [10, 0, 0, 1])]),
+    ]);
+    net.add_edge("prod", &keys[0], [10, 0, 0, 1]);
+    net.add_edge("prod", &keys[1], [10, 0, 0, 2]);
+    net.run(Duration::from_secs(3));
+    assert!(net.unicast(0, 1, b"x"));
+    let s = net.reload(|cs| cs.retain(|c| c.name != "prod"));
+    assert_eq!(s.communities_removed, vec!["prod".to_string()]);
+    net.deliver_all();
+    assert!(!net.knows(0, 1));
+    assert!(!net.unicast(0, 1, b"y"));
+}
+
+#[test]
+fn edge_reload_changes_supernodes_and_keepalive_but_keeps_tunnels() {
+    let mut net = two_edges();
+    assert!(net.unicast(0, 1, b"before"));
+    // Drop the only supernode: the direct tunnel carries on.
+    let (added, removed) = net.edges[0]
+        .edge
+        .reload(&[], Duration::from_secs(2), net.now);
+    assert!(added.is_empty());
+    assert_eq!(removed, vec![net.sn_addr]);
+    assert!(net.edges[0].edge.status(net.now).supernodes.is_empty());
+    for i in 0..10 {
+        assert!(net.unicast(0, 1, format!("{i}").as_bytes()));
+        net.run(Duration::from_millis(500));
+    }
+    assert!(!net.edges[0].edge.is_registered());
+    // Put it back: registered again within a second.
+    let sn = (net.sn_addr, net.sn_key.public_key());
+    let (added, _) = net.edges[0]
+        .edge
+        .reload(&[sn], Duration::from_secs(2), net.now);
+    assert_eq!(added, vec![net.sn_addr]);
+    net.run(Duration::from_secs(1));
+    assert!(net.edges[0].edge.is_registered());
+    assert!(net.unicast(1, 0, b"after"));
+    // Keepalives now every 2 s: count what a sends to b over 10 idle seconds.
+    let b_addr = net.edges[1].addr;
+    let a_addr = net.edges[0].addr;
+    net.run(Duration::from_secs(1));
+    let from = net.capture.len();
+    net.run(Duration::from_secs(10));
+    let sent = net.capture[from..]
+        .iter()
+        .filter(|(s, d, _)| *s == a_addr && *d == b_addr)
+        .count();
+    assert!((4..=7).contains(&sent), "{sent} packets a->b in 10 s");
 }

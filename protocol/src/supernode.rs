@@ -4,14 +4,14 @@
 //! The supernode never holds an edge-to-edge key: it authenticates the relay envelope with
 //! its own session to each member and forwards the inner packet untouched.
 
-use crate::control::{chunk_records, Control, NakCode, PeerRecord, Query};
+use crate::control::{chunk_records, Control, NakCode, PeerRecord, Query, KEYS_PER_REMOVAL};
 use crate::crypto::Handshake;
 use crate::io::{DropCounters, DropReason, Output, Traffic};
 use crate::keys::{Mac, PrivateKey, PublicKey};
 use crate::session::Session;
 use crate::wire::{self, Packet, WireError, RELAY_HEADER_LEN};
 use ipnet::IpNet;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 pub const TICK: Duration = Duration::from_millis(500);
 /// Default registration interval told to edges.
 pub const DEFAULT_REGISTER_INTERVAL: u16 = 10;
+/// Removed keys a community remembers, to repeat the revocation to edges that missed it
+/// (they ask for the member list when their registration shows a new epoch).
+pub const REMEMBERED_REMOVALS: usize = 256;
 
 /// One member as the community file states it.
 #[derive(Debug, Clone)]
@@ -84,6 +87,31 @@ struct Community {
     by_id: HashMap<u32, usize>,
     epoch: u64,
     relay: bool,
+    /// Keys removed by a reload, newest last (bounded by [`REMEMBERED_REMOVALS`]).
+    removed: VecDeque<PublicKey>,
+}
+
+/// What a [`Supernode::reload`] changed, for the log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadSummary {
+    /// (community, member) pairs added.
+    pub added: Vec<(String, String)>,
+    /// (community, member) pairs removed; their sessions were torn down and every
+    /// registered member of the community was told.
+    pub removed: Vec<(String, String)>,
+    /// (community, member) pairs whose name, address or allowed ranges changed.
+    pub changed: Vec<(String, String)>,
+    /// Communities added.
+    pub communities_added: Vec<String>,
+    /// Communities removed (all their members were cut off).
+    pub communities_removed: Vec<String>,
+}
+
+impl ReloadSummary {
+    /// True if the reload changed nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == ReloadSummary::default()
+    }
 }
 
 /// A refusal, for the log.
@@ -194,6 +222,7 @@ pub struct Supernode {
     relay_bytes: u64,
     next_tick: Instant,
     events: Vec<Event>,
+    next_id: u32,
 }
 
 fn label(n: &Node) -> String {
@@ -241,34 +270,155 @@ impl Supernode {
             relay_bytes: 0,
             next_tick: now,
             events: Vec::new(),
+            next_id: 1,
         };
-        let mut next_id = 1u32;
-        for c in cfg.communities {
+        sn.reload(cfg.communities, cfg.register_interval, &mut Output::default());
+        sn
+    }
+
+    /// Applies a new membership (the community files were edited and the daemon got SIGHUP)
+    /// without disturbing anyone it does not concern: members that stay keep their
+    /// registration, id and sessions; new members may register at once; removed members'
+    /// sessions are torn down here, and every registered member of their community is sent
+    /// a `PeerRemoved` so that it tears down its own sessions with them. A member whose
+    /// address changed is treated as removed and must register again with the new one.
+    pub fn reload(
+        &mut self,
+        communities: Vec<CommunityConfig>,
+        register_interval: u16,
+        out: &mut Output,
+    ) -> ReloadSummary {
+        self.interval = register_interval.max(1);
+        let mut summary = ReloadSummary::default();
+        let mut old: Vec<Community> = std::mem::take(&mut self.communities);
+        let initial = old.is_empty() && self.next_id == 1;
+        for cfg in communities {
+            let prev = old
+                .iter()
+                .position(|c| c.name == cfg.name)
+                .map(|i| old.swap_remove(i));
+            if prev.is_none() && !initial {
+                summary.communities_added.push(cfg.name.clone());
+            }
+            let (mut prev_nodes, epoch, removed) = match prev {
+                Some(p) => (p.nodes, p.epoch, p.removed),
+                None => (Vec::new(), 0, VecDeque::new()),
+            };
             let mut comm = Community {
-                name: c.name,
-                network: c.network,
+                name: cfg.name,
+                network: cfg.network,
                 nodes: Vec::new(),
                 by_key: HashMap::new(),
                 by_id: HashMap::new(),
-                epoch: 1,
-                relay: c.relay,
+                epoch: epoch + 1,
+                relay: cfg.relay,
+                removed,
             };
-            for entry in c.nodes {
+            let mut gone = Vec::new();
+            for entry in cfg.nodes {
+                let kept = prev_nodes
+                    .iter()
+                    .position(|n| n.entry.key == entry.key)
+                    .map(|i| prev_nodes.swap_remove(i));
+                let node = match kept {
+                    Some(mut n) => {
+                        if n.entry.address != entry.address {
+                            // Its peers must forget the old binding; it registers anew.
+                            gone.push(n.entry.key);
+                            n.reg = None;
+                        }
+                        if n.entry.address != entry.address
+                            || n.entry.name != entry.name
+                            || n.entry.allowed_cidrs != entry.allowed_cidrs
+                        {
+                            n.entry = entry;
+                            summary.changed.push((comm.name.clone(), label(&n)));
+                        }
+                        n
+                    }
+                    None => {
+                        let id = self.next_id;
+                        self.next_id += 1;
+                        comm.removed.retain(|k| *k != entry.key);
+                        let n = Node {
+                            entry,
+                            id,
+                            last_timestamp: 0,
+                            reg: None,
+                            traffic: Traffic::default(),
+                        };
+                        if !initial {
+                            summary.added.push((comm.name.clone(), label(&n)));
+                        }
+                        n
+                    }
+                };
                 let i = comm.nodes.len();
-                comm.by_key.insert(entry.key, i);
-                comm.by_id.insert(next_id, i);
-                comm.nodes.push(Node {
-                    entry,
-                    id: next_id,
-                    last_timestamp: 0,
-                    reg: None,
-                    traffic: Traffic::default(),
-                });
-                next_id += 1;
+                comm.by_key.insert(node.entry.key, i);
+                comm.by_id.insert(node.id, i);
+                comm.nodes.push(node);
             }
-            sn.communities.push(comm);
+            for n in prev_nodes {
+                summary.removed.push((comm.name.clone(), label(&n)));
+                gone.push(n.entry.key);
+            }
+            for k in &gone {
+                comm.removed.retain(|x| x != k);
+                comm.removed.push_back(*k);
+            }
+            while comm.removed.len() > REMEMBERED_REMOVALS {
+                comm.removed.pop_front();
+            }
+            self.communities.push(comm);
+            let c = self.communities.len() - 1;
+            self.announce_removals(c, &gone, out);
         }
-        sn
+        // Communities no longer configured: their members are cut off from each other.
+        for mut comm in old {
+            summary.communities_removed.push(comm.name.clone());
+            let keys: Vec<PublicKey> = comm.nodes.iter().map(|n| n.entry.key).collect();
+            for node in comm.nodes.iter_mut() {
+                Self::send_removals(node, &keys, out);
+            }
+        }
+        // Indexes moved: rebuild the session table from the registrations that survived.
+        self.sessions.clear();
+        for (c, comm) in self.communities.iter().enumerate() {
+            for (n, node) in comm.nodes.iter().enumerate() {
+                if let Some(reg) = &node.reg {
+                    for s in std::iter::once(&reg.session).chain(reg.previous.as_ref()) {
+                        self.sessions.insert(s.local_index, (c, n));
+                    }
+                }
+            }
+        }
+        for c in 0..self.communities.len() {
+            self.push_lists(c, None, out);
+        }
+        summary
+    }
+
+    fn announce_removals(&mut self, c: usize, keys: &[PublicKey], out: &mut Output) {
+        if keys.is_empty() {
+            return;
+        }
+        for node in self.communities[c].nodes.iter_mut() {
+            Self::send_removals(node, keys, out);
+        }
+    }
+
+    /// Sends `keys` to `node` as `PeerRemoved` messages (no-op if it is not registered).
+    fn send_removals(node: &mut Node, keys: &[PublicKey], out: &mut Output) {
+        let Some(reg) = node.reg.as_mut() else { return };
+        for chunk in keys.chunks(KEYS_PER_REMOVAL) {
+            let msg = Control::PeerRemoved {
+                keys: chunk.to_vec(),
+            };
+            let start = out.buf.len();
+            reg.session.seal_data(&msg.encode(), &mut out.buf);
+            out.transmit_from(start, reg.endpoint);
+            node.traffic.tx_packets += 1;
+        }
     }
 
     /// Our key.
@@ -604,6 +754,7 @@ impl Supernode {
             | Control::PeerList { .. }
             | Control::LookupReply { .. }
             | Control::PeerNotify { .. }
+            | Control::PeerRemoved { .. }
             | Control::Unknown(_) => {}
         }
     }
@@ -676,6 +827,12 @@ impl Supernode {
     }
 
     fn send_list(&mut self, c: usize, n: usize, out: &mut Output) {
+        // Revocations first, for an edge that missed the push when they happened.
+        let comm = &mut self.communities[c];
+        if !comm.removed.is_empty() {
+            let keys: Vec<PublicKey> = comm.removed.iter().copied().collect();
+            Self::send_removals(&mut comm.nodes[n], &keys, out);
+        }
         let comm = &self.communities[c];
         let epoch = comm.epoch;
         let records: Vec<PeerRecord> = comm.nodes.iter().filter_map(record).collect();
