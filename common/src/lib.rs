@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub mod metrics;
 pub mod tcp;
+pub use metrics::Metrics;
 pub use tcp::{FramedTcp, Transport};
 
 /// `genkey`: prints a new private key.
@@ -141,10 +143,15 @@ pub fn init_logging(default: &str) {
 // Signals and the wake-up pipe
 
 static STOP: AtomicBool = AtomicBool::new(false);
+static RELOAD: AtomicBool = AtomicBool::new(false);
 static WAKE_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
 
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
+extern "C" fn on_signal(sig: libc::c_int) {
+    if sig == libc::SIGHUP {
+        RELOAD.store(true, Ordering::SeqCst);
+    } else {
+        STOP.store(true, Ordering::SeqCst);
+    }
     let fd = WAKE_FD.load(Ordering::SeqCst);
     if fd >= 0 {
         // SAFETY: write(2) is async-signal-safe; fd is the write end of our pipe.
@@ -159,7 +166,8 @@ pub struct Waker {
 }
 
 impl Waker {
-    /// Creates the pipe and installs SIGINT/SIGTERM handlers that set the stop flag.
+    /// Creates the pipe and installs SIGINT/SIGTERM handlers that set the stop flag, and a
+    /// SIGHUP handler that asks for a reload.
     pub fn install() -> Result<Waker> {
         let mut fds = [0; 2];
         // SAFETY: fds is a valid array of two ints.
@@ -167,7 +175,7 @@ impl Waker {
             bail!("pipe2: {}", std::io::Error::last_os_error());
         }
         WAKE_FD.store(fds[1], Ordering::SeqCst);
-        for sig in [libc::SIGINT, libc::SIGTERM] {
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
             // SAFETY: the handler only touches atomics and calls write(2).
             unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
         }
@@ -195,6 +203,10 @@ impl Waker {
     pub fn stopping(&self) -> bool {
         STOP.load(Ordering::SeqCst)
     }
+    /// True once per SIGHUP (the flag is cleared by reading it).
+    pub fn take_reload(&self) -> bool {
+        RELOAD.swap(false, Ordering::SeqCst)
+    }
 }
 
 /// Wakes the poll loop from another thread.
@@ -206,6 +218,49 @@ impl WakeHandle {
     pub fn wake(&self) {
         // SAFETY: write end of the pipe, kept open for the process lifetime.
         unsafe { libc::write(self.0, [1u8].as_ptr().cast(), 1) };
+    }
+}
+
+/// The outcome of reloads on SIGHUP, for `status` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct ReloadStats {
+    /// Reloads applied.
+    pub ok: u64,
+    /// Reloads refused because the config had an error.
+    pub failed: u64,
+    /// The last refusal's error, until a reload succeeds.
+    pub last_error: Option<String>,
+    /// When the last reload was attempted.
+    pub last: Option<std::time::Instant>,
+}
+
+impl ReloadStats {
+    /// Records an attempt: `Err` is logged as the reason the running configuration stays.
+    pub fn record<T>(&mut self, result: Result<T>) -> Option<T> {
+        self.last = Some(std::time::Instant::now());
+        match result {
+            Ok(v) => {
+                self.ok += 1;
+                self.last_error = None;
+                Some(v)
+            }
+            Err(e) => {
+                self.failed += 1;
+                tracing::error!("reload failed, the running configuration stays in force: {e:#}");
+                self.last_error = Some(format!("{e:#}"));
+                None
+            }
+        }
+    }
+
+    /// As `status --json` shows it (`reloads`).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "ok": self.ok,
+            "failed": self.failed,
+            "last_error": self.last_error,
+            "last_secs": self.last.map(|t| t.elapsed().as_secs_f64()),
+        })
     }
 }
 

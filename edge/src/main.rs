@@ -137,6 +137,7 @@ fn status_json(st: &EdgeStatus, info: &Info, transport: &common::Transport) -> s
             "session": p.session,
             "last_handshake_secs": p.last_handshake_secs,
             "last_rx_secs": p.last_rx_secs,
+            "rtt_ms": p.rtt_secs.map(|x| (x * 1e6).round() / 1e3),
             "rx_bytes": p.traffic.rx_bytes,
             "tx_bytes": p.traffic.tx_bytes,
             "rx_packets": p.traffic.rx_packets,
@@ -193,8 +194,8 @@ fn status(path: PathBuf, as_json: bool) -> Result<()> {
         println!("supernode {}  {}", s(&sn["address"]), state);
     }
     println!(
-        "\n{:<16} {:<15} {:<7} {:<22} {:<12} {:>10} {:>10}",
-        "PEER", "ADDRESS", "PATH", "ENDPOINT", "HANDSHAKE", "RX", "TX"
+        "\n{:<16} {:<15} {:<7} {:<22} {:>8} {:<12} {:>10} {:>10}",
+        "PEER", "ADDRESS", "PATH", "ENDPOINT", "RTT", "HANDSHAKE", "RX", "TX"
     );
     for p in v["peers"].as_array().into_iter().flatten() {
         let name = p["name"]
@@ -202,12 +203,16 @@ fn status(path: PathBuf, as_json: bool) -> Result<()> {
             .filter(|x| !x.is_empty())
             .map(str::to_string)
             .unwrap_or_else(|| s(&p["public_key"]));
+        let rtt = p["rtt_ms"]
+            .as_f64()
+            .map_or("-".to_string(), |ms| format!("{ms:.2}ms"));
         println!(
-            "{:<16} {:<15} {:<7} {:<22} {:<12} {:>10} {:>10}",
+            "{:<16} {:<15} {:<7} {:<22} {:>8} {:<12} {:>10} {:>10}",
             name,
             s(&p["address"]),
             s(&p["path"]),
             s(&p["endpoint"]),
+            rtt,
             ago(p["last_handshake_secs"].as_f64()),
             human_bytes(p["rx_bytes"].as_u64().unwrap_or(0)),
             human_bytes(p["tx_bytes"].as_u64().unwrap_or(0)),
@@ -229,6 +234,9 @@ fn log_events(core: &mut Edge) {
                 warn!("supernode {supernode} stopped answering; registering again")
             }
             Event::PeerUp { peer } => info!("session with peer '{peer}' established"),
+            Event::PeerRemoved { peer, supernode } => info!(
+                "peer '{peer}' was removed from the community (supernode {supernode}); its sessions are closed"
+            ),
             Event::PathChanged {
                 peer,
                 path,
@@ -302,6 +310,7 @@ fn run(path: PathBuf) -> Result<()> {
     let mut next_fallback_check = Instant::now();
     let mut out = Output::default();
     let mut buf = vec![0u8; 65_536];
+    let mut reloads = common::ReloadStats::default();
     while !waker.stopping() {
         let timeout = core
             .poll_timeout()
@@ -316,6 +325,9 @@ fn run(path: PathBuf) -> Result<()> {
         let ready = common::poll_fds(&fds, timeout);
         if ready[2].0 {
             waker.drain();
+        }
+        if waker.take_reload() {
+            reload(&mut reloads, &path, &cfg, &mut core, &mut transport);
         }
         if ready[0].0 {
             for _ in 0..256 {
@@ -397,7 +409,7 @@ fn run(path: PathBuf) -> Result<()> {
         flush(&mut transport, &tap, &mut out);
         log_events(&mut core);
         while let Ok(req) = mgmt.try_recv() {
-            answer(req, &core, &info, &transport);
+            answer(req, &core, &info, &transport, &reloads);
         }
     }
     info!("stopping; {} goes away with the process", tap.name);
@@ -407,16 +419,175 @@ fn run(path: PathBuf) -> Result<()> {
     Ok(())
 }
 
-fn answer(req: MgmtRequest, core: &Edge, info: &Info, transport: &common::Transport) {
+/// The Prometheus page, from the same figures as `status --json`.
+fn metrics(v: &serde_json::Value) -> String {
+    let n = |x: &serde_json::Value| x.as_f64().unwrap_or(0.0);
+    let s = |x: &serde_json::Value| x.as_str().unwrap_or("").to_string();
+    let mut m = common::Metrics::default();
+    m.family(
+        "metalvpc_edge_info",
+        "gauge",
+        "This edge (always 1; the labels say which).",
+    )
+    .sample(
+        "metalvpc_edge_info",
+        &[
+            ("community", &s(&v["community"])),
+            ("interface", &s(&v["interface"])),
+            ("address", &s(&v["address"])),
+            ("public_key", &s(&v["public_key"])),
+        ],
+        1.0,
+    );
+    m.family(
+        "metalvpc_edge_supernode_registered",
+        "gauge",
+        "1 while the supernode has accepted our registration.",
+    );
+    for sn in v["supernodes"].as_array().into_iter().flatten() {
+        let up = sn["registered"].as_bool() == Some(true);
+        m.sample(
+            "metalvpc_edge_supernode_registered",
+            &[
+                ("supernode", &s(&sn["address"])),
+                ("transport", &s(&sn["transport"])),
+            ],
+            f64::from(u8::from(up)),
+        );
+    }
+    let peers = v["peers"].as_array().cloned().unwrap_or_default();
+    let label = |p: &serde_json::Value| {
+        let name = s(&p["name"]);
+        if name.is_empty() {
+            s(&p["public_key"])
+        } else {
+            name
+        }
+    };
+    m.single(
+        "metalvpc_edge_peers",
+        "gauge",
+        "Peers known.",
+        peers.len() as f64,
+    );
+    for (metric, kind, field, help) in [
+        ("metalvpc_edge_peer_rx_bytes_total", "counter", "rx_bytes", "Frame bytes received from the peer."),
+        ("metalvpc_edge_peer_tx_bytes_total", "counter", "tx_bytes", "Frame bytes sent to the peer."),
+        ("metalvpc_edge_peer_rx_packets_total", "counter", "rx_packets", "Frames received from the peer."),
+        ("metalvpc_edge_peer_tx_packets_total", "counter", "tx_packets", "Frames sent to the peer."),
+        ("metalvpc_edge_peer_handshake_age_seconds", "gauge", "last_handshake_secs", "Seconds since the last completed handshake with the peer."),
+        ("metalvpc_edge_peer_rtt_seconds", "gauge", "rtt_ms", "Round-trip time of the direct path (from probes)."),
+    ] {
+        m.family(metric, kind, help);
+        for p in peers.iter().filter(|p| !p[field].is_null()) {
+            let scale = if field == "rtt_ms" { 1e-3 } else { 1.0 };
+            m.sample(
+                metric,
+                &[("peer", &label(p)), ("address", &s(&p["address"]))],
+                n(&p[field]) * scale,
+            );
+        }
+    }
+    m.family(
+        "metalvpc_edge_peer_path",
+        "gauge",
+        "1 for the path the peer is reached over now: direct, relay or none.",
+    );
+    for p in &peers {
+        for path in ["direct", "relay", "none"] {
+            let on = p["path"].as_str() == Some(path);
+            m.sample(
+                "metalvpc_edge_peer_path",
+                &[("peer", &label(p)), ("address", &s(&p["address"])), ("path", path)],
+                f64::from(u8::from(on)),
+            );
+        }
+    }
+    m.drops(
+        "metalvpc_edge_drops_total",
+        "Packets and frames dropped, by reason.",
+        &v["drops"],
+    )
+    .reloads("metalvpc_edge", &v["reloads"]);
+    m.finish()
+}
+
+fn answer(
+    req: MgmtRequest,
+    core: &Edge,
+    info: &Info,
+    transport: &common::Transport,
+    reloads: &common::ReloadStats,
+) {
     let reply = match req.path.as_str() {
-        "/status" | "/status.json" => (
-            200,
-            "application/json",
-            status_json(&core.status(Instant::now()), info, transport).to_string(),
+        "/status" | "/status.json" => {
+            let mut v = status_json(&core.status(Instant::now()), info, transport);
+            v["reloads"] = reloads.json();
+            (200, "application/json", v.to_string())
+        }
+        "/metrics" => {
+            let mut v = status_json(&core.status(Instant::now()), info, transport);
+            v["reloads"] = reloads.json();
+            (200, "text/plain; version=0.0.4", metrics(&v))
+        }
+        _ => (
+            404,
+            "text/plain",
+            "unknown path; try /status or /metrics\n".to_string(),
         ),
-        _ => (404, "text/plain", "unknown path; try /status\n".to_string()),
     };
     let _ = req.reply.send(reply);
+}
+
+/// Re-reads the config and applies the supernode list and keepalive. A config with an
+/// error changes nothing; the rest of the file (address, interface, key …) takes effect
+/// only at restart, and the log says so when it differs.
+fn reload(
+    stats: &mut common::ReloadStats,
+    path: &std::path::Path,
+    running: &config::Loaded,
+    core: &mut Edge,
+    transport: &mut common::Transport,
+) {
+    let Some(new) = stats.record(config::load(path)) else {
+        return;
+    };
+    let restart_only = [
+        ("community", new.community != running.community),
+        (
+            "private_key_file",
+            new.private_key.public_key() != running.private_key.public_key(),
+        ),
+        ("listen_port", new.listen_port != running.listen_port),
+        ("management", new.management.to_string() != running.management.to_string()),
+        ("interface.name", new.if_name != running.if_name),
+        ("interface.address", new.address != running.address),
+        ("interface.mtu", new.mtu != running.mtu),
+        ("interface.mac", new.mac != running.mac),
+        ("relay_policy", new.relay != running.relay),
+    ];
+    for (key, changed) in restart_only {
+        if changed {
+            warn!("reload: `{key}` changed but takes effect only at restart");
+        }
+    }
+    let (added, removed) = core.reload(&new.supernodes, new.keepalive, Instant::now());
+    for addr in &removed {
+        transport.tcp.remove(addr);
+    }
+    let addrs = |v: &[std::net::SocketAddr]| {
+        v.iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    info!(
+        "reloaded {}: supernodes added [{}], removed [{}]; keepalive {} s",
+        path.display(),
+        addrs(&added),
+        addrs(&removed),
+        new.keepalive.as_secs()
+    );
 }
 
 fn flush(transport: &mut common::Transport, tap: &tap::Tap, out: &mut Output) {

@@ -199,6 +199,10 @@ struct Peer {
     last_rx: Option<Instant>,
     last_tx: Option<Instant>,
     last_probe: Option<Instant>,
+    /// A periodic probe is out and its pong not yet back (the RTT sample).
+    awaiting_pong: bool,
+    /// Round-trip time of the direct path, from the last periodic probe and its pong.
+    rtt: Option<Duration>,
     last_handshake: Option<Instant>,
     queue: VecDeque<Vec<u8>>,
     traffic: Traffic,
@@ -265,6 +269,9 @@ pub struct PeerStatus {
     pub last_handshake_secs: Option<f64>,
     /// Seconds since the last authenticated packet.
     pub last_rx_secs: Option<f64>,
+    /// Round-trip time of the direct path in seconds (from probes; None while relayed and
+    /// until the first pong).
+    pub rtt_secs: Option<f64>,
     /// Whether a session is up.
     pub session: bool,
     /// Traffic counters.
@@ -973,6 +980,10 @@ impl Edge {
             }
             MSG_PONG => {
                 let peer = self.peers[p].as_mut().expect("exists");
+                if let (true, Some(sent)) = (peer.awaiting_pong, peer.last_probe) {
+                    peer.rtt = Some(now.saturating_duration_since(sent));
+                    peer.awaiting_pong = false;
+                }
                 peer.direct = Some(src);
                 peer.last_direct_rx = Some(now);
             }
@@ -1154,6 +1165,8 @@ impl Edge {
                     last_rx: None,
                     last_tx: None,
                     last_probe: None,
+                    awaiting_pong: false,
+                    rtt: None,
                     last_handshake: None,
                     queue: VecDeque::new(),
                     traffic: Traffic::default(),
@@ -1315,6 +1328,7 @@ impl Edge {
     fn probe(&mut self, now: Instant, p: usize, out: &mut Output) {
         let peer = self.peers[p].as_mut().expect("caller checked");
         peer.last_probe = Some(now);
+        peer.awaiting_pong = true;
         let eps: Vec<SocketAddr> = peer.endpoints.iter().copied().take(4).collect();
         for ep in eps {
             self.send_small(now, p, &[MSG_PROBE], Path::Direct(ep), out);
@@ -1612,6 +1626,7 @@ impl Edge {
             match direct {
                 Some(ep) => {
                     peer.last_probe = Some(now);
+                    peer.awaiting_pong = true;
                     self.send_small(now, p, &[MSG_PROBE], Path::Direct(ep), out);
                 }
                 None if !peer.endpoints.is_empty() => self.probe(now, p, out),
@@ -1719,6 +1734,7 @@ impl Edge {
                     endpoints: peer.endpoints.clone(),
                     last_handshake_secs: secs(peer.last_handshake),
                     last_rx_secs: secs(peer.last_rx),
+                    rtt_secs: peer.rtt.map(|d| d.as_secs_f64()),
                     session: peer.current.is_some(),
                     traffic: peer.traffic,
                     drops: peer.drops.clone(),

@@ -203,6 +203,8 @@ pub struct SupernodeStatus {
     pub drops: DropCounters,
     /// Registrations refused.
     pub refused: u64,
+    /// Registration handshakes accepted (first joins, restarts and rekeys).
+    pub registrations: u64,
     /// Packets relayed.
     pub relay_packets: u64,
     /// Inner bytes relayed.
@@ -218,6 +220,7 @@ pub struct Supernode {
     sessions: HashMap<u32, (usize, usize)>,
     drops: DropCounters,
     refused: u64,
+    registrations: u64,
     relay_packets: u64,
     relay_bytes: u64,
     next_tick: Instant,
@@ -266,6 +269,7 @@ impl Supernode {
             sessions: HashMap::new(),
             drops: DropCounters::default(),
             refused: 0,
+            registrations: 0,
             relay_packets: 0,
             relay_bytes: 0,
             next_tick: now,
@@ -545,6 +549,7 @@ impl Supernode {
             }
         };
         out.transmit_from(start, src);
+        self.registrations += 1;
         let session = Session::new(local_index, sender, keys, now, false);
         self.sessions.insert(local_index, (c, n));
         let (previous, since) = match node.reg.take() {
@@ -939,6 +944,7 @@ impl Supernode {
                 .collect(),
             drops: self.drops.clone(),
             refused: self.refused,
+            registrations: self.registrations,
             relay_packets: self.relay_packets,
             relay_bytes: self.relay_bytes,
         }

@@ -121,6 +121,7 @@ fn status_json(
         })).collect::<Vec<_>>(),
         "drops": drops_json(&st.drops),
         "refused": st.refused,
+        "registrations": st.registrations,
         "tcp_connections": tcp_connections,
         "relay": {"packets": st.relay_packets, "bytes": st.relay_bytes},
     })
@@ -186,19 +187,138 @@ fn status(path: PathBuf, as_json: bool) -> Result<()> {
     Ok(())
 }
 
+/// The Prometheus page, from the same figures as `status --json`.
+fn metrics(v: &serde_json::Value) -> String {
+    let n = |x: &serde_json::Value| x.as_f64().unwrap_or(0.0);
+    let mut m = common::Metrics::default();
+    let communities = v["communities"].as_array().cloned().unwrap_or_default();
+    m.family(
+        "metalvpc_supernode_members",
+        "gauge",
+        "Members configured per community.",
+    );
+    for c in &communities {
+        let name = c["name"].as_str().unwrap_or("");
+        let members = c["members"].as_array().map_or(0, Vec::len);
+        m.sample(
+            "metalvpc_supernode_members",
+            &[("community", name)],
+            members as f64,
+        );
+    }
+    m.family(
+        "metalvpc_supernode_registered_members",
+        "gauge",
+        "Members registered now per community.",
+    );
+    for c in &communities {
+        let name = c["name"].as_str().unwrap_or("");
+        let registered = c["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|x| x["registered"].as_bool() == Some(true))
+            .count();
+        m.sample(
+            "metalvpc_supernode_registered_members",
+            &[("community", name)],
+            registered as f64,
+        );
+    }
+    for (metric, field, help) in [
+        (
+            "metalvpc_supernode_member_relay_rx_bytes_total",
+            "relay_rx_bytes",
+            "Bytes a member sent through this supernode's relay.",
+        ),
+        (
+            "metalvpc_supernode_member_relay_tx_bytes_total",
+            "relay_tx_bytes",
+            "Bytes relayed to a member.",
+        ),
+    ] {
+        m.family(metric, "counter", help);
+        for c in &communities {
+            for member in c["members"].as_array().into_iter().flatten() {
+                let name = member["name"]
+                    .as_str()
+                    .filter(|s| !s.is_empty())
+                    .or(member["public_key"].as_str())
+                    .unwrap_or("");
+                m.sample(
+                    metric,
+                    &[
+                        ("community", c["name"].as_str().unwrap_or("")),
+                        ("member", name),
+                        ("address", member["address"].as_str().unwrap_or("")),
+                    ],
+                    n(&member[field]),
+                );
+            }
+        }
+    }
+    m.single(
+        "metalvpc_supernode_registrations_total",
+        "counter",
+        "Registration handshakes accepted.",
+        n(&v["registrations"]),
+    )
+    .single(
+        "metalvpc_supernode_refused_total",
+        "counter",
+        "Registrations refused (unknown key, community or address).",
+        n(&v["refused"]),
+    )
+    .single(
+        "metalvpc_supernode_relay_packets_total",
+        "counter",
+        "Packets relayed between members.",
+        n(&v["relay"]["packets"]),
+    )
+    .single(
+        "metalvpc_supernode_relay_bytes_total",
+        "counter",
+        "Bytes relayed between members (still end-to-end encrypted).",
+        n(&v["relay"]["bytes"]),
+    )
+    .single(
+        "metalvpc_supernode_tcp_connections",
+        "gauge",
+        "Edges connected over the TCP fallback.",
+        n(&v["tcp_connections"]),
+    )
+    .drops(
+        "metalvpc_supernode_drops_total",
+        "Packets dropped, by reason.",
+        &v["drops"],
+    )
+    .reloads("metalvpc_supernode", &v["reloads"]);
+    m.finish()
+}
+
 fn answer(
     req: MgmtRequest,
     core: &Supernode,
     listen: std::net::SocketAddr,
     tcp_connections: usize,
+    reloads: &common::ReloadStats,
 ) {
     let reply = match req.path.as_str() {
-        "/status" | "/status.json" => (
-            200,
-            "application/json",
-            status_json(&core.status(Instant::now()), listen, tcp_connections).to_string(),
+        "/status" | "/status.json" => {
+            let mut v = status_json(&core.status(Instant::now()), listen, tcp_connections);
+            v["reloads"] = reloads.json();
+            (200, "application/json", v.to_string())
+        }
+        "/metrics" => {
+            let mut v = status_json(&core.status(Instant::now()), listen, tcp_connections);
+            v["reloads"] = reloads.json();
+            (200, "text/plain; version=0.0.4", metrics(&v))
+        }
+        _ => (
+            404,
+            "text/plain",
+            "unknown path; try /status or /metrics\n".to_string(),
         ),
-        _ => (404, "text/plain", "unknown path; try /status\n".to_string()),
     };
     let _ = req.reply.send(reply);
 }
@@ -257,6 +377,7 @@ fn run(path: PathBuf) -> Result<()> {
     );
     let mut out = Output::default();
     let mut buf = vec![0u8; 65_536];
+    let mut reloads = common::ReloadStats::default();
     while !waker.stopping() {
         let timeout = core
             .poll_timeout()
@@ -268,6 +389,9 @@ fn run(path: PathBuf) -> Result<()> {
         let ready = common::poll_fds(&fds, timeout);
         if ready[1].0 {
             waker.drain();
+        }
+        if waker.take_reload() {
+            reload(&mut reloads, &path, (cfg.listen, &cfg.management), &mut core, &mut out);
         }
         if ready[0].0 {
             // Drain a bounded batch, so timers and management still get their turn.
@@ -313,7 +437,7 @@ fn run(path: PathBuf) -> Result<()> {
         out.clear();
         log_events(&mut core);
         while let Ok(req) = mgmt.try_recv() {
-            answer(req, &core, cfg.listen, transport.tcp.len());
+            answer(req, &core, cfg.listen, transport.tcp.len(), &reloads);
         }
     }
     info!("stopping");
@@ -321,6 +445,55 @@ fn run(path: PathBuf) -> Result<()> {
         let _ = std::fs::remove_file(p);
     }
     Ok(())
+}
+
+/// Re-reads the config and applies its membership. A config with an error changes
+/// nothing: the running membership stays, and the error is logged and kept for `status`.
+fn reload(
+    stats: &mut common::ReloadStats,
+    path: &std::path::Path,
+    (listen, management): (std::net::SocketAddr, &common::MgmtAddr),
+    core: &mut Supernode,
+    out: &mut Output,
+) {
+    let Some(new) = stats.record(config::load(path)) else {
+        return;
+    };
+    if new.listen != listen {
+        warn!(
+            "reload: `listen` changed to {} but takes effect only at restart",
+            new.listen
+        );
+    }
+    if new.management.to_string() != management.to_string() {
+        warn!("reload: `management` changed but takes effect only at restart");
+    }
+    if new.core.private_key.public_key() != core.public_key() {
+        warn!("reload: `private_key_file` holds another key; it takes effect only at restart (edges must be given the new public key first)");
+    }
+    let s = core.reload(new.core.communities, new.core.register_interval, out);
+    let list = |v: &[(String, String)]| {
+        v.iter()
+            .map(|(c, m)| format!("{m} ({c})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if s.is_empty() {
+        info!("reloaded {}: membership unchanged", path.display());
+        return;
+    }
+    info!(
+        "reloaded {}: added [{}], removed [{}], changed [{}], communities added [{}], removed [{}]",
+        path.display(),
+        list(&s.added),
+        list(&s.removed),
+        list(&s.changed),
+        s.communities_added.join(", "),
+        s.communities_removed.join(", ")
+    );
+    for (c, m) in &s.removed {
+        info!("member '{m}' removed from community '{c}': its sessions are closed and every member was told to close theirs");
+    }
 }
 
 /// Most TCP fallback connections at once.

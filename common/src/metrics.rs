@@ -1,0 +1,95 @@
+//! Prometheus text exposition (format 0.0.4), written by hand: a few families, no registry.
+
+use std::fmt::Write;
+
+/// Builds one `/metrics` page. Families are declared once; samples follow their family.
+#[derive(Default)]
+pub struct Metrics {
+    out: String,
+}
+
+/// Escapes a label value (backslash, double quote, newline).
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Metrics {
+    /// Starts a family: `kind` is "counter" or "gauge".
+    pub fn family(&mut self, name: &str, kind: &str, help: &str) -> &mut Self {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+        self
+    }
+
+    /// One sample of the family just declared.
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) -> &mut Self {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"{}\"", escape(v));
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+        self
+    }
+
+    /// A family with a single unlabelled sample.
+    pub fn single(&mut self, name: &str, kind: &str, help: &str, value: f64) -> &mut Self {
+        self.family(name, kind, help).sample(name, &[], value)
+    }
+
+    /// Drop counters by reason, from the `drops` object of `status --json`.
+    pub fn drops(&mut self, name: &str, help: &str, drops: &serde_json::Value) -> &mut Self {
+        self.family(name, "counter", help);
+        for (reason, v) in drops.as_object().into_iter().flatten() {
+            self.sample(name, &[("reason", reason)], v.as_f64().unwrap_or(0.0));
+        }
+        self
+    }
+
+    /// Reload outcomes, from the `reloads` object of `status --json`.
+    pub fn reloads(&mut self, prefix: &str, reloads: &serde_json::Value) -> &mut Self {
+        let name = format!("{prefix}_reloads_total");
+        self.family(&name, "counter", "Reloads on SIGHUP by result.");
+        for result in ["ok", "failed"] {
+            let v = reloads[result].as_f64().unwrap_or(0.0);
+            self.sample(&name, &[("result", result)], v);
+        }
+        self
+    }
+
+    /// The page.
+    pub fn finish(self) -> String {
+        self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_format() {
+        let mut m = Metrics::default();
+        m.family("x_total", "counter", "Things.")
+            .sample("x_total", &[("peer", "a\"b"), ("path", "direct")], 3.0)
+            .single("y", "gauge", "Y.", 0.5)
+            .drops(
+                "d_total",
+                "Drops.",
+                &serde_json::json!({"replay": 2, "malformed": 0}),
+            );
+        let t = m.finish();
+        assert!(t.contains("# TYPE x_total counter\n"));
+        assert!(t.contains("x_total{peer=\"a\\\"b\",path=\"direct\"} 3\n"));
+        assert!(t.contains("y 0.5\n"));
+        assert!(t.contains("d_total{reason=\"replay\"} 2\n"));
+    }
+}
