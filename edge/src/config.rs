@@ -85,14 +85,26 @@ pub fn default_if_name(community: &str) -> String {
     n
 }
 
-/// The management endpoint only (for `status`): no key file needed.
+/// The management endpoint only (for `status`): no key file needed, and the rest of the
+/// file may be broken (the daemon may run with an older, valid version of it).
 pub fn load_management(path: &Path) -> Result<MgmtAddr> {
-    let raw = read(path)?;
-    Ok(management(path, &raw))
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow!("{}: cannot read the config file: {e}", path.display()))?;
+    let table: toml::Table = toml::from_str(&text)
+        .map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
+    let get = |k: &str| table.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+    let default = default_management(get("community"));
+    let m = Some(get("management")).filter(|m| !m.is_empty());
+    Ok(MgmtAddr::parse(path, m.unwrap_or(&default)))
+}
+
+/// The management socket of a community's edge unless `management` says otherwise.
+fn default_management(community: &str) -> String {
+    format!("/run/metalvpc/{community}.sock")
 }
 
 fn management(path: &Path, raw: &RawConfig) -> MgmtAddr {
-    let default = format!("/run/metalvpc/{}.sock", raw.community);
+    let default = default_management(&raw.community);
     MgmtAddr::parse(path, raw.management.as_deref().unwrap_or(&default))
 }
 

@@ -101,6 +101,8 @@ struct Info {
     interface: String,
     mtu: u32,
     listen_port: u16,
+    /// Follows reloads.
+    keepalive: Duration,
 }
 
 fn status_json(st: &EdgeStatus, info: &Info, transport: &common::Transport) -> serde_json::Value {
@@ -112,6 +114,7 @@ fn status_json(st: &EdgeStatus, info: &Info, transport: &common::Transport) -> s
         "interface": info.interface,
         "mtu": info.mtu,
         "listen_port": info.listen_port,
+        "keepalive_secs": info.keepalive.as_secs(),
         "registered": st.supernodes.iter().any(|s| s.registered),
         "supernodes": st.supernodes.iter().map(|s| json!({
             "address": s.address.to_string(),
@@ -268,12 +271,13 @@ fn run(path: PathBuf) -> Result<()> {
     let waker = common::Waker::install()?;
     let mgmt = common::serve_management(&cfg.management, waker.handle())?;
     let locals = tap::local_endpoints(cfg.listen_port, &tap.name);
-    let info = Info {
+    let mut info = Info {
         community: cfg.community.clone(),
         address: cfg.address.to_string(),
         interface: tap.name.clone(),
         mtu: cfg.mtu,
         listen_port: cfg.listen_port,
+        keepalive: cfg.keepalive,
     };
     let mut core = Edge::new(
         EdgeConfig {
@@ -327,7 +331,9 @@ fn run(path: PathBuf) -> Result<()> {
             waker.drain();
         }
         if waker.take_reload() {
-            reload(&mut reloads, &path, &cfg, &mut core, &mut transport);
+            if let Some(k) = reload(&mut reloads, &path, &cfg, &mut core, &mut transport) {
+                info.keepalive = k;
+            }
         }
         if ready[0].0 {
             for _ in 0..256 {
@@ -471,12 +477,42 @@ fn metrics(v: &serde_json::Value) -> String {
         peers.len() as f64,
     );
     for (metric, kind, field, help) in [
-        ("metalvpc_edge_peer_rx_bytes_total", "counter", "rx_bytes", "Frame bytes received from the peer."),
-        ("metalvpc_edge_peer_tx_bytes_total", "counter", "tx_bytes", "Frame bytes sent to the peer."),
-        ("metalvpc_edge_peer_rx_packets_total", "counter", "rx_packets", "Frames received from the peer."),
-        ("metalvpc_edge_peer_tx_packets_total", "counter", "tx_packets", "Frames sent to the peer."),
-        ("metalvpc_edge_peer_handshake_age_seconds", "gauge", "last_handshake_secs", "Seconds since the last completed handshake with the peer."),
-        ("metalvpc_edge_peer_rtt_seconds", "gauge", "rtt_ms", "Round-trip time of the direct path (from probes)."),
+        (
+            "metalvpc_edge_peer_rx_bytes_total",
+            "counter",
+            "rx_bytes",
+            "Frame bytes received from the peer.",
+        ),
+        (
+            "metalvpc_edge_peer_tx_bytes_total",
+            "counter",
+            "tx_bytes",
+            "Frame bytes sent to the peer.",
+        ),
+        (
+            "metalvpc_edge_peer_rx_packets_total",
+            "counter",
+            "rx_packets",
+            "Frames received from the peer.",
+        ),
+        (
+            "metalvpc_edge_peer_tx_packets_total",
+            "counter",
+            "tx_packets",
+            "Frames sent to the peer.",
+        ),
+        (
+            "metalvpc_edge_peer_handshake_age_seconds",
+            "gauge",
+            "last_handshake_secs",
+            "Seconds since the last completed handshake with the peer.",
+        ),
+        (
+            "metalvpc_edge_peer_rtt_seconds",
+            "gauge",
+            "rtt_ms",
+            "Round-trip time of the direct path (from probes).",
+        ),
     ] {
         m.family(metric, kind, help);
         for p in peers.iter().filter(|p| !p[field].is_null()) {
@@ -498,7 +534,11 @@ fn metrics(v: &serde_json::Value) -> String {
             let on = p["path"].as_str() == Some(path);
             m.sample(
                 "metalvpc_edge_peer_path",
-                &[("peer", &label(p)), ("address", &s(&p["address"])), ("path", path)],
+                &[
+                    ("peer", &label(p)),
+                    ("address", &s(&p["address"])),
+                    ("path", path),
+                ],
                 f64::from(u8::from(on)),
             );
         }
@@ -548,10 +588,8 @@ fn reload(
     running: &config::Loaded,
     core: &mut Edge,
     transport: &mut common::Transport,
-) {
-    let Some(new) = stats.record(config::load(path)) else {
-        return;
-    };
+) -> Option<Duration> {
+    let new = stats.record(config::load(path))?;
     let restart_only = [
         ("community", new.community != running.community),
         (
@@ -559,7 +597,10 @@ fn reload(
             new.private_key.public_key() != running.private_key.public_key(),
         ),
         ("listen_port", new.listen_port != running.listen_port),
-        ("management", new.management.to_string() != running.management.to_string()),
+        (
+            "management",
+            new.management.to_string() != running.management.to_string(),
+        ),
         ("interface.name", new.if_name != running.if_name),
         ("interface.address", new.address != running.address),
         ("interface.mtu", new.mtu != running.mtu),
@@ -588,6 +629,7 @@ fn reload(
         addrs(&removed),
         new.keepalive.as_secs()
     );
+    Some(new.keepalive)
 }
 
 fn flush(transport: &mut common::Transport, tap: &tap::Tap, out: &mut Output) {

@@ -441,7 +441,7 @@ impl Lab {
             .context("edge address")?;
         let config = self.dir.join(format!("{}.toml", o.name));
         let listen_port = o.listen_port.unwrap_or(EDGE_PORT);
-        let management = self.dir.join(format!("{}.sock", o.name));
+        let management = self.dir.join(format!("{}.sock", o.name)); // see edge_socket
         let mut t = edge_config_toml(
             o,
             &key_file,
@@ -544,17 +544,47 @@ impl Lab {
         }
     }
 
-    /// Writes the supernode config for `communities` and starts the supernode; returns once
-    /// its status answers (panics after 10 s).
-    pub fn start_supernode(&mut self, communities: &[Community]) {
+    /// (Re)writes the first supernode's config file for `communities` (start it with
+    /// [`Lab::start_supernode`], or send it SIGHUP with [`Lab::signal`] to reload).
+    pub fn write_supernode_config(&mut self, communities: &[Community]) {
         self.supernode_key().expect("supernode key");
         let t = supernode_config_toml(
             &self.supernode_addr(),
             &self.supernode_key_file,
-            &self.dir.join("sn.sock"),
+            &self.supernode_socket(),
             communities,
         );
         std::fs::write(&self.supernode_config, t).expect("writing supernode.toml");
+    }
+
+    /// The first supernode's management socket.
+    pub fn supernode_socket(&self) -> PathBuf {
+        self.dir.join("sn.sock")
+    }
+
+    /// An edge's management socket.
+    pub fn edge_socket(&self, e: &Edge) -> PathBuf {
+        self.dir.join(format!("{}.sock", e.name))
+    }
+
+    /// Sends `sig` to the running daemon called `name` and leaves it running (e.g. SIGHUP).
+    pub fn signal(&mut self, name: &str, sig: libc::c_int) {
+        let pids: Vec<u32> = self
+            .daemons
+            .iter_mut()
+            .filter(|d| d.name == name)
+            .filter_map(|d| d.pid())
+            .collect();
+        assert_eq!(pids.len(), 1, "expected one running daemon called {name}");
+        // SAFETY: kill(2) on a child we spawned and have not reaped.
+        let r = unsafe { libc::kill(pids[0] as libc::pid_t, sig) };
+        assert_eq!(r, 0, "kill {name}: {}", std::io::Error::last_os_error());
+    }
+
+    /// Writes the supernode config for `communities` and starts the supernode; returns once
+    /// its status answers (panics after 10 s).
+    pub fn start_supernode(&mut self, communities: &[Community]) {
+        self.write_supernode_config(communities);
         let start = Instant::now();
         self.spawn(
             "supernode",

@@ -75,13 +75,13 @@ fn is_private(net: &IpNet) -> bool {
 }
 
 /// The config names only what only the file can name: everything else has defaults.
+/// Only the keys `status` needs; the rest of the file may be broken (the daemon may run
+/// with an older, valid version of it).
 pub fn load_meta(path: &Path) -> Result<(MgmtAddr, Option<SocketAddr>)> {
-    let raw: RawConfig = read_toml(path)?;
-    let mgmt = MgmtAddr::parse(
-        path,
-        raw.management.as_deref().unwrap_or(DEFAULT_MANAGEMENT),
-    );
-    Ok((mgmt, raw.listen.parse().ok()))
+    let table: toml::Table = read_toml(path)?;
+    let get = |k: &str| table.get(k).and_then(|v| v.as_str());
+    let mgmt = MgmtAddr::parse(path, get("management").unwrap_or(DEFAULT_MANAGEMENT));
+    Ok((mgmt, get("listen").and_then(|l| l.parse().ok())))
 }
 
 /// Loads and validates everything, including the private key.

@@ -391,7 +391,13 @@ fn run(path: PathBuf) -> Result<()> {
             waker.drain();
         }
         if waker.take_reload() {
-            reload(&mut reloads, &path, (cfg.listen, &cfg.management), &mut core, &mut out);
+            reload(
+                &mut reloads,
+                &path,
+                (cfg.listen, &cfg.management),
+                &mut core,
+                &mut out,
+            );
         }
         if ready[0].0 {
             // Drain a bounded batch, so timers and management still get their turn.
