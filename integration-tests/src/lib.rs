@@ -387,6 +387,33 @@ pub fn send_random_udp(
     })?
 }
 
+/// `GET path` on a daemon's management Unix socket; the body of a 200 answer.
+pub fn http_get(sock: &std::path::Path, path: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock)
+        .map_err(|e| anyhow::anyhow!("connect {}: {e}", sock.display()))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("no HTTP header in {text:?}"))?;
+    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+        anyhow::bail!("{path}: {head}");
+    }
+    Ok(body.to_string())
+}
+
+/// The value of the Prometheus sample whose name and labels start with `prefix` (for
+/// example `metalvpc_edge_peer_rx_bytes_total{peer="b"`), from a `/metrics` page.
+pub fn metric(page: &str, prefix: &str) -> Option<f64> {
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,31 +441,4 @@ mod tests {
         assert_eq!(drop_count(&v, "replay"), 2);
         assert_eq!(drop_count(&v, "nope"), 0);
     }
-}
-
-/// `GET path` on a daemon's management Unix socket; the body of a 200 answer.
-pub fn http_get(sock: &std::path::Path, path: &str) -> anyhow::Result<String> {
-    use std::io::{Read, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(sock)
-        .map_err(|e| anyhow::anyhow!("connect {}: {e}", sock.display()))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.0\r\n\r\n")?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow::anyhow!("no HTTP header in {text:?}"))?;
-    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
-        anyhow::bail!("{path}: {head}");
-    }
-    Ok(body.to_string())
-}
-
-/// The value of the Prometheus sample whose name and labels start with `prefix` (for
-/// example `metalvpc_edge_peer_rx_bytes_total{peer="b"`), from a `/metrics` page.
-pub fn metric(page: &str, prefix: &str) -> Option<f64> {
-    page.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }

@@ -478,7 +478,7 @@ impl Edge {
         for l in 0..self.links.len() {
             let link = &self.links[l];
             let wanted = supernodes.contains(&(link.addr, link.key));
-            if link.retired == !wanted {
+            if link.retired != wanted {
                 continue;
             }
             if wanted {
