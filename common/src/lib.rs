@@ -86,7 +86,7 @@ pub fn load_private_key(config: &Path, path: &Path) -> Result<PrivateKey> {
 pub fn parse_public_key(file: &Path, key_path: &str, text: &str) -> Result<PublicKey> {
     PublicKey::from_base64(text).map_err(|e| {
         anyhow::anyhow!(
-            "{}: key `{key_path}` = \"{text}\": the public key is {e}. Use the output of \
+            "{}: key `{key_path}` = \"{text}\": not a public key ({e}). Use the output of \
              `metalvpc-edge pubkey < the.key` (or `metalvpc-supernode pubkey`)",
             file.display()
         )
@@ -218,6 +218,46 @@ impl WakeHandle {
     pub fn wake(&self) {
         // SAFETY: write end of the pipe, kept open for the process lifetime.
         unsafe { libc::write(self.0, [1u8].as_ptr().cast(), 1) };
+    }
+}
+
+/// Every problem found in one config file, so that `check` (and `run`) can list them all
+/// at once instead of one per attempt.
+#[derive(Debug, Default)]
+pub struct Problems(Vec<String>);
+
+impl Problems {
+    /// Notes a problem (a sentence naming the file, the key and the fix).
+    pub fn push(&mut self, msg: impl Into<String>) {
+        self.0.push(msg.into());
+    }
+
+    /// How many were noted so far.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True if none was noted.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The value of `r`, or `None` after noting its error.
+    pub fn ok<T>(&mut self, r: Result<T>) -> Option<T> {
+        r.map_err(|e| self.push(format!("{e:#}"))).ok()
+    }
+
+    /// `Ok` if nothing was noted; otherwise one error listing every problem.
+    pub fn finish(self, path: &Path) -> Result<()> {
+        match self.0.len() {
+            0 => Ok(()),
+            1 => bail!("{}", self.0[0]),
+            n => bail!(
+                "{}: {n} problems:\n  - {}",
+                path.display(),
+                self.0.join("\n  - ")
+            ),
+        }
     }
 }
 

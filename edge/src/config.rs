@@ -1,9 +1,9 @@
 //! The edge's TOML configuration (one file per community): loading, validation, defaults,
 //! and errors that name the file, the key and the fix.
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, Result};
 use ipnet::Ipv4Net;
-use metalvpc_common::{load_private_key, parse_public_key, relative_to, MgmtAddr};
+use metalvpc_common::{load_private_key, parse_public_key, relative_to, MgmtAddr, Problems};
 use metalvpc_protocol::{Mac, PrivateKey, PublicKey, DEFAULT_MTU};
 use serde::Deserialize;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -108,53 +108,70 @@ fn management(path: &Path, raw: &RawConfig) -> MgmtAddr {
     MgmtAddr::parse(path, raw.management.as_deref().unwrap_or(&default))
 }
 
-/// Loads and validates everything, including the private key file.
+/// Loads and validates everything, including the private key file. Every problem in the
+/// file is reported at once.
 pub fn load(path: &Path) -> Result<Loaded> {
     let raw = read(path)?;
     let f = path.display();
+    let mut p = Problems::default();
     if raw.community.is_empty() || raw.community.len() > 64 {
-        bail!("{f}: key `community` must be 1 to 64 characters: the name of a community on the supernode");
+        p.push(format!("{f}: key `community` must be 1 to 64 characters: the name of a community on the supernode"));
     }
     if raw.supernode.is_empty() {
-        bail!("{f}: no supernode: add at least one [[supernode]] table with `address` (\"host:port\") and `public_key`");
+        p.push(format!("{f}: no supernode: add at least one [[supernode]] table with `address` (\"host:port\") and `public_key`"));
     }
     let mut supernodes = Vec::new();
     for (i, s) in raw.supernode.iter().enumerate() {
-        let addr = s
-            .address
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next())
-            .ok_or_else(|| anyhow!("{f}: key `supernode[{i}].address` = \"{}\" is not a reachable host:port; example: address = \"203.0.113.10:7654\"", s.address))?;
-        let key = parse_public_key(path, &format!("supernode[{i}].public_key"), &s.public_key)?;
-        supernodes.push((addr, key));
+        let addr = s.address.to_socket_addrs().ok().and_then(|mut a| a.next());
+        if addr.is_none() {
+            p.push(format!("{f}: key `supernode[{i}].address` = \"{}\" is not a reachable host:port; example: address = \"203.0.113.10:7654\"", s.address));
+        }
+        let key = p.ok(parse_public_key(
+            path,
+            &format!("supernode[{i}].public_key"),
+            &s.public_key,
+        ));
+        if let (Some(addr), Some(key)) = (addr, key) {
+            if supernodes.iter().any(|(a, _)| *a == addr) {
+                p.push(format!("{f}: key `supernode[{i}].address` = \"{}\" is listed twice; list each supernode once", s.address));
+            }
+            supernodes.push((addr, key));
+        }
     }
-    let address: Ipv4Net = raw.interface.address.parse().map_err(|_| {
-        anyhow!(
+    let address: Option<Ipv4Net> = raw.interface.address.parse().ok();
+    if address.is_none() {
+        p.push(format!(
             "{f}: key `interface.address` = \"{}\" is not an IPv4 address in CIDR form; example: address = \"10.10.0.2/24\"",
             raw.interface.address
-        )
-    })?;
+        ));
+    }
     // Over an IPv6 underlay the outer header is 20 bytes larger.
-    let default_mtu = if supernodes.iter().all(|(a, _)| a.is_ipv6()) {
+    let default_mtu = if !supernodes.is_empty() && supernodes.iter().all(|(a, _)| a.is_ipv6()) {
         DEFAULT_MTU - 20
     } else {
         DEFAULT_MTU
     };
     let mtu = raw.interface.mtu.unwrap_or(default_mtu as u32);
     if !(576..=9000).contains(&mtu) {
-        bail!("{f}: key `interface.mtu` = {mtu}: must be 576 to 9000 (default {DEFAULT_MTU}, for a 1500-byte underlay)");
+        p.push(format!("{f}: key `interface.mtu` = {mtu}: must be 576 to 9000 (default {DEFAULT_MTU}, for a 1500-byte underlay)"));
     }
-    let private_key = load_private_key(path, &relative_to(path, &raw.private_key_file))?;
+    let private_key = p.ok(load_private_key(
+        path,
+        &relative_to(path, &raw.private_key_file),
+    ));
     let mac = match &raw.interface.mac {
-        None => private_key.public_key().derived_mac(),
-        Some(m) => {
-            let mac = Mac::parse(m).ok_or_else(|| anyhow!("{f}: key `interface.mac` = \"{m}\" is not a MAC address; example: mac = \"02:12:34:56:78:9a\""))?;
-            if mac.is_group() || mac.0 == [0; 6] {
-                bail!("{f}: key `interface.mac` = \"{m}\" is a multicast or zero address; use a unicast one such as 02:xx:xx:xx:xx:xx");
+        None => private_key.as_ref().map(|k| k.public_key().derived_mac()),
+        Some(m) => match Mac::parse(m) {
+            None => {
+                p.push(format!("{f}: key `interface.mac` = \"{m}\" is not a MAC address; example: mac = \"02:12:34:56:78:9a\""));
+                None
             }
-            mac
-        }
+            Some(mac) if mac.is_group() || mac.0 == [0; 6] => {
+                p.push(format!("{f}: key `interface.mac` = \"{m}\" is a multicast or zero address; use a unicast one such as 02:xx:xx:xx:xx:xx"));
+                None
+            }
+            Some(mac) => Some(mac),
+        },
     };
     let if_name = raw
         .interface
@@ -162,28 +179,35 @@ pub fn load(path: &Path) -> Result<Loaded> {
         .clone()
         .unwrap_or_else(|| default_if_name(&raw.community));
     if if_name.is_empty() || if_name.len() > 15 {
-        bail!("{f}: key `interface.name` = \"{if_name}\": a Linux interface name is 1 to 15 characters");
+        p.push(format!("{f}: key `interface.name` = \"{if_name}\": a Linux interface name is 1 to 15 characters"));
     }
     let keepalive = raw
         .keepalive
         .unwrap_or(metalvpc_protocol::edge::DEFAULT_KEEPALIVE.as_secs());
     if !(1..=300).contains(&keepalive) {
-        bail!("{f}: key `keepalive` = {keepalive}: must be 1 to 300 seconds");
+        p.push(format!(
+            "{f}: key `keepalive` = {keepalive}: must be 1 to 300 seconds"
+        ));
     }
-    let relay =
-        metalvpc_common::parse_relay_policy(path, "relay_policy", raw.relay_policy.as_deref())?;
+    let relay = p.ok(metalvpc_common::parse_relay_policy(
+        path,
+        "relay_policy",
+        raw.relay_policy.as_deref(),
+    ));
+    p.finish(path)?;
+    let missing = || anyhow!("{f}: internal: a checked value is missing");
     Ok(Loaded {
-        relay,
+        relay: relay.ok_or_else(missing)?,
         management: management(path, &raw),
         community: raw.community,
-        private_key,
+        private_key: private_key.ok_or_else(missing)?,
         listen_port: raw.listen_port.unwrap_or(DEFAULT_LISTEN_PORT),
         keepalive: Duration::from_secs(keepalive),
         supernodes,
         if_name,
-        address,
+        address: address.ok_or_else(missing)?,
         mtu,
-        mac,
+        mac: mac.ok_or_else(missing)?,
     })
 }
 
@@ -278,6 +302,27 @@ mod tests {
             );
             assert!(err.contains("prod.toml"), "{err}");
             assert!(err.contains(needle), "expected {needle:?} in: {err}");
+        }
+    }
+
+    #[test]
+    fn every_problem_is_listed_at_once() {
+        let d = setup("many");
+        let p = d.0.join("prod.toml");
+        let text = format!("keepalive = 0\n{}", base())
+            .replace("10.10.0.2/24", "10.10.0.2")
+            .replace("[interface]", "[interface]\nmtu = 70000")
+            .replace("e.key", "missing.key");
+        std::fs::write(&p, text).unwrap();
+        let err = format!("{:#}", load(&p).err().unwrap());
+        assert!(err.contains("4 problems"), "{err}");
+        for key in [
+            "keepalive",
+            "interface.address",
+            "interface.mtu",
+            "missing.key",
+        ] {
+            assert!(err.contains(key), "{key} missing from: {err}");
         }
     }
 }

@@ -80,7 +80,7 @@ fn main() {
 fn check(path: PathBuf) -> Result<()> {
     let c = config::load(&path)?;
     println!(
-        "{}: OK: community '{}', key {}, interface {} {} mtu {} mac {}, udp port {}, {} supernode(s), management {}",
+        "{}: OK: community '{}', key {}, interface {} {} mtu {} mac {}, udp port {}, {} supernode(s), keepalive {} s, management {}",
         path.display(),
         c.community,
         c.private_key.public_key(),
@@ -90,9 +90,71 @@ fn check(path: PathBuf) -> Result<()> {
         c.mac,
         c.listen_port,
         c.supernodes.len(),
+        c.keepalive.as_secs(),
         c.management
     );
-    Ok(())
+    // The MTU arithmetic, against the underlay MTU of the route to each supernode.
+    let mut problems = common::Problems::default();
+    for (addr, _) in &c.supernodes {
+        let ip_header = if addr.is_ipv6() { 40 } else { 20 };
+        let overhead = ip_header
+            + 8
+            + metalvpc_protocol::wire::DATA_OVERHEAD
+            + metalvpc_protocol::wire::RELAY_OVERHEAD
+            + metalvpc_protocol::eth::ETH_HEADER_LEN;
+        let Some((dev, underlay)) = route_mtu(addr.ip()) else {
+            println!(
+                "supernode {addr}: no route found to check the MTU against (is the network up?)"
+            );
+            continue;
+        };
+        println!(
+            "supernode {addr} via {dev} (MTU {underlay}): {underlay} - {ip_header} IP - 8 UDP - {} data header and tag - {} relay envelope and tag - {} inner Ethernet = {} largest TAP MTU; configured {}",
+            metalvpc_protocol::wire::DATA_OVERHEAD,
+            metalvpc_protocol::wire::RELAY_OVERHEAD,
+            metalvpc_protocol::eth::ETH_HEADER_LEN,
+            underlay.saturating_sub(overhead as u32),
+            c.mtu
+        );
+        if c.mtu + overhead as u32 > underlay {
+            problems.push(format!(
+                "{}: key `interface.mtu` = {} is too large for the route to supernode {addr} via {dev} (MTU {underlay}): set mtu = {} or less, or frames will be dropped",
+                path.display(),
+                c.mtu,
+                underlay.saturating_sub(overhead as u32)
+            ));
+        }
+    }
+    problems.finish(&path)
+}
+
+/// The interface and MTU of the route to `ip` (`ip route get`), if there is one.
+fn route_mtu(ip: std::net::IpAddr) -> Option<(String, u32)> {
+    let out = std::process::Command::new("ip")
+        .args(["-o", "route", "get", &ip.to_string()])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut words = text.split_whitespace();
+    let mut dev = None;
+    let mut mtu = None;
+    while let Some(w) = words.next() {
+        match w {
+            "dev" => dev = words.next().map(str::to_string),
+            "mtu" => mtu = words.next().and_then(|m| m.parse().ok()),
+            _ => {}
+        }
+    }
+    let dev = dev?;
+    let mtu = mtu.or_else(|| {
+        std::fs::read_to_string(format!("/sys/class/net/{dev}/mtu"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    })?;
+    Some((dev, mtu))
 }
 
 struct Info {

@@ -200,3 +200,83 @@ fn group_readable_private_key_is_refused() {
     );
     println!("[config_errors] 0644 key: {}", out.stderr.trim());
 }
+
+/// `check` lists every problem of a file at once, and exits non-zero.
+#[test]
+fn check_lists_every_problem() {
+    let s = Setup::new();
+    std::fs::set_permissions(&s.edge_key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = s
+        .edge_toml(BAD_KEY)
+        .replace("[interface]", "[interface]\nmtu = 99999");
+    let (_, out) = s.run(&edge_bin(), "check", "edge-many.toml", &text);
+    assert!(!out.success(), "{out:#?}");
+    println!("[config_errors] edge check:\n{}", out.stderr.trim());
+    assert!(out.stderr.contains("3 problems"), "{}", out.stderr);
+    for needle in ["public_key", "interface.mtu", "chmod 600"] {
+        assert!(out.stderr.contains(needle), "{needle}: {}", out.stderr);
+    }
+    let sn = s
+        .supernode_toml(BAD_KEY, "10.77.0.1")
+        .replace("register_interval", "x");
+    let sn = sn + "\n[[community]]\nname = \"prod\"\nnetwork = \"10.88.0.1/24\"\n";
+    let (_, out) = s.run(&supernode_bin(), "check", "sn-many.toml", &sn);
+    assert!(!out.success(), "{out:#?}");
+    println!("[config_errors] supernode check:\n{}", out.stderr.trim());
+    for needle in [
+        "problems",
+        "public_key",
+        "outside the community",
+        "host bits set",
+        "defined twice",
+    ] {
+        assert!(out.stderr.contains(needle), "{needle}: {}", out.stderr);
+    }
+}
+
+/// `check` shows the MTU arithmetic against the route to each supernode, and refuses an
+/// `interface.mtu` too large for it (here the route goes through a 1400-byte link).
+#[test]
+fn check_compares_the_mtu_with_the_route() {
+    let s = Setup::new();
+    let Some(ns) = &s.ns else {
+        println!("SKIPPED (needs network namespaces): check_compares_the_mtu_with_the_route");
+        return;
+    };
+    for cmd in [
+        "ip link add mvchk0 type veth peer name mvchk1",
+        "ip link set mvchk0 mtu 1400 up",
+        "ip link set mvchk1 up",
+        "ip addr add 198.18.0.50/24 dev mvchk0",
+    ] {
+        ns.run(&cmd.split(' ').collect::<Vec<_>>()).unwrap();
+    }
+    let (_, out) = s.run(
+        &edge_bin(),
+        "check",
+        "edge-mtu.toml",
+        &s.edge_toml(&s.sn_pub),
+    );
+    println!(
+        "[config_errors] check, default mtu over a 1400 link:\n{}{}",
+        out.stdout, out.stderr
+    );
+    assert!(!out.success());
+    assert!(
+        out.stdout.contains("via mvchk0 (MTU 1400)"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stderr.contains("interface.mtu") && out.stderr.contains("set mtu = 1290"));
+    let fitted = s
+        .edge_toml(&s.sn_pub)
+        .replace("[interface]", "[interface]\nmtu = 1290");
+    let (_, out) = s.run(&edge_bin(), "check", "edge-mtu.toml", &fitted);
+    assert!(out.success(), "{out:#?}");
+    assert!(
+        out.stdout
+            .contains("= 1290 largest TAP MTU; configured 1290"),
+        "{}",
+        out.stdout
+    );
+}

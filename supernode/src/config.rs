@@ -1,9 +1,9 @@
 //! The supernode's TOML configuration: loading, validation, and errors that name the file,
 //! the key and the fix.
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, Result};
 use ipnet::IpNet;
-use metalvpc_common::{load_private_key, parse_public_key, relative_to, MgmtAddr};
+use metalvpc_common::{load_private_key, parse_public_key, relative_to, MgmtAddr, Problems};
 use metalvpc_protocol::supernode::{
     CommunityConfig, NodeEntry, SupernodeConfig, DEFAULT_REGISTER_INTERVAL,
 };
@@ -88,78 +88,90 @@ pub fn load_meta(path: &Path) -> Result<(MgmtAddr, Option<SocketAddr>)> {
 pub fn load(path: &Path) -> Result<Loaded> {
     let raw: RawConfig = read_toml(path)?;
     let f = path.display();
-    let listen: SocketAddr = raw.listen.parse().map_err(|_| {
-        anyhow!(
+    let listen: Option<SocketAddr> = raw.listen.parse().ok();
+    let mut p = Problems::default();
+    if listen.is_none() {
+        p.push(format!(
             "{f}: key `listen` = \"{}\" is not an address:port; example: listen = \"0.0.0.0:7654\"",
             raw.listen
-        )
-    })?;
+        ));
+    }
     let mut communities = Vec::new();
+    let before = p.len();
+    let mut names = HashSet::new();
+    let mut unique = |name: &str, p: &mut Problems| {
+        if !names.insert(name.to_string()) {
+            p.push(format!(
+                "{f}: community name '{name}' is defined twice; each community needs its own name"
+            ));
+        }
+    };
     for (i, c) in raw.community.into_iter().enumerate() {
-        communities.push(check_community(
+        unique(&c.name, &mut p);
+        communities.extend(check_community(
             path,
             &format!("community[{i}]"),
             "community.node",
             c,
-        )?);
+            &mut p,
+        ));
     }
     if let Some(dir) = &raw.community_dir {
         let dir = relative_to(path, dir);
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .map_err(|e| {
-                anyhow!(
-                    "{f}: key `community_dir` = {}: cannot read the directory: {e}",
-                    dir.display()
-                )
-            })?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .collect();
-        files.sort();
-        for file in files {
-            let c: RawCommunity = read_toml(&file)?;
-            communities.push(check_community(&file, "", "node", c)?);
+        match std::fs::read_dir(&dir) {
+            Err(e) => p.push(format!(
+                "{f}: key `community_dir` = {}: cannot read the directory: {e}",
+                dir.display()
+            )),
+            Ok(entries) => {
+                let mut files: Vec<PathBuf> = entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                    .collect();
+                files.sort();
+                for file in files {
+                    if let Some(c) = p.ok(read_toml::<RawCommunity>(&file)) {
+                        unique(&c.name, &mut p);
+                        communities.extend(check_community(&file, "", "node", c, &mut p));
+                    }
+                }
+            }
         }
     }
-    if communities.is_empty() {
-        bail!("{f}: no communities: add a [[community]] table (name, network, [[community.node]] entries) or set `community_dir`");
-    }
-    let mut names = HashSet::new();
-    for c in &communities {
-        if !names.insert(c.name.clone()) {
-            bail!(
-                "{f}: community name '{}' is defined twice; each community needs its own name",
-                c.name
-            );
-        }
+    if communities.is_empty() && p.len() == before {
+        p.push(format!("{f}: no communities: add a [[community]] table (name, network, [[community.node]] entries) or set `community_dir`"));
     }
     let key_path = relative_to(path, &raw.private_key_file);
-    let private_key = load_private_key(path, &key_path)?;
+    let private_key = p.ok(load_private_key(path, &key_path));
     let management = MgmtAddr::parse(
         path,
         raw.management.as_deref().unwrap_or(DEFAULT_MANAGEMENT),
     );
     let register_interval = raw.register_interval.unwrap_or(DEFAULT_REGISTER_INTERVAL);
     if !(1..=300).contains(&register_interval) {
-        bail!("{f}: key `register_interval` = {register_interval}: must be 1 to 300 seconds (default {DEFAULT_REGISTER_INTERVAL})");
+        p.push(format!("{f}: key `register_interval` = {register_interval}: must be 1 to 300 seconds (default {DEFAULT_REGISTER_INTERVAL})"));
     }
+    p.finish(path)?;
     Ok(Loaded {
-        listen,
+        listen: listen.ok_or_else(|| anyhow!("{f}: internal: listen missing"))?,
         management,
         core: SupernodeConfig {
-            private_key,
+            private_key: private_key.ok_or_else(|| anyhow!("{f}: internal: key missing"))?,
             communities,
             register_interval,
         },
     })
 }
 
+/// Checks one community table (or file); notes every problem in `p`. `None` if the
+/// community itself is unusable (bad name or network).
 fn check_community(
     file: &Path,
     prefix: &str,
     node_table: &str,
     c: RawCommunity,
-) -> Result<CommunityConfig> {
+    p: &mut Problems,
+) -> Option<CommunityConfig> {
     let f = file.display();
     let at = |k: &str| {
         if prefix.is_empty() {
@@ -168,6 +180,7 @@ fn check_community(
             format!("{prefix}.{k}")
         }
     };
+    let start = p.len();
     if c.name.is_empty()
         || c.name.len() > 64
         || !c
@@ -175,33 +188,31 @@ fn check_community(
             .chars()
             .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
     {
-        bail!(
+        p.push(format!(
             "{f}: key `{}` = \"{}\": a community name is 1 to 64 letters, digits, '-', '_' or '.'",
             at("name"),
             c.name
-        );
+        ));
     }
-    let network: IpNet = c.network.parse().map_err(|_| {
-        anyhow!(
+    let network: Option<IpNet> = c.network.parse().ok();
+    match network {
+        None => p.push(format!(
             "{f}: key `{}` = \"{}\" is not a CIDR; example: network = \"10.10.0.0/24\"",
             at("network"),
             c.network
-        )
-    })?;
-    if network != network.trunc() {
-        bail!(
+        )),
+        Some(network) if network != network.trunc() => p.push(format!(
             "{f}: key `{}` = \"{}\" has host bits set; did you mean \"{}\"?",
             at("network"),
             c.network,
             network.trunc()
-        );
-    }
-    if !is_private(&network) {
-        bail!(
+        )),
+        Some(network) if !is_private(&network) => p.push(format!(
             "{f}: key `{}` = \"{network}\" is not a private range; use RFC 1918 (10.0.0.0/8, 172.16.0.0/12, \
              192.168.0.0/16) so overlay addresses never collide with the Internet",
             at("network")
-        );
+        )),
+        Some(_) => {}
     }
     let mut keys = HashSet::new();
     let mut addrs = HashSet::new();
@@ -214,54 +225,72 @@ fn check_community(
                 .map(|x| format!(" ({x})"))
                 .unwrap_or_default()
         );
-        let key = parse_public_key(file, &format!("{here}.public_key"), &n.public_key)?;
-        if !keys.insert(key) {
-            bail!("{f}: `{here}.public_key`: this key is listed twice in community '{}'; each node needs its own key", c.name);
-        }
-        let address: IpAddr = n.address.parse().map_err(|_| {
-            anyhow!("{f}: key `{here}.address` = \"{}\" is not an IP address; example: address = \"10.10.0.2\"", n.address)
-        })?;
-        if !network.contains(&address) {
-            bail!(
-                "{f}: key `{here}.address` = \"{address}\" is outside the community's `network` {network}; \
-                 pick an address inside it"
-            );
-        }
-        if let (IpNet::V4(v4), IpAddr::V4(a)) = (network, address) {
-            if v4.prefix_len() < 31 && (a == v4.network() || a == v4.broadcast()) {
-                bail!("{f}: key `{here}.address` = \"{address}\" is the network or broadcast address of {network}; pick a host address");
+        let key = p.ok(parse_public_key(
+            file,
+            &format!("{here}.public_key"),
+            &n.public_key,
+        ));
+        if let Some(key) = key {
+            if !keys.insert(key) {
+                p.push(format!("{f}: `{here}.public_key`: this key is listed twice in community '{}'; each node needs its own key", c.name));
             }
         }
-        if !addrs.insert(address) {
-            bail!("{f}: key `{here}.address` = \"{address}\" is given to two nodes; each node needs its own address");
+        let address: Option<IpAddr> = n.address.parse().ok();
+        match (address, network) {
+            (None, _) => p.push(format!("{f}: key `{here}.address` = \"{}\" is not an IP address; example: address = \"10.10.0.2\"", n.address)),
+            (Some(address), Some(network)) => {
+                if !network.contains(&address) {
+                    p.push(format!(
+                        "{f}: key `{here}.address` = \"{address}\" is outside the community's `network` {network}; \
+                         pick an address inside it"
+                    ));
+                }
+                if let (IpNet::V4(v4), IpAddr::V4(a)) = (network, address) {
+                    if v4.prefix_len() < 31 && (a == v4.network() || a == v4.broadcast()) {
+                        p.push(format!("{f}: key `{here}.address` = \"{address}\" is the network or broadcast address of {network}; pick a host address"));
+                    }
+                }
+                if !addrs.insert(address) {
+                    p.push(format!("{f}: key `{here}.address` = \"{address}\" is given to two nodes; each node needs its own address"));
+                }
+            }
+            (Some(_), None) => {}
         }
         let mut allowed_cidrs = Vec::new();
         for cidr in &n.allowed_cidrs {
-            let net: IpNet = cidr.parse().map_err(|_| {
-                anyhow!("{f}: key `{here}.allowed_cidrs` entry \"{cidr}\" is not a CIDR; example: allowed_cidrs = [\"10.244.1.0/24\"]")
-            })?;
-            allowed_cidrs.push(net.trunc());
+            match cidr.parse::<IpNet>() {
+                Ok(net) => allowed_cidrs.push(net.trunc()),
+                Err(_) => p.push(format!("{f}: key `{here}.allowed_cidrs` entry \"{cidr}\" is not a CIDR; example: allowed_cidrs = [\"10.244.1.0/24\"]")),
+            }
         }
         if allowed_cidrs.len() > metalvpc_protocol::control::MAX_ALLOWED_CIDRS {
-            bail!(
+            p.push(format!(
                 "{f}: key `{here}.allowed_cidrs` has more than {} entries",
                 metalvpc_protocol::control::MAX_ALLOWED_CIDRS
-            );
+            ));
         }
-        nodes.push(NodeEntry {
-            key,
-            name: n.name.unwrap_or_default(),
-            address,
-            allowed_cidrs,
-        });
+        if let (Some(key), Some(address)) = (key, address) {
+            nodes.push(NodeEntry {
+                key,
+                name: n.name.unwrap_or_default(),
+                address,
+                allowed_cidrs,
+            });
+        }
     }
-    let relay =
-        metalvpc_common::parse_relay_policy(file, &at("relay_policy"), c.relay_policy.as_deref())?;
-    Ok(CommunityConfig {
+    let relay = p.ok(metalvpc_common::parse_relay_policy(
+        file,
+        &at("relay_policy"),
+        c.relay_policy.as_deref(),
+    ));
+    if p.len() > start {
+        return None;
+    }
+    Some(CommunityConfig {
         name: c.name,
-        network,
+        network: network?,
         nodes,
-        relay,
+        relay: relay?,
     })
 }
 
@@ -322,6 +351,28 @@ mod tests {
             "10.244.0.0/16"
         );
         assert_eq!(c.management, MgmtAddr::Unix(DEFAULT_MANAGEMENT.into()));
+    }
+
+    #[test]
+    fn every_problem_is_listed_at_once() {
+        let (d, pk) = setup("many");
+        let text = base(
+            &pk,
+            "[[community.node]]\npublic_key = \"nope\"\naddress = \"10.99.0.1\"\n",
+        )
+        .replace("0.0.0.0:7654", "nowhere")
+        .replace("sn.key", "missing.key");
+        let p = write(&d, "sn.toml", &text);
+        let err = format!("{:#}", load(&p).err().unwrap());
+        assert!(err.contains("4 problems"), "{err}");
+        for needle in [
+            "`listen`",
+            "public_key",
+            "outside the community",
+            "missing.key",
+        ] {
+            assert!(err.contains(needle), "{needle} missing from: {err}");
+        }
     }
 
     #[test]
