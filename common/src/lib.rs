@@ -122,21 +122,40 @@ pub fn unix_micros() -> u64 {
         .unwrap_or(0)
 }
 
-/// Sets up logging to stderr: `RUST_LOG` if set, else `default` (e.g. "info").
-pub fn init_logging(default: &str) {
+/// Sets up logging to stderr: `RUST_LOG` if set, else `level` (the config's `log_level`,
+/// e.g. "info"). Plain text without colours unless stderr is a terminal; under journald
+/// without timestamps too (the journal adds them).
+pub fn init_logging(level: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    // Under journald the timestamp is added by the journal.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && !journald)
         .with_target(false);
     if journald {
-        builder.without_time().with_ansi(false).init();
+        builder.without_time().init();
     } else {
         builder.init();
     }
+}
+
+/// Default of the `log_level` key.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// Checks a `log_level` value: a level (error, warn, info, debug, trace) or a `RUST_LOG`
+/// style filter such as "info,metalvpc_protocol=debug".
+pub fn parse_log_level(config: &Path, v: Option<&str>) -> Result<String> {
+    let v = v.unwrap_or(DEFAULT_LOG_LEVEL);
+    if v.is_empty() || tracing_subscriber::EnvFilter::try_new(v).is_err() {
+        bail!(
+            "{}: key `log_level` = \"{v}\" is not a log level: use error, warn, info (default), debug or trace",
+            config.display()
+        );
+    }
+    Ok(v.to_string())
 }
 
 // ------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ struct RawConfig {
     management: Option<String>,
     keepalive: Option<u64>,
     relay_policy: Option<String>,
+    log_level: Option<String>,
     #[serde(default)]
     supernode: Vec<RawSupernode>,
     interface: RawInterface,
@@ -66,7 +67,8 @@ pub struct Loaded {
     /// TAP MAC.
     pub mac: Mac,
     /// May use supernode relays.
-    pub relay: bool,
+    pub relay: bool,    /// `log_level` (overridden by RUST_LOG).
+    pub log_level: String,
 }
 
 fn read(path: &Path) -> Result<RawConfig> {
@@ -194,10 +196,15 @@ pub fn load(path: &Path) -> Result<Loaded> {
         "relay_policy",
         raw.relay_policy.as_deref(),
     ));
+    let log_level = p.ok(metalvpc_common::parse_log_level(
+        path,
+        raw.log_level.as_deref(),
+    ));
     p.finish(path)?;
     let missing = || anyhow!("{f}: internal: a checked value is missing");
     Ok(Loaded {
         relay: relay.ok_or_else(missing)?,
+        log_level: log_level.ok_or_else(missing)?,
         management: management(path, &raw),
         community: raw.community,
         private_key: private_key.ok_or_else(missing)?,

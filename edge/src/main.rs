@@ -299,6 +299,9 @@ fn log_events(core: &mut Edge) {
                 warn!("supernode {supernode} stopped answering; registering again")
             }
             Event::PeerUp { peer } => info!("session with peer '{peer}' established"),
+            Event::PeerDown { peer, silent_secs } => warn!(
+                "peer '{peer}' is down: nothing heard from it for {silent_secs} s"
+            ),
             Event::PeerRemoved { peer, supernode } => info!(
                 "peer '{peer}' was removed from the community (supernode {supernode}); its sessions are closed"
             ),
@@ -317,8 +320,8 @@ fn log_events(core: &mut Edge) {
 }
 
 fn run(path: PathBuf) -> Result<()> {
-    common::init_logging("info");
     let cfg = config::load(&path)?;
+    common::init_logging(&cfg.log_level);
     let tap = tap::Tap::open(&cfg.if_name)?;
     tap.configure(
         cfg.mac,

@@ -331,6 +331,14 @@ pub enum Event {
         /// The supernode that said so.
         supernode: SocketAddr,
     },
+    /// Nothing authenticated came from a peer (not even a keepalive) for [`DEAD_AFTER`]:
+    /// it is down or unreachable. The next `PathChanged` means it is back.
+    PeerDown {
+        /// Peer name or key.
+        peer: String,
+        /// Seconds since its last packet.
+        silent_secs: u64,
+    },
     /// A peer's path changed.
     PathChanged {
         /// Peer name or key.
@@ -1273,6 +1281,20 @@ impl Edge {
     /// per packet).
     fn note_path(&mut self, now: Instant, p: usize) {
         let peer = self.peers[p].as_ref().expect("caller checked");
+        let silent = peer
+            .last_rx
+            .map(|t| now.saturating_duration_since(t))
+            .filter(|d| *d >= DEAD_AFTER);
+        if let Some(silent) = silent {
+            if self.last_path.get(&p) != Some(&"down") {
+                self.last_path.insert(p, "down");
+                self.events.push(Event::PeerDown {
+                    peer: peer_label(peer),
+                    silent_secs: silent.as_secs(),
+                });
+            }
+            return;
+        }
         let (path, endpoint) = match choose_path(peer, &self.links, now, self.cfg.relay) {
             Some(Path::Direct(ep)) if peer.direct_active(now).is_some() => ("direct", Some(ep)),
             Some(Path::Relay { link, .. }) => ("relay", Some(self.links[link].addr)),

@@ -23,6 +23,7 @@ struct RawConfig {
     management: Option<String>,
     community_dir: Option<String>,
     register_interval: Option<u16>,
+    log_level: Option<String>,
     #[serde(default)]
     community: Vec<RawCommunity>,
 }
@@ -54,7 +55,8 @@ pub struct Loaded {
     /// Management endpoint.
     pub management: MgmtAddr,
     /// What the core needs.
-    pub core: SupernodeConfig,
+    pub core: SupernodeConfig,    /// `log_level` (overridden by RUST_LOG).
+    pub log_level: String,
 }
 
 fn read_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
@@ -151,8 +153,13 @@ pub fn load(path: &Path) -> Result<Loaded> {
     if !(1..=300).contains(&register_interval) {
         p.push(format!("{f}: key `register_interval` = {register_interval}: must be 1 to 300 seconds (default {DEFAULT_REGISTER_INTERVAL})"));
     }
+    let log_level = p.ok(metalvpc_common::parse_log_level(
+        path,
+        raw.log_level.as_deref(),
+    ));
     p.finish(path)?;
     Ok(Loaded {
+        log_level: log_level.unwrap_or_default(),
         listen: listen.ok_or_else(|| anyhow!("{f}: internal: listen missing"))?,
         management,
         core: SupernodeConfig {

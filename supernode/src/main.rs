@@ -373,8 +373,8 @@ fn log_events(core: &mut Supernode) {
 }
 
 fn run(path: PathBuf) -> Result<()> {
-    common::init_logging("info");
     let cfg = config::load(&path)?;
+    common::init_logging(&cfg.log_level);
     let sock = common::bind_udp(cfg.listen)?;
     let tcp_listener = match std::net::TcpListener::bind(cfg.listen) {
         Ok(l) => {
