@@ -67,7 +67,8 @@ pub struct Loaded {
     /// TAP MAC.
     pub mac: Mac,
     /// May use supernode relays.
-    pub relay: bool,    /// `log_level` (overridden by RUST_LOG).
+    pub relay: bool,
+    /// `log_level` (overridden by RUST_LOG).
     pub log_level: String,
 }
 

@@ -29,7 +29,10 @@ fn one_line_per_event_and_none_per_packet() {
     assert!(settled.is_some(), "a's log:\n{}", lab.log("a"));
     let log = lab.log("a");
     assert!(log.contains("session with peer 'b' established"), "{log}");
-    assert!(!log.contains('\u{1b}'), "colour codes in a log file:\n{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log file:\n{log}"
+    );
 
     // 2000 packets move; the log does not.
     let before = lab.log("a").lines().count();
@@ -41,7 +44,10 @@ fn one_line_per_event_and_none_per_packet() {
 
     // b runs with log_level = "warn": no INFO line at all.
     let blog = lab.log("b");
-    assert!(!blog.contains("INFO"), "b logged at info despite log_level = warn:\n{blog}");
+    assert!(
+        !blog.contains("INFO"),
+        "b logged at info despite log_level = warn:\n{blog}"
+    );
 
     // A refused key: one line on the supernode with the key and the reason.
     lab.start_edge(&stranger);

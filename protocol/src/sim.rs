@@ -784,7 +784,11 @@ fn node(name: &str, key: &PrivateKey, a: [u8; 4]) -> NodeEntry {
 fn reload_adds_and_removes_members_without_touching_the_others() {
     let (mut net, keys) = Net::new(&[(
         "prod",
-        &[("a", [10, 0, 0, 1]), ("b", [10, 0, 0, 2]), ("c", [10, 0, 0, 3])],
+        &[
+            ("a", [10, 0, 0, 1]),
+            ("b", [10, 0, 0, 2]),
+            ("c", [10, 0, 0, 3]),
+        ],
     )]);
     for (i, k) in keys.iter().enumerate() {
         net.add_edge("prod", k, [10, 0, 0, 1 + i as u8]);
@@ -838,7 +842,11 @@ fn reload_adds_and_removes_members_without_touching_the_others() {
 fn a_lost_removal_is_repeated_when_the_edge_next_syncs() {
     let (mut net, keys) = Net::new(&[(
         "prod",
-        &[("a", [10, 0, 0, 1]), ("b", [10, 0, 0, 2]), ("c", [10, 0, 0, 3])],
+        &[
+            ("a", [10, 0, 0, 1]),
+            ("b", [10, 0, 0, 2]),
+            ("c", [10, 0, 0, 3]),
+        ],
     )]);
     for (i, k) in keys.iter().enumerate() {
         net.add_edge("prod", k, [10, 0, 0, 1 + i as u8]);

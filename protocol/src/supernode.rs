@@ -276,7 +276,11 @@ impl Supernode {
             events: Vec::new(),
             next_id: 1,
         };
-        sn.reload(cfg.communities, cfg.register_interval, &mut Output::default());
+        sn.reload(
+            cfg.communities,
+            cfg.register_interval,
+            &mut Output::default(),
+        );
         sn
     }
 

@@ -55,7 +55,8 @@ pub struct Loaded {
     /// Management endpoint.
     pub management: MgmtAddr,
     /// What the core needs.
-    pub core: SupernodeConfig,    /// `log_level` (overridden by RUST_LOG).
+    pub core: SupernodeConfig,
+    /// `log_level` (overridden by RUST_LOG).
     pub log_level: String,
 }
 
