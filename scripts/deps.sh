@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the demo and the integration tests need, only if missing (idempotent).
-#   iproute2 iputils-ping nftables tcpdump iperf3 socat netcat-openbsd procps python3, and cargo.
+#   iproute2 iputils-ping nftables tcpdump iperf3 socat netcat-openbsd procps python3 curl, and cargo.
 set -euo pipefail
 
 # package:command-that-proves-it-is-there
@@ -14,6 +14,7 @@ wanted=(
   netcat-openbsd:nc
   procps:ps
   python3:python3
+  curl:curl
 )
 
 # Root runs apt-get directly; others go through sudo when there is one.

@@ -142,6 +142,18 @@ pub fn init_logging(level: &str) {
     }
 }
 
+/// The directory of default management sockets: `$RUNTIME_DIRECTORY` when systemd set one
+/// (the units' `RuntimeDirectory=metalvpc`), else `/run/metalvpc`.
+pub fn runtime_dir() -> PathBuf {
+    std::env::var_os("RUNTIME_DIRECTORY")
+        .and_then(|v| {
+            v.to_str()
+                .and_then(|s| s.split(':').next().map(PathBuf::from))
+        })
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| PathBuf::from("/run/metalvpc"))
+}
+
 /// Default of the `log_level` key.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 

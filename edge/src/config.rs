@@ -103,7 +103,10 @@ pub fn load_management(path: &Path) -> Result<MgmtAddr> {
 
 /// The management socket of a community's edge unless `management` says otherwise.
 fn default_management(community: &str) -> String {
-    format!("/run/metalvpc/{community}.sock")
+    metalvpc_common::runtime_dir()
+        .join(format!("{community}.sock"))
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn management(path: &Path, raw: &RawConfig) -> MgmtAddr {

@@ -27,6 +27,7 @@
 //! `METALVPC_REQUIRE_NETNS=1`, in which case it fails.
 
 pub mod cleanup;
+pub mod docs;
 pub mod exec;
 pub mod lab;
 pub mod nat;

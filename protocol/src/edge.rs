@@ -1081,17 +1081,17 @@ impl Edge {
                     link.epoch_applied = Some(staging.epoch);
                     let all: Vec<PeerRecord> =
                         staging.chunks.into_iter().flatten().flatten().collect();
-                    self.apply_list(now, l, all);
+                    self.apply_list(now, l, all, out);
                 }
             }
             Control::LookupReply {
                 record: Some(r), ..
             } => {
-                self.upsert_peer(now, l, r);
+                self.upsert_peer(now, l, r, out);
             }
             Control::PeerNotify { record } => {
                 let key = record.key;
-                self.upsert_peer(now, l, record);
+                self.upsert_peer(now, l, record, out);
                 // Someone is trying to reach us: open our side of the path now. Without a
                 // session, and without a relay to carry its handshake, we start one ourselves:
                 // our initiation opens our NAT towards the peer (the hole punch).
@@ -1127,10 +1127,10 @@ impl Edge {
         }
     }
 
-    fn apply_list(&mut self, now: Instant, l: usize, records: Vec<PeerRecord>) {
+    fn apply_list(&mut self, now: Instant, l: usize, records: Vec<PeerRecord>, out: &mut Output) {
         let listed: std::collections::HashSet<PublicKey> = records.iter().map(|r| r.key).collect();
         for r in records {
-            self.upsert_peer(now, l, r);
+            self.upsert_peer(now, l, r, out);
         }
         // A supernode that no longer lists a peer cannot relay to it. Its session, if any,
         // stays: a supernode restart must not cut tunnels that work without it.
@@ -1143,9 +1143,24 @@ impl Edge {
         }
     }
 
-    fn upsert_peer(&mut self, now: Instant, l: usize, r: PeerRecord) {
+    fn upsert_peer(&mut self, now: Instant, l: usize, r: PeerRecord, out: &mut Output) {
         if r.key == self.public {
             return;
+        }
+        // A new peer, or a new MAC for a known one (a restart with another `mac`, a rotated
+        // key): tell our kernel, whose neighbour entry for that address may point at a MAC
+        // nobody owns any more. Without this it keeps it until the entry goes stale (~15 s).
+        let known_mac = self
+            .by_key
+            .get(&r.key)
+            .and_then(|&p| self.peers[p].as_ref())
+            .map(|p| p.mac);
+        if known_mac != Some(r.mac) {
+            if let IpAddr::V4(ip) = r.address {
+                let start = out.buf.len();
+                out.buf.extend_from_slice(&eth::gratuitous_arp(r.mac, ip));
+                out.frames.push(start..out.buf.len());
+            }
         }
         let nlinks = self.links.len();
         let p = match self.by_key.get(&r.key) {

@@ -13,6 +13,22 @@ pub const ETHERTYPE_ARP: u16 = 0x0806;
 /// EtherType IPv6.
 pub const ETHERTYPE_IPV6: u16 = 0x86dd;
 
+/// A gratuitous ARP (an unsolicited request "who has `ip`? tell `ip`") from `mac` to the
+/// broadcast address: Linux updates an existing neighbour entry for `ip` with `mac` on it.
+pub fn gratuitous_arp(mac: Mac, ip: std::net::Ipv4Addr) -> [u8; 42] {
+    let mut f = [0u8; 42];
+    f[..6].copy_from_slice(&[0xff; 6]);
+    f[6..12].copy_from_slice(&mac.0);
+    f[12..14].copy_from_slice(&ETHERTYPE_ARP.to_be_bytes());
+    // Ethernet, IPv4, address lengths 6 and 4, operation 1 (request).
+    f[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    f[22..28].copy_from_slice(&mac.0);
+    f[28..32].copy_from_slice(&ip.octets());
+    // Target MAC zero; target IP the sender's own.
+    f[38..42].copy_from_slice(&ip.octets());
+    f
+}
+
 /// Destination MAC of a frame of at least 14 bytes.
 pub fn dst_mac(f: &[u8]) -> Mac {
     Mac(f[0..6].try_into().unwrap())

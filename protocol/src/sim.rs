@@ -306,7 +306,34 @@ fn broadcast_reaches_every_peer_once() {
         net.edges[2].delivered.iter().filter(|x| **x == f).count(),
         1
     );
-    assert!(net.edges[0].delivered.is_empty());
+    assert!(!net.edges[0].delivered.contains(&f), "own broadcast echoed");
+}
+
+#[test]
+fn learning_a_peer_or_its_new_mac_refreshes_the_kernels_neighbour_entry() {
+    let (mut net, keys) = Net::new(&[("prod", &[("a", [10, 0, 0, 1]), ("b", [10, 0, 0, 2])])]);
+    net.add_edge("prod", &keys[0], [10, 0, 0, 1]);
+    net.add_edge("prod", &keys[1], [10, 0, 0, 2]);
+    net.run(Duration::from_secs(3));
+    let garp = crate::eth::gratuitous_arp(net.mac(1), [10, 0, 0, 2].into());
+    let count = |net: &Net| {
+        net.edges[0]
+            .delivered
+            .iter()
+            .filter(|x| **x == garp)
+            .count()
+    };
+    assert_eq!(count(&net), 1, "a announces b's MAC to its kernel once");
+    // Lists pushed again (a reload, a supernode restart): nothing new to announce.
+    net.reload(|_| {});
+    net.run(Duration::from_secs(1));
+    assert_eq!(count(&net), 1);
+    // b comes back with another MAC: announced again, with the new one.
+    net.edges[1].cfg.mac = Mac([2, 9, 9, 9, 9, 9]);
+    net.restart_edge(1);
+    net.run(Duration::from_secs(3));
+    let new = crate::eth::gratuitous_arp(Mac([2, 9, 9, 9, 9, 9]), [10, 0, 0, 2].into());
+    assert!(net.edges[0].delivered.iter().any(|x| **x == new));
 }
 
 #[test]

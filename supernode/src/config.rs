@@ -12,8 +12,13 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-/// Default management socket.
-pub const DEFAULT_MANAGEMENT: &str = "/run/metalvpc/supernode.sock";
+/// Default management socket: `supernode.sock` in [`metalvpc_common::runtime_dir`].
+fn default_management() -> String {
+    metalvpc_common::runtime_dir()
+        .join("supernode.sock")
+        .to_string_lossy()
+        .into_owned()
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,7 +88,7 @@ fn is_private(net: &IpNet) -> bool {
 pub fn load_meta(path: &Path) -> Result<(MgmtAddr, Option<SocketAddr>)> {
     let table: toml::Table = read_toml(path)?;
     let get = |k: &str| table.get(k).and_then(|v| v.as_str());
-    let mgmt = MgmtAddr::parse(path, get("management").unwrap_or(DEFAULT_MANAGEMENT));
+    let mgmt = MgmtAddr::parse(path, get("management").unwrap_or(&default_management()));
     Ok((mgmt, get("listen").and_then(|l| l.parse().ok())))
 }
 
@@ -148,7 +153,7 @@ pub fn load(path: &Path) -> Result<Loaded> {
     let private_key = p.ok(load_private_key(path, &key_path));
     let management = MgmtAddr::parse(
         path,
-        raw.management.as_deref().unwrap_or(DEFAULT_MANAGEMENT),
+        raw.management.as_deref().unwrap_or(&default_management()),
     );
     let register_interval = raw.register_interval.unwrap_or(DEFAULT_REGISTER_INTERVAL);
     if !(1..=300).contains(&register_interval) {
@@ -358,7 +363,7 @@ mod tests {
             c.core.communities[1].nodes[0].allowed_cidrs[0].to_string(),
             "10.244.0.0/16"
         );
-        assert_eq!(c.management, MgmtAddr::Unix(DEFAULT_MANAGEMENT.into()));
+        assert_eq!(c.management, MgmtAddr::Unix(default_management().into()));
     }
 
     #[test]
