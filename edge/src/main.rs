@@ -210,6 +210,7 @@ fn status_json(st: &EdgeStatus, info: &Info, transport: &common::Transport) -> s
             "drops": drops_json(&p.drops),
         })).collect::<Vec<_>>(),
         "drops": drops_json(&st.drops),
+        "cookie_replies": st.cookie_replies,
     })
 }
 

@@ -12,6 +12,7 @@
 //! sides to direct.
 
 use crate::control::{Control, PeerRecord, Query};
+use crate::cookie::{self, CookieGuard, Verdict};
 use crate::crypto::Handshake;
 use crate::eth::{self, SourceIp};
 use crate::io::{DropCounters, DropReason, Output, Traffic};
@@ -94,6 +95,8 @@ struct Pending {
     hs: Handshake,
     sent: Instant,
     attempts: u32,
+    /// The initiation as sent, to send again with `mac2` if the responder asks for a cookie.
+    init: Vec<u8>,
 }
 
 /// Our connection to one supernode.
@@ -295,6 +298,8 @@ pub struct EdgeStatus {
     pub peers: Vec<PeerStatus>,
     /// Drops not attributable to one peer, plus the sum of the peers'.
     pub drops: DropCounters,
+    /// Cookie replies sent because initiations came faster than the guard's limit.
+    pub cookie_replies: u64,
 }
 
 /// Something the shell may want to log or act on.
@@ -369,6 +374,7 @@ pub struct Edge {
     lookups: HashMap<Query, Instant>,
     events: Vec<Event>,
     last_path: HashMap<usize, &'static str>,
+    guard: CookieGuard,
 }
 
 fn backoff(attempts: u32) -> Duration {
@@ -443,8 +449,9 @@ impl Edge {
             .iter()
             .map(|(addr, key)| Link::new(*addr, *key, now))
             .collect();
+        let public = cfg.private_key.public_key();
         Edge {
-            public: cfg.private_key.public_key(),
+            public,
             cfg,
             instance: crate::random_u64(),
             base_instant: now,
@@ -461,6 +468,7 @@ impl Edge {
             lookups: HashMap::new(),
             events: Vec::new(),
             last_path: HashMap::new(),
+            guard: CookieGuard::new(&public, cookie::DEFAULT_LIMIT, now),
         }
     }
 
@@ -622,9 +630,24 @@ impl Edge {
         };
         match decoded {
             Packet::Init { sender, noise } => {
-                let noise = noise.to_vec();
-                self.on_init(now, path, sender, &noise, out)
+                // Direct initiations prove their address under load; relayed ones are
+                // vouched for by the supernode session that carried them.
+                let verdict = match path {
+                    Path::Direct(src) => self.guard.check(now, src, pkt, out),
+                    Path::Relay { .. } => Verdict::Process {
+                        end: wire::INIT_HEADER_LEN + noise.len(),
+                    },
+                };
+                match verdict {
+                    Verdict::Process { end } => {
+                        let noise = pkt[wire::INIT_HEADER_LEN..end].to_vec();
+                        self.on_init(now, path, sender, &noise, out)
+                    }
+                    Verdict::CookieSent => {}
+                    Verdict::BadMac2 => self.drops.add(DropReason::BadCookie),
+                }
             }
+            Packet::CookieReply { receiver } => self.on_cookie(path, receiver, pkt, out),
             Packet::Resp {
                 sender,
                 receiver,
@@ -728,6 +751,32 @@ impl Edge {
         Self::retire(&mut self.index, old);
         emit(out, &mut self.links, path, |b| b.extend_from_slice(&msg));
         peer.last_response = Some((sender, ts, msg));
+    }
+
+    /// A busy responder wants proof of our address: send the pending initiation again with
+    /// `mac2`, over the path the reply came by.
+    fn on_cookie(&mut self, path: Path, receiver: u32, reply: &[u8], out: &mut Output) {
+        let (responder, init) = match self.index.get(&receiver).copied() {
+            Some(Owner::Peer(p)) => {
+                let peer = self.peers[p].as_ref().expect("indexed peer exists");
+                match peer.pending.as_ref().filter(|x| x.local_index == receiver) {
+                    Some(x) => (peer.key, &x.init),
+                    None => return self.drops.add(DropReason::Stale),
+                }
+            }
+            Some(Owner::Link(l)) => {
+                let link = &self.links[l];
+                match link.pending.as_ref().filter(|x| x.local_index == receiver) {
+                    Some(x) => (link.key, &x.init),
+                    None => return self.drops.add(DropReason::Stale),
+                }
+            }
+            None => return self.drops.add(DropReason::UnknownSession),
+        };
+        let Some(again) = cookie::answer(&responder, init, reply) else {
+            return self.drops.add(DropReason::BadCookie);
+        };
+        emit(out, &mut self.links, path, |b| b.extend_from_slice(&again));
     }
 
     fn on_response(
@@ -1447,6 +1496,7 @@ impl Edge {
             hs,
             sent: now,
             attempts,
+            init: msg.clone(),
         });
         Self::retire_pending(&mut self.index, old);
         // Every path at once: each direct endpoint, and one supernode relay. The responder
@@ -1496,6 +1546,7 @@ impl Edge {
             hs,
             sent: now,
             attempts: link.attempts,
+            init: out.buf[start..].to_vec(),
         });
         Self::retire_pending(&mut self.index, old);
         link.next_handshake = now + backoff(link.attempts);
@@ -1804,6 +1855,7 @@ impl Edge {
             peers,
             // Per-peer drops are counted here too (`drop_peer` adds to both).
             drops: self.drops.clone(),
+            cookie_replies: self.guard.replies,
         }
     }
 }

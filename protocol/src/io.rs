@@ -83,6 +83,7 @@ drop_reasons! {
     NotMember => "not_member", "A handshake or relay from a key that is not a registered member.";
     Expired => "expired", "A packet on a session older than the reject-after time.";
     RelayDenied => "relay_denied", "A relay request in a community whose relay_policy is direct-only.";
+    BadCookie => "bad_cookie", "An initiation whose proof of address (mac2) did not verify, or a cookie reply that did not open.";
 }
 
 /// Counters for every [`DropReason`].

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod control;
+pub mod cookie;
 pub mod crypto;
 pub mod edge;
 pub mod eth;

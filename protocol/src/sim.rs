@@ -1000,3 +1000,77 @@ fn edge_reload_changes_supernodes_and_keepalive_but_keeps_tunnels() {
         .count();
     assert!((4..=7).contains(&sent), "{sent} packets a->b in 10 s");
 }
+
+/// A handshake initiation of random bytes (it costs the responder its Diffie-Hellman
+/// unless a cookie is required).
+fn junk_init(seed: u32) -> Vec<u8> {
+    let mut p = vec![0u8; 150];
+    for (i, b) in p.iter_mut().enumerate() {
+        *b = (seed.wrapping_mul(2654435761).wrapping_add(i as u32 * 40503) >> 13) as u8;
+    }
+    p[..4].copy_from_slice(&[crate::wire::VERSION, crate::wire::TYPE_HANDSHAKE_INIT, 0, 0]);
+    p
+}
+
+#[test]
+fn an_initiation_flood_triggers_cookies_and_members_still_register() {
+    let mut net = two_edges();
+    let mut seed = 0u32;
+    let start = net.now;
+    let mut flood_replies = 0usize;
+    let mut restarted = false;
+    while !restarted || !net.edges[1].edge.is_registered() {
+        if !restarted && net.now - start >= Duration::from_millis(200) {
+            net.restart_edge(1);
+            restarted = true;
+        }
+        // 400 junk initiations per 50 ms step from spoofed sources: 8000/s.
+        for _ in 0..20 {
+            seed += 1;
+            let src = SocketAddr::new([198, 18, 9, (seed % 250) as u8].into(), 1000 + (seed % 5000) as u16);
+            let mut p = junk_init(seed);
+            net.sn.handle_udp(net.now, src, &mut p, &mut net.out);
+            for t in &net.out.transmits {
+                let len = net.out.bytes(t).len();
+                assert!(len < p.len(), "reply of {len} bytes to {} bytes", p.len());
+                flood_replies += 1;
+            }
+            net.out.clear();
+        }
+        net.run(Duration::from_millis(50));
+        assert!(
+            net.now - start < Duration::from_secs(10),
+            "the restarted member did not register under the flood"
+        );
+    }
+    let st = net.sn.status(net.now);
+    println!(
+        "registered after {:?} under the flood; {} cookie replies, {flood_replies} replies to junk",
+        net.now - start,
+        st.cookie_replies
+    );
+    assert!(st.cookie_replies > 0, "no cookie was ever required");
+    assert!(net.unicast(0, 1, b"after the flood"));
+}
+
+#[test]
+fn edges_answer_cookies_from_a_busy_peer() {
+    let mut net = two_edges();
+    // Make b busy: junk initiations straight at it.
+    let b_addr = net.edges[1].addr;
+    for seed in 0..300 {
+        let mut p = junk_init(seed);
+        let src = SocketAddr::new([198, 18, 9, 1].into(), 2000 + seed as u16);
+        net.edges[1]
+            .edge
+            .handle_udp(net.now, src, &mut p, &mut net.out);
+        net.out.clear();
+    }
+    // a restarts and handshakes with busy b directly: one cookie round trip, then a session.
+    net.restart_edge(0);
+    net.run(Duration::from_millis(100));
+    assert!(net.unicast(0, 1, b"through the cookie"));
+    let st = net.edges[1].edge.status(net.now);
+    assert!(st.cookie_replies > 0, "b never asked for a cookie");
+    let _ = b_addr;
+}

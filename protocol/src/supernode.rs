@@ -5,6 +5,7 @@
 //! its own session to each member and forwards the inner packet untouched.
 
 use crate::control::{chunk_records, Control, NakCode, PeerRecord, Query, KEYS_PER_REMOVAL};
+use crate::cookie::{self, CookieGuard, Verdict};
 use crate::crypto::Handshake;
 use crate::io::{DropCounters, DropReason, Output, Traffic};
 use crate::keys::{Mac, PrivateKey, PublicKey};
@@ -205,6 +206,8 @@ pub struct SupernodeStatus {
     pub refused: u64,
     /// Registration handshakes accepted (first joins, restarts and rekeys).
     pub registrations: u64,
+    /// Cookie replies sent because initiations came faster than the guard's limit.
+    pub cookie_replies: u64,
     /// Packets relayed.
     pub relay_packets: u64,
     /// Inner bytes relayed.
@@ -226,6 +229,7 @@ pub struct Supernode {
     next_tick: Instant,
     events: Vec<Event>,
     next_id: u32,
+    guard: CookieGuard,
 }
 
 fn label(n: &Node) -> String {
@@ -261,8 +265,9 @@ fn retire(sessions: &mut HashMap<u32, (usize, usize)>, s: Option<Session>) {
 impl Supernode {
     /// A new supernode.
     pub fn new(cfg: SupernodeConfig, now: Instant) -> Supernode {
+        let public = cfg.private_key.public_key();
         let mut sn = Supernode {
-            public: cfg.private_key.public_key(),
+            public,
             key: cfg.private_key,
             interval: cfg.register_interval.max(1),
             communities: Vec::new(),
@@ -275,6 +280,7 @@ impl Supernode {
             next_tick: now,
             events: Vec::new(),
             next_id: 1,
+            guard: CookieGuard::new(&public, cookie::DEFAULT_LIMIT, now),
         };
         sn.reload(
             cfg.communities,
@@ -447,11 +453,17 @@ impl Supernode {
             Err(WireError::Malformed) => return self.drops.add(DropReason::Malformed),
         };
         match decoded {
-            Packet::Init { sender, noise } => {
-                let noise = noise.to_vec();
-                self.on_init(now, src, sender, &noise, out)
+            Packet::Init { sender, .. } => match self.guard.check(now, src, pkt, out) {
+                Verdict::Process { end } => {
+                    let noise = pkt[wire::INIT_HEADER_LEN..end].to_vec();
+                    self.on_init(now, src, sender, &noise, out)
+                }
+                Verdict::CookieSent => {}
+                Verdict::BadMac2 => self.drops.add(DropReason::BadCookie),
+            },
+            Packet::Resp { .. } | Packet::CookieReply { .. } => {
+                self.drops.add(DropReason::Malformed)
             }
-            Packet::Resp { .. } => self.drops.add(DropReason::Malformed),
             Packet::Data { receiver, counter } => {
                 self.on_data(now, src, receiver, counter, pkt, out)
             }
@@ -949,6 +961,7 @@ impl Supernode {
             drops: self.drops.clone(),
             refused: self.refused,
             registrations: self.registrations,
+            cookie_replies: self.guard.replies,
             relay_packets: self.relay_packets,
             relay_bytes: self.relay_bytes,
         }

@@ -13,6 +13,7 @@
 //! |------|---------|--------------------|
 //! | 1 | handshake initiation | sender index (4) · Noise IK message 1 |
 //! | 2 | handshake response   | sender index (4) · receiver index (4) · Noise IK message 2 |
+//! | 3 | cookie reply         | receiver index (4) · nonce (12) · sealed cookie (16) · tag (16) |
 //! | 4 | data                 | receiver index (4) · counter (8) · ciphertext · tag (16) |
 //! | 5 | relay                | receiver index (4) · counter (8) · peer id (4) · inner packet · tag (16) |
 //!
@@ -30,6 +31,8 @@ pub const VERSION: u8 = 1;
 pub const TYPE_HANDSHAKE_INIT: u8 = 1;
 /// Message type: handshake response.
 pub const TYPE_HANDSHAKE_RESP: u8 = 2;
+/// Message type: cookie reply (a busy responder's proof-of-address request; see `cookie`).
+pub const TYPE_COOKIE_REPLY: u8 = 3;
 /// Message type: transport data.
 pub const TYPE_DATA: u8 = 4;
 /// Message type: relayed edge-to-edge packet.
@@ -82,6 +85,11 @@ pub enum Packet<'a> {
         /// Noise message 2.
         noise: &'a [u8],
     },
+    /// A busy responder asks for proof of address (see [`crate::cookie`]).
+    CookieReply {
+        /// The initiation's sender index.
+        receiver: u32,
+    },
     /// Transport data.
     Data {
         /// The receiving side's session index.
@@ -125,6 +133,11 @@ pub fn decode(b: &[u8]) -> Result<Packet<'_>, WireError> {
             receiver: u32_at(b, 8),
             noise: &b[RESP_HEADER_LEN..],
         }),
+        TYPE_COOKIE_REPLY if b.len() == crate::cookie::COOKIE_REPLY_LEN => {
+            Ok(Packet::CookieReply {
+                receiver: u32_at(b, 4),
+            })
+        }
         TYPE_DATA if b.len() >= DATA_OVERHEAD => Ok(Packet::Data {
             receiver: u32_at(b, 4),
             counter: u64_at(b, 8),

@@ -150,6 +150,7 @@ fn status_json(
         "drops": drops_json(&st.drops),
         "refused": st.refused,
         "registrations": st.registrations,
+        "cookie_replies": st.cookie_replies,
         "tcp_connections": tcp_connections,
         "relay": {"packets": st.relay_packets, "bytes": st.relay_bytes},
     })
