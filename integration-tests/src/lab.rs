@@ -567,6 +567,31 @@ impl Lab {
         self.dir.join(format!("{}.sock", e.name))
     }
 
+    /// The pid of the running daemon called `name` (`ip netns exec` execs the daemon, so
+    /// this is the daemon itself).
+    pub fn daemon_pid(&mut self, name: &str) -> Option<u32> {
+        self.daemons
+            .iter_mut()
+            .filter(|d| d.name == name)
+            .find_map(|d| d.pid())
+    }
+
+    /// A field of `/proc/<pid>/status` of the daemon `name` (e.g. "VmRSS", "CapEff").
+    pub fn proc_status(&mut self, name: &str, field: &str) -> Option<String> {
+        let pid = self.daemon_pid(name)?;
+        let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{field}:")))
+            .map(|v| v.trim().to_string())
+    }
+
+    /// Resident memory of daemon `name` in KiB.
+    pub fn rss_kib(&mut self, name: &str) -> u64 {
+        self.proc_status(name, "VmRSS")
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Sends `sig` to the running daemon called `name` and leaves it running (e.g. SIGHUP).
     pub fn signal(&mut self, name: &str, sig: libc::c_int) {
         let pids: Vec<u32> = self
