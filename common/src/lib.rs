@@ -142,6 +142,79 @@ pub fn init_logging(level: &str) {
     }
 }
 
+/// Linux capability number of CAP_NET_ADMIN.
+pub const CAP_NET_ADMIN: u32 = 12;
+
+/// Least privilege once the daemon holds what it needed privileges for (the TAP device, its
+/// sockets): keeps only the capabilities in `keep` (and only if it had them), empties the
+/// bounding and ambient sets of everything else, and sets no-new-privileges so that nothing
+/// it might execute gains any. Returns what it kept, as a mask. Never fails the daemon: a
+/// process without CAP_SETPCAP cannot shrink its bounding set, and then only that is skipped.
+pub fn drop_capabilities(keep: &[u32]) -> u64 {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Default, Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40);
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+        libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+    }
+    for cap in 0..=last {
+        if !keep.contains(&cap) {
+            // SAFETY: as above; fails harmlessly without CAP_SETPCAP.
+            unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+        }
+    }
+    let mut hdr = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget fills the two-element array for version 3.
+    if unsafe { libc::syscall(libc::SYS_capget, &mut hdr as *mut Header, data.as_mut_ptr()) } != 0
+    {
+        return 0;
+    }
+    let had = u64::from(data[0].permitted) | (u64::from(data[1].permitted) << 32);
+    let wanted = keep.iter().fold(0u64, |m, c| m | (1u64 << c)) & had;
+    let new = [
+        Data {
+            effective: wanted as u32,
+            permitted: wanted as u32,
+            inheritable: 0,
+        },
+        Data {
+            effective: (wanted >> 32) as u32,
+            permitted: (wanted >> 32) as u32,
+            inheritable: 0,
+        },
+    ];
+    hdr.version = VERSION_3;
+    hdr.pid = 0;
+    // SAFETY: capset with a valid header and two data elements; only shrinks the sets.
+    if unsafe { libc::syscall(libc::SYS_capset, &hdr as *const Header, new.as_ptr()) } != 0 {
+        tracing::warn!(
+            "could not drop capabilities: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    wanted
+}
+
 /// The directory of default management sockets: `$RUNTIME_DIRECTORY` when systemd set one
 /// (the units' `RuntimeDirectory=metalvpc`), else `/run/metalvpc`.
 pub fn runtime_dir() -> PathBuf {

@@ -345,6 +345,10 @@ fn run(path: PathBuf) -> Result<()> {
         listen_port: cfg.listen_port,
         keepalive: cfg.keepalive,
     };
+    // Everything that needed privileges is done: the TAP device is up, the sockets are bound.
+    // Keep CAP_NET_ADMIN only (the device's settings), nothing else.
+    let kept = common::drop_capabilities(&[common::CAP_NET_ADMIN]);
+    tracing::debug!("capabilities kept: {kept:#x}");
     let mut core = Edge::new(
         EdgeConfig {
             community: cfg.community.clone(),

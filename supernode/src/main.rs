@@ -396,6 +396,8 @@ fn run(path: PathBuf) -> Result<()> {
         .iter()
         .map(|c| format!("{} ({} nodes)", c.name, c.nodes.len()))
         .collect();
+    // Sockets bound: the supernode needs no privilege from here on.
+    common::drop_capabilities(&[]);
     let mut core = Supernode::new(cfg.core, Instant::now());
     info!(
         "supernode {} listening on udp and tcp {}, management {}, communities: {}",
