@@ -1058,6 +1058,11 @@ impl Edge {
         if eth::src_mac(frame) != peer.mac {
             return Err(DropReason::SourceMismatch);
         }
+        // An ARP message must name the sender's own MAC too, or it could point a neighbour
+        // entry at someone else's.
+        if eth::arp_sender_mac(frame).is_some_and(|m| m != peer.mac) {
+            return Err(DropReason::SourceMismatch);
+        }
         let dst = eth::dst_mac(frame);
         if !dst.is_group() && dst != our_mac {
             return Err(DropReason::NotForUs);

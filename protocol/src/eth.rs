@@ -29,6 +29,14 @@ pub fn gratuitous_arp(mac: Mac, ip: std::net::Ipv4Addr) -> [u8; 42] {
     f
 }
 
+/// The sender hardware address inside an ARP frame (None for other frames or short ones).
+pub fn arp_sender_mac(f: &[u8]) -> Option<Mac> {
+    if ethertype(f) != ETHERTYPE_ARP || f.len() < ETH_HEADER_LEN + 14 {
+        return None;
+    }
+    Some(Mac(f[ETH_HEADER_LEN + 8..ETH_HEADER_LEN + 14].try_into().ok()?))
+}
+
 /// Destination MAC of a frame of at least 14 bytes.
 pub fn dst_mac(f: &[u8]) -> Mac {
     Mac(f[0..6].try_into().unwrap())
