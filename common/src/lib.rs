@@ -171,7 +171,13 @@ pub fn drop_capabilities(keep: &[u32]) -> u64 {
     // SAFETY: prctl with integer arguments only.
     unsafe {
         libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-        libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        );
     }
     for cap in 0..=last {
         if !keep.contains(&cap) {
@@ -185,8 +191,7 @@ pub fn drop_capabilities(keep: &[u32]) -> u64 {
     };
     let mut data = [Data::default(); 2];
     // SAFETY: capget fills the two-element array for version 3.
-    if unsafe { libc::syscall(libc::SYS_capget, &mut hdr as *mut Header, data.as_mut_ptr()) } != 0
-    {
+    if unsafe { libc::syscall(libc::SYS_capget, &mut hdr as *mut Header, data.as_mut_ptr()) } != 0 {
         return 0;
     }
     let had = u64::from(data[0].permitted) | (u64::from(data[1].permitted) << 32);

@@ -8,7 +8,14 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 /// Runs `mvflood` in namespace `ns` from `sources` at `target` for `secs`; returns its JSON.
-fn flood(ns: &str, target: &str, mode: &str, secs: u64, sources: &[String], responder: &str) -> serde_json::Value {
+fn flood(
+    ns: &str,
+    target: &str,
+    mode: &str,
+    secs: u64,
+    sources: &[String],
+    responder: &str,
+) -> serde_json::Value {
     let mut args = vec![
         env!("CARGO_BIN_EXE_mvflood").to_string(),
         target.to_string(),
@@ -22,7 +29,11 @@ fn flood(ns: &str, target: &str, mode: &str, secs: u64, sources: &[String], resp
         .env("MVFLOOD_RESPONDER", responder)
         .output()
         .expect("mvflood");
-    assert!(out.status.success(), "mvflood: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "mvflood: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("mvflood JSON")
 }
 
@@ -42,7 +53,9 @@ fn floods_do_not_stop_members() {
     lab.start_edges(&[a.clone(), b.clone()]);
     lab.wait_ping(&a, &b, Duration::from_secs(15));
     // The attacker: one host with 32 addresses (spoofed sources, as far as the daemons know).
-    let f = lab.add_host("flood", Ipv4Addr::new(198, 18, 0, 50)).unwrap();
+    let f = lab
+        .add_host("flood", Ipv4Addr::new(198, 18, 0, 50))
+        .unwrap();
     let mut sources = vec![f.ip.to_string()];
     for i in 0..31 {
         let ip = format!("198.18.0.{}", 100 + i);
@@ -98,8 +111,14 @@ fn floods_do_not_stop_members() {
         "[{TEST}] supernode: {} cookie replies, RSS {rss0} KiB before the floods, {rss1} KiB after; drops {}",
         st["cookie_replies"], st["drops"]
     );
-    assert!(st["cookie_replies"].as_u64().unwrap_or(0) > 0, "the guard never asked for cookies");
-    assert!(rss1 < rss0 + 16 * 1024, "supernode memory grew from {rss0} to {rss1} KiB");
+    assert!(
+        st["cookie_replies"].as_u64().unwrap_or(0) > 0,
+        "the guard never asked for cookies"
+    );
+    assert!(
+        rss1 < rss0 + 16 * 1024,
+        "supernode memory grew from {rss0} to {rss1} KiB"
+    );
 
     // An edge faces the Internet too: flood a with initiations while a and c talk.
     let a_target = format!("{}:{}", a.host.ip, a.listen_port);
@@ -118,7 +137,10 @@ fn floods_do_not_stop_members() {
         r["sent"].as_f64().unwrap_or(0.0) / 6.0,
         st["cookie_replies"]
     );
-    assert!(r["largest_reply"].as_u64() <= r["smallest_request"].as_u64(), "{r}");
+    assert!(
+        r["largest_reply"].as_u64() <= r["smallest_request"].as_u64(),
+        "{r}"
+    );
     lab.assert_running();
 }
 
@@ -131,7 +153,11 @@ fn a_member_flooding_broadcasts_does_not_stop_the_others() {
         return;
     };
     let mut opts = vec![];
-    for (n, ip) in [("a", "10.79.0.1/24"), ("b", "10.79.0.2/24"), ("m", "10.79.0.3/24")] {
+    for (n, ip) in [
+        ("a", "10.79.0.1/24"),
+        ("b", "10.79.0.2/24"),
+        ("m", "10.79.0.3/24"),
+    ] {
         opts.push(lab.add_edge(EdgeOpts::new(n, "prod", ip)));
     }
     lab.start_supernode(&[Community::new(
@@ -155,7 +181,12 @@ fn a_member_flooding_broadcasts_does_not_stop_the_others() {
     std::thread::sleep(Duration::from_millis(500));
     let p = ping_with(a.ns(), &b.ip(), 20, &["-i", "0.1"]);
     let out = flood.join().unwrap();
-    println!("[{TEST}] during m's broadcast flood, a->b {}/{}; flood: {}", p.received, p.transmitted, out.stdout.trim());
+    println!(
+        "[{TEST}] during m's broadcast flood, a->b {}/{}; flood: {}",
+        p.received,
+        p.transmitted,
+        out.stdout.trim()
+    );
     assert!(p.received >= 18, "{p:?}");
     lab.assert_running();
 }

@@ -68,21 +68,42 @@ fn a_member_cannot_impersonate_another() {
     lab.wait_ping(&a, &b, Duration::from_secs(15));
     lab.wait_ping(&m, &b, Duration::from_secs(15));
     let mac = |e: &metalvpc_integration_tests::Edge| {
-        lab.edge_status(e).unwrap()["mac"].as_str().unwrap().to_string()
+        lab.edge_status(e).unwrap()["mac"]
+            .as_str()
+            .unwrap()
+            .to_string()
     };
     let (a_mac, b_mac, m_mac) = (mac(&a), mac(&b), mac(&m));
     let (a_ip, b_ip, m_ip) = (a.ip(), b.ip(), m.ip());
     let neigh = |lab: &Lab| {
-        exec_in(b.ns(), &["ip", "neigh", "show", &a_ip], Duration::from_secs(5)).stdout
+        exec_in(
+            b.ns(),
+            &["ip", "neigh", "show", &a_ip],
+            Duration::from_secs(5),
+        )
+        .stdout
     };
-    assert!(neigh(&lab).contains(&a_mac), "b's entry for a: {}", neigh(&lab));
+    assert!(
+        neigh(&lab).contains(&a_mac),
+        "b's entry for a: {}",
+        neigh(&lab)
+    );
 
     let cases = [
         ("a's IP from m's MAC", icmp(&b_mac, &m_mac, &a_ip, &b_ip)),
         ("a's MAC and IP", icmp(&b_mac, &a_mac, &a_ip, &b_ip)),
-        ("an IP outside the community's grants", icmp(&b_mac, &m_mac, "10.77.0.200", &b_ip)),
-        ("a gratuitous ARP claiming a's IP", arp(&m_mac, &m_mac, &a_ip, &a_ip)),
-        ("an ARP naming a's MAC as sender", arp(&m_mac, &a_mac, &m_ip, &b_ip)),
+        (
+            "an IP outside the community's grants",
+            icmp(&b_mac, &m_mac, "10.77.0.200", &b_ip),
+        ),
+        (
+            "a gratuitous ARP claiming a's IP",
+            arp(&m_mac, &m_mac, &a_ip, &a_ip),
+        ),
+        (
+            "an ARP naming a's MAC as sender",
+            arp(&m_mac, &a_mac, &m_ip, &b_ip),
+        ),
     ];
     for (what, frame) in &cases {
         let before = drops(&lab, &b);
@@ -90,7 +111,10 @@ fn a_member_cannot_impersonate_another() {
         std::thread::sleep(Duration::from_millis(300));
         let after = drops(&lab, &b);
         println!("[{TEST}] m sends {what}: b's source_mismatch {before} -> {after}");
-        assert!(after >= before + 5, "{what}: not dropped at b ({before} -> {after})");
+        assert!(
+            after >= before + 5,
+            "{what}: not dropped at b ({before} -> {after})"
+        );
     }
     assert!(
         neigh(&lab).contains(&a_mac),

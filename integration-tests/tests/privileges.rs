@@ -7,15 +7,22 @@ use metalvpc_integration_tests::{ping, Lab};
 use std::time::Duration;
 
 fn caps(lab: &mut Lab, name: &str) -> Vec<(String, String)> {
-    ["CapEff", "CapPrm", "CapInh", "CapBnd", "CapAmb", "NoNewPrivs"]
-        .iter()
-        .map(|f| {
-            let v = lab
-                .proc_status(name, f)
-                .unwrap_or_else(|| panic!("{name}: no {f} in /proc status"));
-            (f.to_string(), v)
-        })
-        .collect()
+    [
+        "CapEff",
+        "CapPrm",
+        "CapInh",
+        "CapBnd",
+        "CapAmb",
+        "NoNewPrivs",
+    ]
+    .iter()
+    .map(|f| {
+        let v = lab
+            .proc_status(name, f)
+            .unwrap_or_else(|| panic!("{name}: no {f} in /proc status"));
+        (f.to_string(), v)
+    })
+    .collect()
 }
 
 fn hex(v: &str) -> u64 {

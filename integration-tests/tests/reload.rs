@@ -268,3 +268,55 @@ fn metrics_move_with_traffic() {
     lab.unblock_udp(a, b);
     lab.assert_running();
 }
+
+/// Key rotation (issue 7): b gets a new key and keeps its address; the old key is refused
+/// from the reload on, and a's sessions with it are gone.
+#[test]
+fn key_rotation_keeps_the_address_and_retires_the_old_key() {
+    const TEST: &str = "key_rotation_keeps_the_address_and_retires_the_old_key";
+    let Some((mut lab, mut edges)) = Lab::one_community(TEST, "10.76.0", &["a", "b"]) else {
+        return;
+    };
+    lab.wait_ping(&edges[0], &edges[1], Duration::from_secs(15));
+    let old_key = edges[1].public_key.clone();
+    let new_file = lab.dir.join("b.key.new");
+    let new_key =
+        metalvpc_integration_tests::lab::genkey(&metalvpc_integration_tests::edge_bin(), &new_file)
+            .unwrap();
+    edges[1].public_key = new_key.clone();
+    lab.write_supernode_config(&[Community::new(
+        "prod",
+        "10.76.0.0/24",
+        edges.iter().map(Edge::member).collect(),
+    )]);
+    lab.signal("supernode", libc::SIGHUP);
+    let (a, b) = (&edges[0], &edges[1]);
+    let gone = wait_until(REMOVAL_BOUND, || {
+        lab.edge_status(a)
+            .is_ok_and(|s| !s.to_string().contains(&old_key))
+    })
+    .expect("a still knows b's old key");
+    println!("[{TEST}] old key dropped by a {gone:.2?} after the reload");
+    // b still runs with the old key: refused now.
+    let refused = wait_until(Duration::from_secs(20), || {
+        lab.log("supernode")
+            .lines()
+            .any(|l| l.contains("refused") && l.contains(&old_key))
+    });
+    assert!(refused.is_some(), "{}", lab.log("supernode"));
+    // Switch b to the new key and restart it: same address, reachable again.
+    std::fs::rename(&new_file, &b.key_file).unwrap();
+    lab.stop_daemon("b");
+    let t = std::time::Instant::now();
+    lab.start_edge(b);
+    lab.wait_ping(a, b, Duration::from_secs(15));
+    println!(
+        "[{TEST}] b back with its new key at {} after {:.2?}",
+        b.ip(),
+        t.elapsed()
+    );
+    let peer = lab.peer_entry(a, b).expect("a lists b");
+    assert_eq!(peer["public_key"], new_key.as_str());
+    assert_eq!(peer["address"], b.ip().as_str());
+    lab.assert_running();
+}

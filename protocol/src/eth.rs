@@ -34,7 +34,9 @@ pub fn arp_sender_mac(f: &[u8]) -> Option<Mac> {
     if ethertype(f) != ETHERTYPE_ARP || f.len() < ETH_HEADER_LEN + 14 {
         return None;
     }
-    Some(Mac(f[ETH_HEADER_LEN + 8..ETH_HEADER_LEN + 14].try_into().ok()?))
+    Some(Mac(f[ETH_HEADER_LEN + 8..ETH_HEADER_LEN + 14]
+        .try_into()
+        .ok()?))
 }
 
 /// Destination MAC of a frame of at least 14 bytes.

@@ -1027,7 +1027,10 @@ fn an_initiation_flood_triggers_cookies_and_members_still_register() {
         // 100 junk initiations per 50 ms step from spoofed sources: 2000/s.
         for _ in 0..100 {
             seed += 1;
-            let src = SocketAddr::new([198, 18, 9, (seed % 250) as u8].into(), 1000 + (seed % 5000) as u16);
+            let src = SocketAddr::new(
+                [198, 18, 9, (seed % 250) as u8].into(),
+                1000 + (seed % 5000) as u16,
+            );
             let mut p = junk_init(seed);
             net.sn.handle_udp(net.now, src, &mut p, &mut net.out);
             for t in &net.out.transmits {

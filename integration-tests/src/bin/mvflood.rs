@@ -1,6 +1,6 @@
 //! A bounded flood generator for the denial-of-service tests (run inside a test namespace).
 //!
-//! mvflood <target ip:port> <mode> <seconds> <source ip>... 
+//! mvflood <target ip:port> <mode> <seconds> <source ip>...
 //!
 //! Modes: `junk-init` (handshake initiations of random bytes), `unknown-key` (real Noise IK
 //! initiations with a Register for community "prod" from random keys that are not members),
