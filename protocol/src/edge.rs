@@ -15,6 +15,7 @@ use crate::control::{Control, PeerRecord, Query};
 use crate::cookie::{self, CookieGuard, Verdict};
 use crate::crypto::Handshake;
 use crate::eth::{self, SourceIp};
+use crate::neighbor;
 use crate::io::{DropCounters, DropReason, Output, Traffic};
 use crate::keys::{Mac, PrivateKey, PublicKey};
 use crate::session::{Session, REJECT_AFTER_SECS, REKEY_AFTER_SECS};
@@ -74,6 +75,9 @@ pub struct EdgeConfig {
     pub keepalive: Duration,
     /// Whether this edge may use supernode relays (false: `relay_policy = "direct-only"`).
     pub relay: bool,
+    /// Answer ARP and neighbour solicitations for members' addresses locally
+    /// (`neighbor_suppression`, see [`crate::neighbor`]).
+    pub neighbor_suppression: bool,
 }
 
 /// Where a packet came from or goes to.
@@ -300,6 +304,10 @@ pub struct EdgeStatus {
     pub drops: DropCounters,
     /// Cookie replies sent because initiations came faster than the guard's limit.
     pub cookie_replies: u64,
+    /// ARP requests and neighbour solicitations answered locally.
+    pub neighbor_answered: u64,
+    /// Copies of broadcast and multicast frames sent to peers (one per peer per frame).
+    pub flooded_frames: u64,
 }
 
 /// Something the shell may want to log or act on.
@@ -375,6 +383,8 @@ pub struct Edge {
     events: Vec<Event>,
     last_path: HashMap<usize, &'static str>,
     guard: CookieGuard,
+    neighbor_answered: u64,
+    flooded_frames: u64,
 }
 
 fn backoff(attempts: u32) -> Duration {
@@ -469,6 +479,8 @@ impl Edge {
             events: Vec::new(),
             last_path: HashMap::new(),
             guard: CookieGuard::new(&public, cookie::DEFAULT_LIMIT, now),
+            neighbor_answered: 0,
+            flooded_frames: 0,
         }
     }
 
@@ -1304,8 +1316,20 @@ impl Edge {
         }
         let dst = eth::dst_mac(frame);
         if dst.is_group() {
+            if self.cfg.neighbor_suppression {
+                if let Some(q) = neighbor::question(frame) {
+                    if let Some(mac) = self.owner_of(q.target()) {
+                        let start = out.buf.len();
+                        out.buf.extend_from_slice(&neighbor::answer(&q, mac));
+                        out.frames.push(start..out.buf.len());
+                        self.neighbor_answered += 1;
+                        return;
+                    }
+                }
+            }
             for p in 0..self.peers.len() {
                 if self.peers[p].is_some() {
+                    self.flooded_frames += 1;
                     self.send_frame(now, p, frame, out);
                 }
             }
@@ -1315,6 +1339,24 @@ impl Edge {
             self.drops.add(DropReason::NoRoute);
             self.lookup(now, Query::Mac(dst), out);
         }
+    }
+
+    /// The MAC of the member whose own address `ip` is (see [`crate::neighbor`]).
+    fn owner_of(&self, ip: IpAddr) -> Option<Mac> {
+        self.peers.iter().flatten().find_map(|peer| {
+            let own = peer.address == ip
+                || match ip {
+                    IpAddr::V6(v6) => {
+                        neighbor::link_local(peer.mac) == v6
+                            || peer
+                                .allowed
+                                .iter()
+                                .any(|n| n.prefix_len() == 128 && n.addr() == ip)
+                    }
+                    IpAddr::V4(_) => false,
+                };
+            own.then_some(peer.mac)
+        })
     }
 
     fn send_frame(&mut self, now: Instant, p: usize, frame: &[u8], out: &mut Output) {
@@ -1861,6 +1903,8 @@ impl Edge {
             // Per-peer drops are counted here too (`drop_peer` adds to both).
             drops: self.drops.clone(),
             cookie_replies: self.guard.replies,
+            neighbor_answered: self.neighbor_answered,
+            flooded_frames: self.flooded_frames,
         }
     }
 }

@@ -113,6 +113,7 @@ impl Net {
             local_endpoints: vec![],
             keepalive: crate::edge::DEFAULT_KEEPALIVE,
             relay: true,
+            neighbor_suppression: true,
         };
         let edge = Edge::new(cfg.clone(), self.now, 1_700_000_000_000_000);
         self.edges.push(SimEdge {
@@ -1077,4 +1078,53 @@ fn edges_answer_cookies_from_a_busy_peer() {
     let st = net.edges[1].edge.status(net.now);
     assert!(st.cookie_replies > 0, "b never asked for a cookie");
     let _ = b_addr;
+}
+
+#[test]
+fn arp_for_a_member_is_answered_locally_instead_of_flooded() {
+    let names: Vec<(String, [u8; 4])> = (0..10)
+        .map(|i| (format!("n{i}"), [10, 0, 0, 1 + i as u8]))
+        .collect();
+    let nodes: Vec<(&str, [u8; 4])> = names.iter().map(|(n, a)| (n.as_str(), *a)).collect();
+    let (mut net, keys) = Net::new(&[("prod", &nodes)]);
+    for (i, k) in keys.iter().enumerate() {
+        net.add_edge("prod", k, [10, 0, 0, 1 + i as u8]);
+    }
+    // n9 runs without suppression, for the comparison.
+    net.edges[9].cfg.neighbor_suppression = false;
+    net.restart_edge(9);
+    net.run(Duration::from_secs(3));
+    let arp = |net: &Net, from: usize, target: [u8; 4]| {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&net.mac(from).0);
+        f.extend_from_slice(&[8, 6, 0, 1, 8, 0, 6, 4, 0, 1]);
+        f.extend_from_slice(&net.mac(from).0);
+        f.extend_from_slice(&net.ip(from));
+        f.extend_from_slice(&[0; 6]);
+        f.extend_from_slice(&target);
+        f
+    };
+    let flooded = |net: &Net, i: usize| net.edges[i].edge.status(net.now).flooded_frames;
+    let before = flooded(&net, 0);
+    let delivered = net.edges[0].delivered.len();
+    net.send_frame(0, &arp(&net, 0, [10, 0, 0, 6]));
+    let after = flooded(&net, 0);
+    let reply = net.edges[0].delivered[delivered..]
+        .iter()
+        .find(|f| f.len() == 42 && f[20..22] == [0, 2])
+        .expect("an ARP reply on a's TAP")
+        .clone();
+    assert_eq!(&reply[22..28], &net.mac(5).0, "answered with n5's MAC");
+    println!("with suppression: {} frames flooded for one ARP", after - before);
+    assert_eq!(after, before, "flooded despite suppression");
+    // Without suppression: one copy per peer (9).
+    let before = flooded(&net, 9);
+    net.send_frame(9, &arp(&net, 9, [10, 0, 0, 6]));
+    let without = flooded(&net, 9) - before;
+    println!("without suppression: {without} frames flooded for one ARP");
+    assert_eq!(without, 9);
+    // An address no member owns (a floating one) is flooded as before.
+    let before = flooded(&net, 0);
+    net.send_frame(0, &arp(&net, 0, [10, 0, 0, 200]));
+    assert_eq!(flooded(&net, 0) - before, 9);
 }

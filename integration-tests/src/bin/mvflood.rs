@@ -4,8 +4,9 @@
 //!
 //! Modes: `junk-init` (handshake initiations of random bytes), `unknown-key` (real Noise IK
 //! initiations with a Register for community "prod" from random keys that are not members),
-//! `random` (random datagrams of 1–1400 bytes). Sends as fast as it can from one socket per
-//! source address, for at most `seconds` (capped at 30), and prints one JSON line: packets
+//! `random` (random datagrams of 1–1400 bytes). Sends at `MVFLOOD_RATE` packets per second
+//! (default 50000; the generator shares the machine with the daemons it floods, so an unpaced
+//! flood mostly measures CPU starvation), round-robin from one socket per source address, for at most `seconds` (capped at 30), and prints one JSON line: packets
 //! and bytes sent, replies and reply bytes received, the largest reply and the smallest
 //! request sent.
 
@@ -79,12 +80,22 @@ fn main() {
             }
         })
         .collect();
-    let end = Instant::now() + Duration::from_secs(secs);
+    let rate: f64 = std::env::var("MVFLOOD_RATE")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(50_000.0);
+    let start = Instant::now();
+    let end = start + Duration::from_secs(secs);
     let (mut sent, mut sent_bytes, mut replies, mut reply_bytes) = (0u64, 0u64, 0u64, 0u64);
     let mut largest_reply = 0usize;
     let mut buf = [0u8; 2048];
     let mut i = 0usize;
     while Instant::now() < end {
+        let due = Duration::from_secs_f64(sent as f64 / rate);
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait.min(Duration::from_millis(10)));
+            continue;
+        }
         for s in &sockets {
             for _ in 0..32 {
                 let p = &pool[i % pool.len()];
