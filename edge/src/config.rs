@@ -23,6 +23,7 @@ struct RawConfig {
     keepalive: Option<u64>,
     relay_policy: Option<String>,
     log_level: Option<String>,
+    neighbor_suppression: Option<bool>,
     #[serde(default)]
     supernode: Vec<RawSupernode>,
     interface: RawInterface,
@@ -40,6 +41,7 @@ struct RawSupernode {
 struct RawInterface {
     name: Option<String>,
     address: String,
+    address6: Option<String>,
     mtu: Option<u32>,
     mac: Option<String>,
 }
@@ -70,6 +72,10 @@ pub struct Loaded {
     pub relay: bool,
     /// `log_level` (overridden by RUST_LOG).
     pub log_level: String,
+    /// Answer ARP/ND for members locally.
+    pub neighbor_suppression: bool,
+    /// IPv6 (ULA) address and prefix of the TAP device, if any.
+    pub address6: Option<ipnet::Ipv6Net>,
 }
 
 fn read(path: &Path) -> Result<RawConfig> {
@@ -200,6 +206,16 @@ pub fn load(path: &Path) -> Result<Loaded> {
         "relay_policy",
         raw.relay_policy.as_deref(),
     ));
+    let address6 = match raw.interface.address6.as_deref() {
+        None => None,
+        Some(a) => match a.parse::<ipnet::Ipv6Net>() {
+            Ok(n) if !n.addr().is_unicast_link_local() && !n.addr().is_multicast() => Some(n),
+            _ => {
+                p.push(format!("{f}: key `interface.address6` = \"{a}\" is not an IPv6 unicast address in CIDR form; use a unique local address, example: address6 = \"fd10:10::2/64\""));
+                None
+            }
+        },
+    };
     let log_level = p.ok(metalvpc_common::parse_log_level(
         path,
         raw.log_level.as_deref(),
@@ -209,6 +225,8 @@ pub fn load(path: &Path) -> Result<Loaded> {
     Ok(Loaded {
         relay: relay.ok_or_else(missing)?,
         log_level: log_level.ok_or_else(missing)?,
+        neighbor_suppression: raw.neighbor_suppression.unwrap_or(true),
+        address6,
         management: management(path, &raw),
         community: raw.community,
         private_key: private_key.ok_or_else(missing)?,

@@ -3,6 +3,7 @@
 //! the other members, end-to-end encrypted, directly when possible and relayed otherwise.
 
 mod config;
+mod ipv6;
 mod tap;
 
 use anyhow::Result;
@@ -165,6 +166,7 @@ struct Info {
     listen_port: u16,
     /// Follows reloads.
     keepalive: Duration,
+    address6: Option<String>,
 }
 
 fn status_json(st: &EdgeStatus, info: &Info, transport: &common::Transport) -> serde_json::Value {
@@ -172,6 +174,7 @@ fn status_json(st: &EdgeStatus, info: &Info, transport: &common::Transport) -> s
         "community": info.community,
         "public_key": st.public_key.to_base64(),
         "address": info.address,
+        "address6": info.address6,
         "mac": st.mac.to_string(),
         "interface": info.interface,
         "mtu": info.mtu,
@@ -211,6 +214,10 @@ fn status_json(st: &EdgeStatus, info: &Info, transport: &common::Transport) -> s
         })).collect::<Vec<_>>(),
         "drops": drops_json(&st.drops),
         "cookie_replies": st.cookie_replies,
+        "neighbor_suppression": {
+            "answered": st.neighbor_answered,
+            "flooded_frames": st.flooded_frames,
+        },
     })
 }
 
@@ -330,6 +337,9 @@ fn run(path: PathBuf) -> Result<()> {
         cfg.address.addr(),
         cfg.address.prefix_len(),
     )?;
+    if let Some(a6) = cfg.address6 {
+        ipv6::add_address(&tap.name, a6.addr(), a6.prefix_len())?;
+    }
     let sock = common::bind_udp(std::net::SocketAddr::new(
         std::net::Ipv4Addr::UNSPECIFIED.into(),
         cfg.listen_port,
@@ -344,6 +354,7 @@ fn run(path: PathBuf) -> Result<()> {
         mtu: cfg.mtu,
         listen_port: cfg.listen_port,
         keepalive: cfg.keepalive,
+        address6: cfg.address6.map(|a| a.to_string()),
     };
     // Everything that needed privileges is done: the TAP device is up, the sockets are bound.
     // Keep CAP_NET_ADMIN only (the device's settings), nothing else.
@@ -359,6 +370,7 @@ fn run(path: PathBuf) -> Result<()> {
             local_endpoints: locals,
             keepalive: cfg.keepalive,
             relay: cfg.relay,
+            neighbor_suppression: cfg.neighbor_suppression,
         },
         Instant::now(),
         common::unix_micros(),
@@ -613,6 +625,18 @@ fn metrics(v: &serde_json::Value) -> String {
             );
         }
     }
+    m.single(
+        "metalvpc_edge_neighbor_answered_total",
+        "counter",
+        "ARP requests and neighbour solicitations for members answered locally.",
+        n(&v["neighbor_suppression"]["answered"]),
+    )
+    .single(
+        "metalvpc_edge_flooded_frames_total",
+        "counter",
+        "Copies of broadcast and multicast frames sent to peers.",
+        n(&v["neighbor_suppression"]["flooded_frames"]),
+    );
     m.drops(
         "metalvpc_edge_drops_total",
         "Packets and frames dropped, by reason.",

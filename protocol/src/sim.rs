@@ -1115,7 +1115,10 @@ fn arp_for_a_member_is_answered_locally_instead_of_flooded() {
         .expect("an ARP reply on a's TAP")
         .clone();
     assert_eq!(&reply[22..28], &net.mac(5).0, "answered with n5's MAC");
-    println!("with suppression: {} frames flooded for one ARP", after - before);
+    println!(
+        "with suppression: {} frames flooded for one ARP",
+        after - before
+    );
     assert_eq!(after, before, "flooded despite suppression");
     // Without suppression: one copy per peer (9).
     let before = flooded(&net, 9);
