@@ -12,6 +12,7 @@ pub mod edge;
 pub mod eth;
 pub mod io;
 pub mod keys;
+pub mod membership;
 pub mod replay;
 pub mod session;
 pub mod supernode;
