@@ -156,6 +156,28 @@ pub struct SignedMember {
     pub allowed_cidrs: Vec<IpNet>,
 }
 
+impl From<&crate::supernode::NodeEntry> for SignedMember {
+    fn from(n: &crate::supernode::NodeEntry) -> SignedMember {
+        SignedMember {
+            key: n.key,
+            name: n.name.clone(),
+            address: n.address,
+            allowed_cidrs: n.allowed_cidrs.clone(),
+        }
+    }
+}
+
+impl From<&SignedMember> for crate::supernode::NodeEntry {
+    fn from(m: &SignedMember) -> crate::supernode::NodeEntry {
+        crate::supernode::NodeEntry {
+            key: m.key,
+            name: m.name.clone(),
+            address: m.address,
+            allowed_cidrs: m.allowed_cidrs.clone(),
+        }
+    }
+}
+
 impl SignedMember {
     /// True if `address` and `allowed` are exactly what was signed (ranges in any order).
     pub fn matches(&self, address: IpAddr, allowed: &[IpNet]) -> bool {

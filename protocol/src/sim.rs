@@ -1017,15 +1017,7 @@ fn signed_blob(admin: &AdminKey, version: u64, nodes: &[NodeEntry]) -> SignedBlo
     let m = Membership {
         community: "prod".into(),
         version,
-        members: nodes
-            .iter()
-            .map(|n| SignedMember {
-                key: n.key,
-                name: n.name.clone(),
-                address: n.address,
-                allowed_cidrs: n.allowed_cidrs.clone(),
-            })
-            .collect(),
+        members: nodes.iter().map(SignedMember::from).collect(),
     };
     m.validate().unwrap();
     SignedBlob {
