@@ -289,6 +289,19 @@ fn status(path: PathBuf, as_json: bool) -> Result<()> {
             human_bytes(p["tx_bytes"].as_u64().unwrap_or(0)),
         );
     }
+    if let Some(m) = v["membership"].as_object() {
+        println!(
+            "\nsigned membership: {}{}",
+            m["version"].as_u64().map_or(
+                "no valid list yet (every peer refused)".to_string(),
+                |x| format!("version {x}, {} members", m["members"])
+            ),
+            m["error"]
+                .as_str()
+                .map(|e| format!("; last refused: {e}"))
+                .unwrap_or_default()
+        );
+    }
     println!("\ndrops: {}", common::drops_line(&v["drops"]));
     Ok(())
 }

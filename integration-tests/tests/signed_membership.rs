@@ -8,8 +8,8 @@
 //! with its `membership_cache` refuses the replay too.
 
 use metalvpc_integration_tests::{
-    drop_count, lab::supernode_config_toml, ping, run_timeout, wait_until, Community, Edge,
-    EdgeOpts, Lab,
+    drop_count, exec_in, lab::supernode_config_toml, ping, run_timeout, wait_until, Community,
+    Edge, EdgeOpts, Lab,
 };
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -213,6 +213,21 @@ fn edges_refuse_what_a_supernode_forges() {
         assert!(n > 0, "{}: no not_signed drops: {st:#}", m.name);
         println!("[{TEST}] {}: not_signed drops {n}", m.name);
     }
+    let text = exec_in(
+        a.ns(),
+        &[
+            s(&metalvpc_integration_tests::edge_bin()),
+            "status",
+            "--config",
+            s(&a.config),
+        ],
+        Duration::from_secs(10),
+    );
+    assert!(
+        text.stdout
+            .contains("signed membership: version 1, 3 members"),
+        "{text:#?}"
+    );
     let cached = std::fs::read(lab.dir.join("a.members")).expect("a's membership_cache");
     assert_eq!(cached, v1);
 
