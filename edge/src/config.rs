@@ -4,10 +4,11 @@
 use anyhow::{anyhow, Result};
 use ipnet::Ipv4Net;
 use metalvpc_common::{load_private_key, parse_public_key, relative_to, MgmtAddr, Problems};
+use metalvpc_protocol::membership::AdminPublicKey;
 use metalvpc_protocol::{Mac, PrivateKey, PublicKey, DEFAULT_MTU};
 use serde::Deserialize;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Default UDP port of an edge.
@@ -24,6 +25,8 @@ struct RawConfig {
     relay_policy: Option<String>,
     log_level: Option<String>,
     neighbor_suppression: Option<bool>,
+    admin_key: Option<String>,
+    membership_cache: Option<String>,
     #[serde(default)]
     supernode: Vec<RawSupernode>,
     interface: RawInterface,
@@ -76,6 +79,10 @@ pub struct Loaded {
     pub neighbor_suppression: bool,
     /// IPv6 (ULA) address and prefix of the TAP device, if any.
     pub address6: Option<ipnet::Ipv6Net>,
+    /// `admin_key`: peers must be on a list signed by this key.
+    pub admin_key: Option<AdminPublicKey>,
+    /// `membership_cache`: where the newest signed list is kept across restarts.
+    pub membership_cache: Option<PathBuf>,
 }
 
 fn read(path: &Path) -> Result<RawConfig> {
@@ -220,6 +227,21 @@ pub fn load(path: &Path) -> Result<Loaded> {
         path,
         raw.log_level.as_deref(),
     ));
+    let admin_key = match raw.admin_key.as_deref().map(AdminPublicKey::from_base64) {
+        None => None,
+        Some(Ok(k)) => Some(k),
+        Some(Err(e)) => {
+            p.push(format!("{f}: key `admin_key` = \"{}\": not an administrator public key ({e}); use the output of `metalvpc-supernode admin-pubkey < admin.key`", raw.admin_key.as_deref().unwrap_or_default()));
+            None
+        }
+    };
+    if raw.membership_cache.is_some() && raw.admin_key.is_none() {
+        p.push(format!("{f}: key `membership_cache` is set but `admin_key` is not: the cache keeps a signed membership, which only an edge with admin_key uses; set admin_key or remove membership_cache"));
+    }
+    let membership_cache = raw
+        .membership_cache
+        .as_deref()
+        .map(|m| relative_to(path, m));
     p.finish(path)?;
     let missing = || anyhow!("{f}: internal: a checked value is missing");
     Ok(Loaded {
@@ -237,6 +259,8 @@ pub fn load(path: &Path) -> Result<Loaded> {
         address: address.ok_or_else(missing)?,
         mtu,
         mac: mac.ok_or_else(missing)?,
+        admin_key,
+        membership_cache,
     })
 }
 
@@ -321,6 +345,11 @@ mod tests {
             (
                 format!("relay_policy = \"sometimes\"\n{}", base()),
                 "relay_policy",
+            ),
+            (format!("admin_key = \"abc\"\n{}", base()), "admin_key"),
+            (
+                format!("membership_cache = \"m\"\n{}", base()),
+                "membership_cache",
             ),
         ];
         for (text, needle) in cases {

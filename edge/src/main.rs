@@ -218,6 +218,12 @@ fn status_json(st: &EdgeStatus, info: &Info, transport: &common::Transport) -> s
             "answered": st.neighbor_answered,
             "flooded_frames": st.flooded_frames,
         },
+        "membership": st.membership.as_ref().map(|m| json!({
+            "admin_key": m.admin_key.to_base64(),
+            "version": m.version,
+            "members": m.members,
+            "error": m.error,
+        })),
     })
 }
 
@@ -291,13 +297,66 @@ fn status(path: PathBuf, as_json: bool) -> Result<()> {
             human_bytes(p["tx_bytes"].as_u64().unwrap_or(0)),
         );
     }
+    if let Some(m) = v["membership"].as_object() {
+        println!(
+            "\nsigned membership: {}{}",
+            m["version"].as_u64().map_or(
+                "no valid list yet (every peer refused)".to_string(),
+                |x| format!("version {x}, {} members", m["members"])
+            ),
+            m["error"]
+                .as_str()
+                .map(|e| format!("; last refused: {e}"))
+                .unwrap_or_default()
+        );
+    }
     println!("\ndrops: {}", common::drops_line(&v["drops"]));
     Ok(())
 }
 
-fn log_events(core: &mut Edge) {
-    for ev in core.drain_events() {
+/// The signed membership kept by an earlier run (bounded read; the core verifies it).
+fn read_membership_cache(path: &std::path::Path) -> Option<Vec<u8>> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(metalvpc_protocol::membership::MAX_MEMBERSHIP_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    Some(bytes)
+}
+
+/// Keeps the newest signed membership for the next start (write, then rename).
+fn write_membership_cache(path: &std::path::Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    if let Err(e) = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path)) {
+        warn!("membership_cache {}: cannot write it: {e}", path.display());
+    }
+}
+
+fn log_events(core: &mut Edge, cache: Option<&std::path::Path>) {
+    let events: Vec<Event> = core.drain_events().collect();
+    for ev in events {
         match ev {
+            Event::MembershipAccepted {
+                version,
+                members,
+                supernode,
+            } => {
+                info!(
+                    "signed membership version {version} accepted ({members} members, from {})",
+                    supernode.map_or("membership_cache".to_string(), |s| format!("supernode {s}"))
+                );
+                if let (Some(path), Some(_), Some(bytes)) =
+                    (cache, supernode, core.signed_membership())
+                {
+                    write_membership_cache(path, bytes);
+                }
+            }
+            Event::MembershipRefused { supernode, reason } => warn!(
+                "{reason} (from {})",
+                supernode.map_or("membership_cache".to_string(), |s| format!("supernode {s}"))
+            ),
             Event::Registered {
                 supernode,
                 observed,
@@ -371,6 +430,11 @@ fn run(path: PathBuf) -> Result<()> {
             keepalive: cfg.keepalive,
             relay: cfg.relay,
             neighbor_suppression: cfg.neighbor_suppression,
+            admin_key: cfg.admin_key,
+            membership: cfg
+                .membership_cache
+                .as_deref()
+                .and_then(read_membership_cache),
         },
         Instant::now(),
         common::unix_micros(),
@@ -495,7 +559,7 @@ fn run(path: PathBuf) -> Result<()> {
         }
         core.handle_timeout(Instant::now(), &mut out);
         flush(&mut transport, &tap, &mut out);
-        log_events(&mut core);
+        log_events(&mut core, cfg.membership_cache.as_deref());
         while let Ok(req) = mgmt.try_recv() {
             answer(req, &core, &info, &transport, &reloads);
         }
@@ -700,6 +764,11 @@ fn reload(
         ("interface.mtu", new.mtu != running.mtu),
         ("interface.mac", new.mac != running.mac),
         ("relay_policy", new.relay != running.relay),
+        ("admin_key", new.admin_key != running.admin_key),
+        (
+            "membership_cache",
+            new.membership_cache != running.membership_cache,
+        ),
     ];
     for (key, changed) in restart_only {
         if changed {

@@ -116,6 +116,10 @@ pub enum Control {
         /// Whether this supernode relays for the community (its `relay_policy`). Appended
         /// field: an older supernode that omits it is taken to relay.
         relay: bool,
+        /// Version of the signed membership the supernode carries for the community (0: none).
+        /// Appended field: absent means 0. An edge with `admin_key` that has an older one asks
+        /// with [`Control::SignedListRequest`].
+        membership: u64,
     },
     /// Supernode → edge: registration refused.
     RegisterNak {
@@ -163,9 +167,26 @@ pub enum Control {
         /// The removed members' static keys (at most [`KEYS_PER_REMOVAL`]).
         keys: Vec<PublicKey>,
     },
+    /// Edge → supernode: send me the community's signed membership.
+    SignedListRequest,
+    /// Supernode → edge: one chunk of the community's signed membership (the bytes the
+    /// administrator's `sign` wrote, cut into [`crate::membership::CHUNK_BYTES`] pieces).
+    SignedList {
+        /// Version of the list (as signed; the edge trusts only the signature).
+        version: u64,
+        /// Chunk number, from 0.
+        chunk: u16,
+        /// Number of chunks.
+        chunks: u16,
+        /// The bytes of this chunk (at most [`MAX_SIGNED_CHUNK`]).
+        data: Vec<u8>,
+    },
     /// A type this build does not know; ignored.
     Unknown(u8),
 }
+
+/// Most bytes one `SignedList` chunk may carry.
+pub const MAX_SIGNED_CHUNK: usize = 1024;
 
 const T_REGISTER: u8 = 1;
 const T_ACK: u8 = 2;
@@ -176,6 +197,8 @@ const T_LOOKUP: u8 = 6;
 const T_LOOKUP_REPLY: u8 = 7;
 const T_NOTIFY: u8 = 8;
 const T_REMOVED: u8 = 9;
+const T_SIGNED_REQUEST: u8 = 10;
+const T_SIGNED_LIST: u8 = 11;
 
 /// Splits records into `PeerList` chunks of at most [`LIST_CHUNK_BYTES`] (or one record).
 pub fn chunk_records(records: Vec<PeerRecord>) -> Vec<Vec<PeerRecord>> {
@@ -280,13 +303,15 @@ impl Control {
                 epoch,
                 interval,
                 relay,
+                membership,
             } => {
                 w.u8(T_ACK)
                     .u32(*id)
                     .sockaddr(*observed)
                     .u64(*epoch)
                     .u16(*interval)
-                    .u8(u8::from(*relay));
+                    .u8(u8::from(*relay))
+                    .u64(*membership);
             }
             Control::RegisterNak { code, message } => {
                 w.u8(T_NAK).u8(*code as u8).str(message);
@@ -338,6 +363,23 @@ impl Control {
                     w.raw(&k.0);
                 }
             }
+            Control::SignedListRequest => {
+                w.u8(T_SIGNED_REQUEST);
+            }
+            Control::SignedList {
+                version,
+                chunk,
+                chunks,
+                data,
+            } => {
+                let data = &data[..data.len().min(MAX_SIGNED_CHUNK)];
+                w.u8(T_SIGNED_LIST)
+                    .u64(*version)
+                    .u16(*chunk)
+                    .u16(*chunks)
+                    .u16(data.len() as u16)
+                    .raw(data);
+            }
             Control::Unknown(t) => {
                 w.u8(*t);
             }
@@ -368,6 +410,7 @@ impl Control {
                 } else {
                     true
                 },
+                membership: if r.remaining() >= 8 { r.u64()? } else { 0 },
             },
             T_NAK => Control::RegisterNak {
                 code: NakCode::from_u8(r.u8()?),
@@ -418,6 +461,22 @@ impl Control {
                     .collect::<Result<_, _>>()?;
                 Control::PeerRemoved { keys }
             }
+            T_SIGNED_REQUEST => Control::SignedListRequest,
+            T_SIGNED_LIST => {
+                let version = r.u64()?;
+                let chunk = r.u16()?;
+                let chunks = r.u16()?;
+                let n = usize::from(r.u16()?);
+                if n > MAX_SIGNED_CHUNK {
+                    return Err(Truncated);
+                }
+                Control::SignedList {
+                    version,
+                    chunk,
+                    chunks,
+                    data: r.raw(n)?.to_vec(),
+                }
+            }
             t => Control::Unknown(t),
         })
     }
@@ -465,6 +524,7 @@ mod tests {
                 epoch: 12,
                 interval: 10,
                 relay: false,
+                membership: 77,
             },
             Control::RegisterNak {
                 code: NakCode::AddressNotOwned,
@@ -502,6 +562,13 @@ mod tests {
                 keys: vec![PublicKey([3; 32]), PublicKey([4; 32])],
             },
             Control::PeerRemoved { keys: vec![] },
+            Control::SignedListRequest,
+            Control::SignedList {
+                version: 9,
+                chunk: 2,
+                chunks: 3,
+                data: vec![7; 960],
+            },
             Control::Unknown(200),
         ];
         for m in msgs {
@@ -526,10 +593,17 @@ mod tests {
             .sockaddr("198.18.0.9:40000".parse().unwrap())
             .u64(1)
             .u16(10);
-        let Ok(Control::RegisterAck { relay, .. }) = Control::decode(&w.buf) else {
+        let Ok(Control::RegisterAck {
+            relay, membership, ..
+        }) = Control::decode(&w.buf)
+        else {
             panic!()
         };
         assert!(relay);
+        assert_eq!(
+            membership, 0,
+            "no signed membership from an older supernode"
+        );
     }
 
     #[test]

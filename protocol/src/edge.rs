@@ -17,6 +17,7 @@ use crate::crypto::Handshake;
 use crate::eth::{self, SourceIp};
 use crate::io::{DropCounters, DropReason, Output, Traffic};
 use crate::keys::{Mac, PrivateKey, PublicKey};
+use crate::membership::{AdminPublicKey, Membership, MAX_CHUNKS, MAX_MEMBERSHIP_BYTES};
 use crate::neighbor;
 use crate::session::{Session, REJECT_AFTER_SECS, REKEY_AFTER_SECS};
 use crate::wire::{self, Packet, WireError, RELAY_HEADER_LEN};
@@ -78,6 +79,12 @@ pub struct EdgeConfig {
     /// Answer ARP and neighbour solicitations for members' addresses locally
     /// (`neighbor_suppression`, see [`crate::neighbor`]).
     pub neighbor_suppression: bool,
+    /// The administrator's key (`admin_key`): when set, a peer is accepted only if the newest
+    /// valid signed membership names it, with the address and ranges signed.
+    pub admin_key: Option<AdminPublicKey>,
+    /// A signed membership kept from an earlier run (`membership_cache`): the floor for
+    /// rollback protection and the member list until a supernode sends a newer one.
+    pub membership: Option<Vec<u8>>,
 }
 
 /// Where a packet came from or goes to.
@@ -131,6 +138,10 @@ struct Link {
     /// Taken out of the configuration by a reload: no handshakes, not shown. The slot stays
     /// so that link indexes (in paths, sessions and peers' relay ids) never move.
     retired: bool,
+    /// A signed membership being received in chunks.
+    signed_staging: Option<SignedStaging>,
+    /// The last signed version this supernode offered that we refused (not asked for again).
+    signed_refused: Option<u64>,
 }
 
 impl Link {
@@ -158,6 +169,8 @@ impl Link {
             relays: true,
             last_answer: None,
             retired: false,
+            signed_staging: None,
+            signed_refused: None,
         }
     }
 
@@ -168,6 +181,12 @@ impl Link {
             .flatten()
             .find(|s| s.local_index == receiver)
     }
+}
+
+struct SignedStaging {
+    version: u64,
+    chunks: Vec<Option<Vec<u8>>>,
+    bytes: usize,
 }
 
 struct ListStaging {
@@ -308,6 +327,21 @@ pub struct EdgeStatus {
     pub neighbor_answered: u64,
     /// Copies of broadcast and multicast frames sent to peers (one per peer per frame).
     pub flooded_frames: u64,
+    /// Signed membership: None without `admin_key`.
+    pub membership: Option<MembershipStatus>,
+}
+
+/// The signed membership as `status` shows it (edges with `admin_key`).
+#[derive(Debug, Clone)]
+pub struct MembershipStatus {
+    /// The administrator key configured.
+    pub admin_key: AdminPublicKey,
+    /// Version of the newest valid list (None: none received yet, so every peer is refused).
+    pub version: Option<u64>,
+    /// Members on it.
+    pub members: usize,
+    /// The last list refused, and why.
+    pub error: Option<String>,
 }
 
 /// Something the shell may want to log or act on.
@@ -352,6 +386,23 @@ pub enum Event {
         /// Seconds since its last packet.
         silent_secs: u64,
     },
+    /// A newer valid signed membership was accepted (the shell may persist
+    /// [`Edge::signed_membership`]); peers no longer on it were torn down (`PeerRemoved`).
+    MembershipAccepted {
+        /// Its version.
+        version: u64,
+        /// Members on it.
+        members: usize,
+        /// The supernode that sent it (None: the cached copy at start).
+        supernode: Option<SocketAddr>,
+    },
+    /// A signed membership was refused (bad signature, another community, not newer).
+    MembershipRefused {
+        /// The supernode that sent it (None: the cached copy at start).
+        supernode: Option<SocketAddr>,
+        /// Why, in words.
+        reason: String,
+    },
     /// A peer's path changed.
     PathChanged {
         /// Peer name or key.
@@ -385,6 +436,9 @@ pub struct Edge {
     guard: CookieGuard,
     neighbor_answered: u64,
     flooded_frames: u64,
+    /// The newest valid signed membership (with `admin_key`), and its bytes.
+    signed: Option<(Membership, Vec<u8>)>,
+    membership_error: Option<String>,
 }
 
 fn backoff(attempts: u32) -> Duration {
@@ -460,7 +514,7 @@ impl Edge {
             .map(|(addr, key)| Link::new(*addr, *key, now))
             .collect();
         let public = cfg.private_key.public_key();
-        Edge {
+        let mut edge = Edge {
             public,
             cfg,
             instance: crate::random_u64(),
@@ -481,7 +535,132 @@ impl Edge {
             guard: CookieGuard::new(&public, cookie::DEFAULT_LIMIT, now),
             neighbor_answered: 0,
             flooded_frames: 0,
+            signed: None,
+            membership_error: None,
+        };
+        if let Some(bytes) = edge.cfg.membership.take() {
+            edge.accept_signed(now, None, bytes, &mut Output::default());
         }
+        edge
+    }
+
+    /// The newest valid signed membership's bytes (to persist for the next start).
+    pub fn signed_membership(&self) -> Option<&[u8]> {
+        self.signed.as_ref().map(|(_, b)| b.as_slice())
+    }
+
+    /// Verifies a complete signed membership and, if it is valid, for our community and newer
+    /// than ours, makes it the list peers are checked against: peers not on it (or whose
+    /// address or ranges it changed) are torn down, and the supernodes are asked for their
+    /// records again (some may have been refused before the list arrived).
+    fn accept_signed(
+        &mut self,
+        now: Instant,
+        link: Option<usize>,
+        bytes: Vec<u8>,
+        out: &mut Output,
+    ) -> bool {
+        let Some(admin) = self.cfg.admin_key else {
+            return false;
+        };
+        let from = link.map(|l| self.links[l].addr);
+        let current = self.signed.as_ref().map(|(m, _)| m.version);
+        let verdict = match Membership::verify(&bytes, &admin) {
+            Err(e) => Err(format!("signed membership refused: {e}")),
+            Ok(m) if m.community != self.cfg.community => Err(format!(
+                "signed membership refused: it is for community '{}', not '{}'",
+                m.community, self.cfg.community
+            )),
+            Ok(m) if current.is_some_and(|v| m.version < v) => Err(format!(
+                "signed membership refused: version {} is older than version {} already seen (a rollback)",
+                m.version,
+                current.unwrap_or_default()
+            )),
+            Ok(m) if current == Some(m.version) => {
+                if self.signed.as_ref().is_some_and(|(_, b)| *b == bytes) {
+                    return true; // the list we have
+                }
+                Err(format!(
+                    "signed membership refused: another list with version {} than the one already accepted",
+                    m.version
+                ))
+            }
+            Ok(m) => Ok(m),
+        };
+        let m = match verdict {
+            Ok(m) => m,
+            Err(reason) => {
+                if self.membership_error.as_deref() != Some(reason.as_str()) {
+                    self.events.push(Event::MembershipRefused {
+                        supernode: from,
+                        reason: reason.clone(),
+                    });
+                }
+                self.membership_error = Some(reason);
+                return false;
+            }
+        };
+        // Revocation: peers the new list does not vouch for go, sessions and all.
+        for p in 0..self.peers.len() {
+            let Some(peer) = self.peers[p].as_ref() else {
+                continue;
+            };
+            if m.get(&peer.key)
+                .is_some_and(|s| s.matches(peer.address, &peer.allowed))
+            {
+                continue;
+            }
+            self.events.push(Event::PeerRemoved {
+                peer: peer_label(peer),
+                supernode: from.unwrap_or(
+                    self.links
+                        .first()
+                        .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |l| l.addr),
+                ),
+            });
+            self.forget_peer(p);
+        }
+        self.events.push(Event::MembershipAccepted {
+            version: m.version,
+            members: m.members.len(),
+            supernode: from,
+        });
+        self.membership_error = None;
+        self.signed = Some((m, bytes));
+        // Records refused while we had no (or an older) list: ask for them again.
+        for l in 0..self.links.len() {
+            let link = &mut self.links[l];
+            link.epoch_applied = None;
+            link.staging = None;
+            if link.registered && !link.retired {
+                self.send_control(l, &Control::SyncRequest, out);
+            }
+        }
+        self.next_tick = self.next_tick.min(now);
+        true
+    }
+
+    /// With `admin_key`: is this record what the signed membership says (key listed, same
+    /// address and ranges, a MAC no other member uses)? Without: always.
+    fn vouched(&self, r: &PeerRecord) -> bool {
+        if self.cfg.admin_key.is_none() {
+            return true;
+        }
+        let Some((m, _)) = &self.signed else {
+            return false;
+        };
+        let Some(member) = m.get(&r.key) else {
+            return false;
+        };
+        if !member.matches(r.address, &r.allowed_cidrs) {
+            return false;
+        }
+        // A MAC another member holds would divert its frames to this one.
+        let me = self.by_key.get(&r.key).copied();
+        let taken = self.by_mac.get(&r.mac).is_some_and(|&q| {
+            Some(q) != me && self.peers[q].as_ref().is_some_and(|x| x.mac == r.mac)
+        });
+        !(taken || r.mac.is_group() || r.mac == self.cfg.mac)
     }
 
     /// Our public key.
@@ -1095,7 +1274,17 @@ impl Edge {
                 epoch,
                 interval,
                 relay,
+                membership,
             } => {
+                // A newer signed membership than ours: ask for it first (the records that
+                // follow are checked against it).
+                let have = self.signed.as_ref().map_or(0, |(m, _)| m.version);
+                if self.cfg.admin_key.is_some()
+                    && membership > have
+                    && self.links[l].signed_refused != Some(membership)
+                {
+                    self.send_control(l, &Control::SignedListRequest, out);
+                }
                 let link = &mut self.links[l];
                 let first = !link.registered;
                 link.relays = relay;
@@ -1185,11 +1374,68 @@ impl Edge {
                     self.forget_peer(p);
                 }
             }
+            Control::SignedList {
+                version,
+                chunk,
+                chunks,
+                data,
+            } => self.on_signed_chunk(now, l, version, chunk, chunks, data, out),
             Control::LookupReply { record: None, .. }
             | Control::Register { .. }
+            | Control::SignedListRequest
             | Control::SyncRequest
             | Control::Lookup { .. }
             | Control::Unknown(_) => {}
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_signed_chunk(
+        &mut self,
+        now: Instant,
+        l: usize,
+        version: u64,
+        chunk: u16,
+        chunks: u16,
+        data: Vec<u8>,
+        out: &mut Output,
+    ) {
+        if self.cfg.admin_key.is_none() {
+            return;
+        }
+        let (chunk, chunks) = (usize::from(chunk), usize::from(chunks));
+        if chunks == 0 || chunk >= chunks || chunks > MAX_CHUNKS {
+            return self.drops.add(DropReason::Malformed);
+        }
+        let link = &mut self.links[l];
+        let staging = link.signed_staging.get_or_insert_with(|| SignedStaging {
+            version,
+            chunks: Vec::new(),
+            bytes: 0,
+        });
+        if staging.version != version || staging.chunks.len() != chunks {
+            *staging = SignedStaging {
+                version,
+                chunks: vec![None; chunks],
+                bytes: 0,
+            };
+        }
+        if let Some(old) = &staging.chunks[chunk] {
+            staging.bytes -= old.len();
+        }
+        staging.bytes += data.len();
+        if staging.bytes > MAX_MEMBERSHIP_BYTES {
+            link.signed_staging = None;
+            return self.drops.add(DropReason::Malformed);
+        }
+        staging.chunks[chunk] = Some(data);
+        if staging.chunks.iter().all(Option::is_some) {
+            let staging = link.signed_staging.take().expect("present");
+            let bytes: Vec<u8> = staging.chunks.into_iter().flatten().flatten().collect();
+            if !self.accept_signed(now, Some(l), bytes, out) {
+                // Not asked for again from this supernode until it offers another version.
+                self.links[l].signed_refused = Some(version);
+            }
         }
     }
 
@@ -1212,6 +1458,10 @@ impl Edge {
     fn upsert_peer(&mut self, now: Instant, l: usize, r: PeerRecord, out: &mut Output) {
         if r.key == self.public {
             return;
+        }
+        if !self.vouched(&r) {
+            let p = self.by_key.get(&r.key).copied();
+            return self.drop_peer(p, DropReason::NotSigned);
         }
         // A new peer, or a new MAC for a known one (a restart with another `mac`, a rotated
         // key): tell our kernel, whose neighbour entry for that address may point at a MAC
@@ -1905,6 +2155,12 @@ impl Edge {
             cookie_replies: self.guard.replies,
             neighbor_answered: self.neighbor_answered,
             flooded_frames: self.flooded_frames,
+            membership: self.cfg.admin_key.map(|admin_key| MembershipStatus {
+                admin_key,
+                version: self.signed.as_ref().map(|(m, _)| m.version),
+                members: self.signed.as_ref().map_or(0, |(m, _)| m.members.len()),
+                error: self.membership_error.clone(),
+            }),
         }
     }
 }

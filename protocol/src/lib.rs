@@ -13,6 +13,7 @@ pub mod edge;
 pub mod eth;
 pub mod io;
 pub mod keys;
+pub mod membership;
 pub mod neighbor;
 pub mod replay;
 pub mod session;

@@ -32,6 +32,8 @@ struct Net {
     /// Every datagram that left each edge: (from, to, bytes).
     capture: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
     out: Output,
+    /// `admin_key` of edges added from now on.
+    admin: Option<crate::membership::AdminPublicKey>,
 }
 
 fn addr(i: u8, port: u16) -> SocketAddr {
@@ -77,6 +79,7 @@ impl Net {
                     })
                     .collect(),
                 relay: true,
+                signed: None,
             })
             .collect();
         let sn_cfg = SupernodeConfig {
@@ -97,6 +100,7 @@ impl Net {
             sn_capture: Vec::new(),
             capture: Vec::new(),
             out: Output::default(),
+            admin: None,
         };
         (net, keys)
     }
@@ -114,6 +118,8 @@ impl Net {
             keepalive: crate::edge::DEFAULT_KEEPALIVE,
             relay: true,
             neighbor_suppression: true,
+            admin_key: self.admin,
+            membership: None,
         };
         let edge = Edge::new(cfg.clone(), self.now, 1_700_000_000_000_000);
         self.edges.push(SimEdge {
@@ -1130,4 +1136,227 @@ fn arp_for_a_member_is_answered_locally_instead_of_flooded() {
     let before = flooded(&net, 0);
     net.send_frame(0, &arp(&net, 0, [10, 0, 0, 200]));
     assert_eq!(flooded(&net, 0) - before, 9);
+}
+
+// ----------------------------------------------------------------------------------------
+// Signed membership: a supernode that serves a tampered member list.
+
+use crate::membership::{AdminKey, Membership, SignedBlob, SignedMember};
+
+/// The signed list of `nodes` at `version`.
+fn signed_blob(admin: &AdminKey, version: u64, nodes: &[NodeEntry]) -> SignedBlob {
+    let m = Membership {
+        community: "prod".into(),
+        version,
+        members: nodes.iter().map(SignedMember::from).collect(),
+    };
+    m.validate().unwrap();
+    SignedBlob {
+        version,
+        bytes: m.sign(admin),
+    }
+}
+
+/// Community "prod" with a (10.0.0.1), b (10.0.0.2) and r (10.0.0.3) in the supernode's
+/// config; the administrator signed only a and b (version 5), unless `sign_all`. `tamper`
+/// edits the supernode's nodes after signing (what a compromised supernode would serve).
+/// Edges a, b, r run with the administrator's key.
+fn signed_net(sign_all: bool, tamper: impl FnOnce(&mut Vec<NodeEntry>)) -> (Net, AdminKey) {
+    let (mut net, keys) = Net::new(&[(
+        "prod",
+        &[
+            ("a", [10, 0, 0, 1]),
+            ("b", [10, 0, 0, 2]),
+            ("r", [10, 0, 0, 3]),
+        ],
+    )]);
+    let admin = AdminKey::generate();
+    let nodes = net.sn_cfg.communities[0].nodes.clone();
+    let signed = if sign_all { &nodes[..] } else { &nodes[..2] };
+    net.sn_cfg.communities[0].signed = Some(signed_blob(&admin, 5, signed));
+    tamper(&mut net.sn_cfg.communities[0].nodes);
+    net.restart_supernode();
+    net.admin = Some(admin.public_key());
+    for (i, k) in keys.iter().enumerate() {
+        let n = &net.sn_cfg.communities[0].nodes;
+        let addr =
+            n.iter()
+                .find(|x| x.key == k.public_key())
+                .map_or([10, 0, 0, 1 + i as u8], |x| match x.address {
+                    std::net::IpAddr::V4(a) => a.octets(),
+                    _ => unreachable!(),
+                });
+        net.add_edge("prod", k, addr);
+    }
+    net.run(Duration::from_secs(3));
+    (net, admin)
+}
+
+impl Net {
+    fn membership(&self, i: usize) -> crate::edge::MembershipStatus {
+        self.edges[i].edge.status(self.now).membership.unwrap()
+    }
+}
+
+#[test]
+fn signed_members_talk_but_a_member_the_supernode_added_is_refused() {
+    let (mut net, _) = signed_net(false, |_| {});
+    for i in 0..3 {
+        assert!(
+            net.edges[i].edge.is_registered(),
+            "edge {i}: the supernode admits all three"
+        );
+    }
+    assert_eq!(net.membership(0).version, Some(5));
+    assert_eq!(net.membership(0).members, 2);
+    assert!(net.unicast(0, 1, b"a->b"));
+    assert!(net.unicast(1, 0, b"b->a"));
+    // r is on the supernode's list, not on the signed one: nobody takes it as a peer.
+    assert!(!net.unicast(2, 0, b"r->a"));
+    assert!(!net.unicast(0, 2, b"a->r"));
+    assert!(!net.knows(0, 2) && !net.knows(1, 2));
+    assert!(net.drops(0, DropReason::NotSigned) > 0);
+    assert!(net.drops(1, DropReason::NotSigned) > 0);
+    // r's own handshakes to a find no peer there.
+    net.run(Duration::from_secs(10));
+    assert!(!net.unicast(2, 1, b"r->b later"));
+    assert!(net.unicast(0, 1, b"a->b later"));
+
+    // The control: the same supernode with edges that have no admin_key lets r in.
+    let (mut open, keys) = Net::new(&[("prod", &[("a", [10, 0, 0, 1]), ("r", [10, 0, 0, 3])])]);
+    open.add_edge("prod", &keys[0], [10, 0, 0, 1]);
+    open.add_edge("prod", &keys[1], [10, 0, 0, 3]);
+    open.run(Duration::from_secs(3));
+    assert!(open.unicast(1, 0, b"r->a without admin_key"));
+    assert!(open.edges[0].edge.status(open.now).membership.is_none());
+}
+
+#[test]
+fn a_moved_address_or_widened_ranges_from_the_supernode_are_refused() {
+    // The supernode moves b to 10.0.0.9 (b's edge claims it, so the supernode admits it).
+    let (mut net, _) = signed_net(true, |nodes| {
+        nodes[1].address = [10, 0, 0, 9].into();
+    });
+    assert!(net.edges[1].edge.is_registered());
+    assert!(
+        !net.knows(0, 1),
+        "a took b at an address the admin never signed"
+    );
+    assert!(!net.unicast(1, 0, b"b from the moved address"));
+    assert!(net.drops(0, DropReason::NotSigned) > 0);
+    assert!(net.unicast(0, 2, b"a->r unaffected"));
+
+    // The supernode widens r's allowed_cidrs to cover a's address: r could then send as a.
+    let (mut net, _) = signed_net(true, |nodes| {
+        nodes[2].allowed_cidrs = vec!["10.0.0.0/24".parse().unwrap()];
+    });
+    assert!(!net.knows(0, 2) && !net.knows(1, 2));
+    assert!(!net.unicast(2, 1, b"r"));
+    assert!(net.drops(1, DropReason::NotSigned) > 0);
+    assert!(net.unicast(0, 1, b"a->b unaffected"));
+    // The ranges a peer may send from are the signed ones.
+    let st = net.edges[0].edge.status(net.now);
+    let b = st.peers.iter().find(|p| p.name == "b").unwrap();
+    assert_eq!(
+        b.allowed_cidrs,
+        vec!["10.244.0.0/24".parse::<ipnet::IpNet>().unwrap()]
+    );
+
+    // The supernode gives r the MAC of a: b must not send a's frames to r.
+    let (mut net, _) = signed_net(true, |_| {});
+    let a_mac = net.mac(0);
+    let r_key = net.edges[2].key.public_key();
+    let before = net.drops(1, DropReason::NotSigned);
+    let forged = crate::control::Control::PeerNotify {
+        record: crate::control::PeerRecord {
+            id: 3,
+            key: r_key,
+            name: "r".into(),
+            address: [10, 0, 0, 3].into(),
+            mac: a_mac,
+            instance: 1,
+            allowed_cidrs: vec!["10.244.0.0/24".parse().unwrap()],
+            endpoints: vec![],
+        },
+    };
+    net.sn_push(1, &forged);
+    assert_eq!(net.drops(1, DropReason::NotSigned), before + 1);
+    assert!(net.unicast(1, 0, b"b->a still goes to a"));
+}
+
+impl Net {
+    /// Sends edge `i` a control message from the supernode (as a compromised one would).
+    fn sn_push(&mut self, i: usize, msg: &crate::control::Control) {
+        let key = self.edges[i].key.public_key();
+        self.sn.test_send(&key, msg, &mut self.out);
+        self.collect(self.sn_addr);
+        self.out.clear();
+        self.deliver_all();
+    }
+}
+
+#[test]
+fn an_older_list_is_refused_and_a_newer_one_revokes() {
+    let (mut net, admin) = signed_net(true, |_| {});
+    assert!(net.unicast(0, 2, b"a->r"));
+    assert!(net.unicast(1, 2, b"b->r"));
+    let all = net.sn_cfg.communities[0].nodes.clone();
+
+    // Version 6 drops r; the supernode keeps r in its own config (it would like r to stay).
+    let v6 = signed_blob(&admin, 6, &all[..2]);
+    let v6_bytes = v6.bytes.clone();
+    net.reload(|cs| cs[0].signed = Some(v6));
+    net.deliver_all();
+    // Torn down at once, on the push that follows the reload (no timer needed).
+    assert!(!net.knows(0, 2) && !net.knows(1, 2));
+    assert_eq!(net.membership(0).version, Some(6));
+    let ev: Vec<_> = net.edges[0].edge.drain_events().collect();
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e, crate::edge::Event::PeerRemoved { peer, .. } if peer == "r")));
+    assert!(!net.unicast(2, 0, b"r after revocation"));
+    net.run(Duration::from_secs(25));
+    assert!(!net.unicast(2, 1, b"r later"));
+    assert!(net.unicast(0, 1, b"a->b"));
+
+    // The supernode replays version 5 (which had r): refused as a rollback.
+    let v5 = signed_blob(&admin, 5, &all);
+    net.reload(|cs| cs[0].signed = Some(v5));
+    net.run(Duration::from_secs(12));
+    assert_eq!(net.membership(0).version, Some(6));
+    assert!(net.membership(0).error.unwrap().contains("rollback"));
+    assert!(!net.knows(0, 2));
+    assert!(!net.unicast(2, 0, b"r after the replay"));
+
+    // A list signed by another key: refused.
+    let forged = signed_blob(&AdminKey::generate(), 99, &all);
+    net.reload(|cs| cs[0].signed = Some(forged));
+    net.run(Duration::from_secs(12));
+    assert_eq!(net.membership(1).version, Some(6));
+    assert!(net.membership(1).error.unwrap().contains("signature"));
+    assert!(!net.unicast(2, 1, b"r after the forgery"));
+
+    // An edge restarted with its cached copy (version 6) refuses the replayed 5 too.
+    net.reload(|cs| cs[0].signed = Some(signed_blob(&admin, 5, &all)));
+    net.edges[0].cfg.membership = Some(v6_bytes);
+    net.restart_edge(0);
+    net.run(Duration::from_secs(5));
+    assert_eq!(net.membership(0).version, Some(6));
+    assert!(!net.unicast(2, 0, b"r after a's restart"));
+    assert!(net.unicast(1, 0, b"b->a after a's restart"));
+}
+
+#[test]
+fn an_edge_without_a_list_refuses_everyone_until_one_arrives() {
+    // A supernode that carries no signed list cannot admit anyone to admin_key edges.
+    let (mut net, _) = signed_net(true, |_| {});
+    net.sn_cfg.communities[0].signed = None;
+    net.restart_supernode();
+    net.restart_edge(0);
+    net.restart_edge(1);
+    net.run(Duration::from_secs(20));
+    assert!(net.edges[0].edge.is_registered());
+    assert_eq!(net.membership(0).version, None);
+    assert!(!net.knows(0, 1));
+    assert!(!net.unicast(1, 0, b"no list, no peers"));
 }

@@ -9,6 +9,7 @@ use crate::cookie::{self, CookieGuard, Verdict};
 use crate::crypto::Handshake;
 use crate::io::{DropCounters, DropReason, Output, Traffic};
 use crate::keys::{Mac, PrivateKey, PublicKey};
+use crate::membership::{SignedBlob, CHUNK_BYTES};
 use crate::session::Session;
 use crate::wire::{self, Packet, WireError, RELAY_HEADER_LEN};
 use ipnet::IpNet;
@@ -48,6 +49,9 @@ pub struct CommunityConfig {
     pub nodes: Vec<NodeEntry>,
     /// Whether the supernode relays for this community (false: `relay_policy = "direct-only"`).
     pub relay: bool,
+    /// The administrator-signed member list the supernode carries to edges (already verified
+    /// by whoever loaded it; `nodes` are its members). None: membership is the supernode's word.
+    pub signed: Option<SignedBlob>,
 }
 
 /// Supernode configuration.
@@ -90,6 +94,8 @@ struct Community {
     relay: bool,
     /// Keys removed by a reload, newest last (bounded by [`REMEMBERED_REMOVALS`]).
     removed: VecDeque<PublicKey>,
+    /// The signed membership carried for edges.
+    signed: Option<SignedBlob>,
 }
 
 /// What a [`Supernode::reload`] changed, for the log.
@@ -189,6 +195,8 @@ pub struct CommunityStatus {
     pub epoch: u64,
     /// Relays allowed.
     pub relay: bool,
+    /// Version of the signed membership carried (None: not signed).
+    pub signed_version: Option<u64>,
     /// Members.
     pub members: Vec<MemberStatus>,
 }
@@ -314,10 +322,11 @@ impl Supernode {
             if prev.is_none() && !initial {
                 summary.communities_added.push(cfg.name.clone());
             }
-            let (mut prev_nodes, epoch, removed) = match prev {
-                Some(p) => (p.nodes, p.epoch, p.removed),
-                None => (Vec::new(), 0, VecDeque::new()),
+            let (mut prev_nodes, epoch, removed, prev_signed) = match prev {
+                Some(p) => (p.nodes, p.epoch, p.removed, p.signed),
+                None => (Vec::new(), 0, VecDeque::new(), None),
             };
+            let signed_changed = cfg.signed != prev_signed;
             let mut comm = Community {
                 name: cfg.name,
                 network: cfg.network,
@@ -327,6 +336,7 @@ impl Supernode {
                 epoch: epoch + 1,
                 relay: cfg.relay,
                 removed,
+                signed: cfg.signed,
             };
             let mut gone = Vec::new();
             for entry in cfg.nodes {
@@ -386,6 +396,13 @@ impl Supernode {
             self.communities.push(comm);
             let c = self.communities.len() - 1;
             self.announce_removals(c, &gone, out);
+            if signed_changed {
+                // A new signed list (a revocation, an address move) goes out at once; edges
+                // verify it and tear down sessions with members no longer on it.
+                for n in 0..self.communities[c].nodes.len() {
+                    self.send_signed(c, n, out);
+                }
+            }
         }
         // Communities no longer configured: their members are cut off from each other.
         for mut comm in old {
@@ -554,6 +571,7 @@ impl Supernode {
             epoch: comm.epoch,
             interval: self.interval,
             relay: comm.relay,
+            membership: comm.signed.as_ref().map_or(0, |s| s.version),
         };
         let start = out.buf.len();
         wire::put_resp_header(&mut out.buf, local_index, sender);
@@ -744,10 +762,12 @@ impl Supernode {
                     epoch: comm.epoch,
                     interval: self.interval,
                     relay: comm.relay,
+                    membership: comm.signed.as_ref().map_or(0, |s| s.version),
                 };
                 self.send(c, n, &ack, out);
             }
             Control::SyncRequest => self.send_list(c, n, out),
+            Control::SignedListRequest => self.send_signed(c, n, out),
             Control::Lookup { txid, query } => {
                 let comm = &self.communities[c];
                 let found = comm.nodes.iter().position(|x| {
@@ -776,7 +796,41 @@ impl Supernode {
             | Control::LookupReply { .. }
             | Control::PeerNotify { .. }
             | Control::PeerRemoved { .. }
+            | Control::SignedList { .. }
             | Control::Unknown(_) => {}
+        }
+    }
+
+    /// Sends a control message to the registered member with `key` (tests play a
+    /// compromised supernode with it).
+    #[cfg(test)]
+    pub(crate) fn test_send(&mut self, key: &PublicKey, msg: &Control, out: &mut Output) {
+        for c in 0..self.communities.len() {
+            if let Some(&n) = self.communities[c].by_key.get(key) {
+                self.send(c, n, msg, out);
+            }
+        }
+    }
+
+    /// Sends member (c, n) the community's signed membership in chunks (no-op if the
+    /// community has none or the member is not registered).
+    fn send_signed(&mut self, c: usize, n: usize, out: &mut Output) {
+        let Some(signed) = self.communities[c].signed.clone() else {
+            return;
+        };
+        if self.communities[c].nodes[n].reg.is_none() {
+            return;
+        }
+        let chunks = signed.bytes.chunks(CHUNK_BYTES);
+        let total = chunks.len() as u16;
+        for (i, data) in chunks.enumerate() {
+            let msg = Control::SignedList {
+                version: signed.version,
+                chunk: i as u16,
+                chunks: total,
+                data: data.to_vec(),
+            };
+            self.send(c, n, &msg, out);
         }
     }
 
@@ -935,6 +989,7 @@ impl Supernode {
                     network: c.network,
                     epoch: c.epoch,
                     relay: c.relay,
+                    signed_version: c.signed.as_ref().map(|s| s.version),
                     members: c
                         .nodes
                         .iter()

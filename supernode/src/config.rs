@@ -4,11 +4,15 @@
 use anyhow::{anyhow, Result};
 use ipnet::IpNet;
 use metalvpc_common::{load_private_key, parse_public_key, relative_to, MgmtAddr, Problems};
+use metalvpc_protocol::membership::{
+    AdminPublicKey, Membership, SignedBlob, SignedMember, MAX_MEMBERSHIP_BYTES,
+};
 use metalvpc_protocol::supernode::{
     CommunityConfig, NodeEntry, SupernodeConfig, DEFAULT_REGISTER_INTERVAL,
 };
 use serde::Deserialize;
 use std::collections::HashSet;
+use std::io::Read as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -39,6 +43,14 @@ struct RawCommunity {
     name: String,
     network: String,
     relay_policy: Option<String>,
+    /// The administrator-signed member list this supernode carries (file path).
+    signed_membership: Option<String>,
+    /// The administrator's Ed25519 public key the signed list must verify against.
+    admin_key: Option<String>,
+    /// Testing only: admit the `node` entries even where they differ from the signed list,
+    /// as a compromised supernode would (edges with `admin_key` refuse what is not signed).
+    #[serde(default)]
+    insecure_unsigned_nodes: bool,
     #[serde(default)]
     node: Vec<RawNode>,
 }
@@ -121,26 +133,18 @@ pub fn load(path: &Path) -> Result<Loaded> {
             &format!("community[{i}]"),
             "community.node",
             c,
+            true,
             &mut p,
         ));
     }
     if let Some(dir) = &raw.community_dir {
-        let dir = relative_to(path, dir);
-        match std::fs::read_dir(&dir) {
-            Err(e) => p.push(format!(
-                "{f}: key `community_dir` = {}: cannot read the directory: {e}",
-                dir.display()
-            )),
-            Ok(entries) => {
-                let mut files: Vec<PathBuf> = entries
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-                    .collect();
-                files.sort();
+        match community_files(path, dir) {
+            Err(e) => p.push(e.to_string()),
+            Ok(files) => {
                 for file in files {
                     if let Some(c) = p.ok(read_toml::<RawCommunity>(&file)) {
                         unique(&c.name, &mut p);
-                        communities.extend(check_community(&file, "", "node", c, &mut p));
+                        communities.extend(check_community(&file, "", "node", c, true, &mut p));
                     }
                 }
             }
@@ -176,13 +180,33 @@ pub fn load(path: &Path) -> Result<Loaded> {
     })
 }
 
+/// The `*.toml` files of `community_dir` (relative to the config `path`), sorted.
+fn community_files(path: &Path, dir: &str) -> Result<Vec<PathBuf>> {
+    let dir = relative_to(path, dir);
+    let entries = std::fs::read_dir(&dir).map_err(|e| {
+        anyhow!(
+            "{}: key `community_dir` = {}: cannot read the directory: {e}",
+            path.display(),
+            dir.display()
+        )
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
 /// Checks one community table (or file); notes every problem in `p`. `None` if the
-/// community itself is unusable (bad name or network).
+/// community itself is unusable (bad name or network). With `load_signed`, the community's
+/// `signed_membership` is read and verified too (not when `sign` is about to write it).
 fn check_community(
     file: &Path,
     prefix: &str,
     node_table: &str,
-    c: RawCommunity,
+    mut c: RawCommunity,
+    load_signed: bool,
     p: &mut Problems,
 ) -> Option<CommunityConfig> {
     let f = file.display();
@@ -230,7 +254,7 @@ fn check_community(
     let mut keys = HashSet::new();
     let mut addrs = HashSet::new();
     let mut nodes = Vec::new();
-    for (i, n) in c.node.into_iter().enumerate() {
+    for (i, n) in std::mem::take(&mut c.node).into_iter().enumerate() {
         let here = format!(
             "{node_table}[{i}]{}",
             n.name
@@ -296,6 +320,11 @@ fn check_community(
         &at("relay_policy"),
         c.relay_policy.as_deref(),
     ));
+    let signed = if load_signed {
+        signed_membership(file, &at, &c, &mut nodes, p)
+    } else {
+        None
+    };
     if p.len() > start {
         return None;
     }
@@ -304,7 +333,184 @@ fn check_community(
         network: network?,
         nodes,
         relay: relay?,
+        signed,
     })
+}
+
+/// Reads at most [`MAX_MEMBERSHIP_BYTES`] of a signed membership file.
+pub fn read_signed_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_MEMBERSHIP_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// The community's `signed_membership`, verified against its `admin_key`. Its members become
+/// the community's nodes; `[[node]]` entries, if any, must say exactly the same (unless
+/// `insecure_unsigned_nodes`, the test stand-in for a compromised supernode).
+fn signed_membership(
+    file: &Path,
+    at: &dyn Fn(&str) -> String,
+    c: &RawCommunity,
+    nodes: &mut Vec<NodeEntry>,
+    p: &mut Problems,
+) -> Option<SignedBlob> {
+    let f = file.display();
+    let admin = match (&c.signed_membership, &c.admin_key) {
+        (None, None) => return None,
+        (None, Some(_)) => {
+            p.push(format!("{f}: key `{}` is set but `{}` is not: give the signed member list the key verifies (written by `metalvpc-supernode sign`), or remove admin_key", at("admin_key"), at("signed_membership")));
+            return None;
+        }
+        (Some(_), None) => {
+            p.push(format!("{f}: key `{}` needs `{}`: the administrator's public key (print it with `metalvpc-supernode admin-pubkey < admin.key`)", at("signed_membership"), at("admin_key")));
+            return None;
+        }
+        (Some(_), Some(k)) => match AdminPublicKey::from_base64(k) {
+            Ok(k) => k,
+            Err(e) => {
+                p.push(format!("{f}: key `{}` = \"{k}\": not an administrator public key ({e}); use the output of `metalvpc-supernode admin-pubkey < admin.key`", at("admin_key")));
+                return None;
+            }
+        },
+    };
+    let rel = c.signed_membership.as_deref().unwrap_or_default();
+    let path = relative_to(file, rel);
+    let key = at("signed_membership");
+    let bytes = match read_signed_file(&path) {
+        Ok(b) => b,
+        Err(e) => {
+            p.push(format!("{f}: key `{key}` = \"{rel}\": cannot read {} ({e}); write it with `metalvpc-supernode sign`", path.display()));
+            return None;
+        }
+    };
+    let m = match Membership::verify(&bytes, &admin) {
+        Ok(m) => m,
+        Err(e) => {
+            p.push(format!("{f}: key `{key}` = \"{rel}\": refused: {e}. Sign the list again with the administrator key whose public half is `{}`", at("admin_key")));
+            return None;
+        }
+    };
+    if m.community != c.name {
+        p.push(format!("{f}: key `{key}` = \"{rel}\": the list is signed for community '{}', not '{}'; sign this community's list", m.community, c.name));
+        return None;
+    }
+    let signed_nodes: Vec<NodeEntry> = m.members.iter().map(NodeEntry::from).collect();
+    if nodes.is_empty() {
+        *nodes = signed_nodes;
+    } else if let Some(diff) = first_difference(&m, nodes) {
+        if !c.insecure_unsigned_nodes {
+            p.push(format!("{f}: the [[node]] entries of community '{}' differ from its `{key}` \"{rel}\" (version {}): {diff}. Sign the list again (`metalvpc-supernode sign`) or remove the [[node]] entries (members then come from the signed list)", c.name, m.version));
+            return None;
+        }
+        eprintln!("warning: {f}: community '{}': insecure_unsigned_nodes = true: admitting [[node]] entries the signed list does not vouch for ({diff}); edges with admin_key will refuse them", c.name);
+    }
+    Some(SignedBlob {
+        version: m.version,
+        bytes,
+    })
+}
+
+/// How the configured nodes differ from a signed list, in words (None: they agree).
+fn first_difference(m: &Membership, nodes: &[NodeEntry]) -> Option<String> {
+    for n in nodes {
+        match m.get(&n.key) {
+            None => return Some(format!("node {} is not on the signed list", n.key)),
+            Some(s) if !s.matches(n.address, &n.allowed_cidrs) || s.name != n.name => {
+                return Some(format!(
+                    "node {} has address {} and allowed_cidrs {:?} but the signed list says {} and {:?}",
+                    n.key, n.address, n.allowed_cidrs, s.address, s.allowed_cidrs
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    m.members
+        .iter()
+        .find(|s| !nodes.iter().any(|n| n.key == s.key))
+        .map(|s| {
+            format!(
+                "signed member {} is missing from the [[node]] entries",
+                s.key
+            )
+        })
+}
+
+/// For `sign`: the community named `name` (or the only one) of a supernode config, or the
+/// community file `path`, checked, with the `signed_membership` path it names (if any).
+pub fn community_for_signing(
+    path: &Path,
+    name: Option<&str>,
+) -> Result<(CommunityConfig, Option<PathBuf>)> {
+    let table: toml::Table = read_toml(path)?;
+    let f = path.display();
+    let mut candidates: Vec<(PathBuf, String, String, RawCommunity)> = Vec::new();
+    if table.contains_key("listen") {
+        let raw: RawConfig = read_toml(path)?;
+        for (i, c) in raw.community.into_iter().enumerate() {
+            candidates.push((
+                path.to_path_buf(),
+                format!("community[{i}]"),
+                "community.node".into(),
+                c,
+            ));
+        }
+        if let Some(dir) = &raw.community_dir {
+            for file in community_files(path, dir)? {
+                let c: RawCommunity = read_toml(&file)?;
+                candidates.push((file, String::new(), "node".into(), c));
+            }
+        }
+    } else {
+        let c: RawCommunity = read_toml(path)?;
+        candidates.push((path.to_path_buf(), String::new(), "node".into(), c));
+    }
+    let names: Vec<String> = candidates.iter().map(|c| c.3.name.clone()).collect();
+    let pick = match name {
+        Some(n) => candidates
+            .into_iter()
+            .find(|c| c.3.name == n)
+            .ok_or_else(|| {
+                anyhow!(
+                    "{f}: no community '{n}' (communities: {})",
+                    names.join(", ")
+                )
+            })?,
+        None if candidates.len() == 1 => candidates.remove(0),
+        None => anyhow::bail!(
+            "{f}: {} communities ({}): say which with --community NAME",
+            candidates.len(),
+            names.join(", ")
+        ),
+    };
+    let (file, prefix, table_name, c) = pick;
+    let target = c
+        .signed_membership
+        .as_deref()
+        .map(|t| relative_to(&file, t));
+    let mut p = Problems::default();
+    let community = check_community(&file, &prefix, &table_name, c, false, &mut p);
+    p.finish(&file)?;
+    let community =
+        community.ok_or_else(|| anyhow!("{f}: internal: a checked community is missing"))?;
+    if community.nodes.is_empty() {
+        anyhow::bail!(
+            "{}: community '{}' has no [[node]] entries to sign",
+            file.display(),
+            community.name
+        );
+    }
+    Ok((community, target))
+}
+
+/// The signed form of a checked community's nodes.
+pub fn membership_of(c: &CommunityConfig, version: u64) -> Membership {
+    Membership {
+        community: c.name.clone(),
+        version,
+        members: c.nodes.iter().map(SignedMember::from).collect(),
+    }
 }
 
 #[cfg(test)]
@@ -450,5 +656,84 @@ mod tests {
         );
         let err = format!("{:#}", load(&p).err().unwrap());
         assert!(err.contains("bad.toml") && err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn signed_membership_is_verified_and_must_match_the_nodes() {
+        use metalvpc_protocol::membership::AdminKey;
+        let (d, pk) = setup("signed");
+        let admin = AdminKey::generate();
+        let unsigned = write(&d, "src.toml", &base(&pk, ""));
+        let (c, target) = community_for_signing(&unsigned, None).unwrap();
+        assert_eq!(target, None);
+        std::fs::write(d.0.join("prod.members"), membership_of(&c, 3).sign(&admin)).unwrap();
+        let keys = |admin_pub: &str| {
+            format!(
+                "network = \"10.10.0.0/24\"\nsigned_membership = \"prod.members\"\nadmin_key = \"{admin_pub}\"\n"
+            )
+        };
+        let good = keys(&admin.public_key().to_base64());
+        // Nodes from the signed list alone, or [[node]] entries that agree with it.
+        let only_signed = format!(
+            "listen = \"0.0.0.0:7654\"\nprivate_key_file = \"sn.key\"\n[[community]]\nname = \"prod\"\n{good}"
+        );
+        let c = load(&write(&d, "a.toml", &only_signed)).unwrap();
+        assert_eq!(c.core.communities[0].nodes.len(), 1);
+        assert_eq!(c.core.communities[0].signed.as_ref().unwrap().version, 3);
+        let both = base(&pk, "").replace("network = \"10.10.0.0/24\"\n", &good);
+        assert!(load(&write(&d, "b.toml", &both)).is_ok());
+        let other = PrivateKey::generate().public_key().to_base64();
+        let cases = [
+            // A node the list does not have.
+            (
+                base(
+                    &pk,
+                    &format!(
+                        "[[community.node]]\npublic_key = \"{other}\"\naddress = \"10.10.0.5\"\n"
+                    ),
+                )
+                .replace("network = \"10.10.0.0/24\"\n", &good),
+                "differ from",
+            ),
+            // Another administrator key.
+            (
+                base(&pk, "").replace(
+                    "network = \"10.10.0.0/24\"\n",
+                    &keys(&AdminKey::generate().public_key().to_base64()),
+                ),
+                "signature does not verify",
+            ),
+            (
+                base(&pk, "").replace(
+                    "network = \"10.10.0.0/24\"\n",
+                    "network = \"10.10.0.0/24\"\nsigned_membership = \"prod.members\"\n",
+                ),
+                "needs `community[0].admin_key`",
+            ),
+            (
+                base(&pk, "")
+                    .replace("prod\"", "staging\"")
+                    .replace("network = \"10.10.0.0/24\"\n", &good),
+                "not 'staging'",
+            ),
+        ];
+        for (text, needle) in &cases {
+            let err = format!(
+                "{:#}",
+                load(&write(&d, "c.toml", &text))
+                    .err()
+                    .unwrap_or_else(|| panic!("accepted: {text}"))
+            );
+            assert!(
+                err.contains("c.toml") && err.contains(needle),
+                "expected {needle:?} in: {err}"
+            );
+        }
+        // The test-only switch admits the differing node (as a compromised supernode would).
+        let insecure = cases[0]
+            .0
+            .replace("admin_key", "insecure_unsigned_nodes = true\nadmin_key");
+        let c = load(&write(&d, "e.toml", &insecure)).unwrap();
+        assert_eq!(c.core.communities[0].nodes.len(), 2);
     }
 }

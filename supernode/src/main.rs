@@ -2,9 +2,10 @@
 
 mod config;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use metalvpc_common::{self as common, ago, drops_json, human_bytes, MgmtRequest};
+use metalvpc_protocol::membership::{AdminKey, Membership};
 use metalvpc_protocol::supernode::{Event, Supernode, SupernodeStatus};
 use metalvpc_protocol::Output;
 use serde_json::json;
@@ -46,6 +47,39 @@ enum Cmd {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Write a new administrator signing key (Ed25519, base64) to FILE with mode 600, or
+    /// print it. Keep it off the supernodes: whoever holds it decides who is a member.
+    AdminGenkey {
+        /// Where to write it (refuses to overwrite); without it the key is printed.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Print the administrator public key (for `admin_key` in edge and supernode configs)
+    /// of the private key in FILE, or on stdin.
+    AdminPubkey {
+        /// The administrator private key file (mode 600); stdin without it.
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
+    /// Sign a community's member list ([[node]] entries of a supernode config or a
+    /// community file) with the administrator key, for `signed_membership`.
+    Sign {
+        /// The administrator private key file (mode 600).
+        #[arg(long)]
+        key: PathBuf,
+        /// A supernode config or a community file holding the [[node]] entries.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Which community of the config (needed when it has several).
+        #[arg(long)]
+        community: Option<String>,
+        /// The list's version; must grow with every list signed (default: the Unix time).
+        #[arg(long)]
+        version: Option<u64>,
+        /// Where to write (default: the community's `signed_membership` path).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Show the running supernode's communities and members.
     Status {
         /// The config the daemon runs with (to find its management socket).
@@ -68,11 +102,136 @@ fn main() {
         Cmd::Run { config } => run(config),
         Cmd::Check { config } => check(config),
         Cmd::Status { config, json } => status(config, json),
+        Cmd::AdminGenkey { out } => admin_genkey(out),
+        Cmd::AdminPubkey { key } => admin_pubkey(key),
+        Cmd::Sign {
+            key,
+            config,
+            community,
+            version,
+            out,
+        } => sign(&key, &config, community.as_deref(), version, out),
     };
     if let Err(e) = result {
         eprintln!("metalvpc-supernode: error: {e:#}");
         std::process::exit(1);
     }
+}
+
+fn admin_genkey(out: Option<PathBuf>) -> Result<()> {
+    let key = AdminKey::generate();
+    let Some(path) = out else {
+        println!("{}", key.to_base64());
+        return Ok(());
+    };
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| {
+            format!(
+                "creating {} (an existing key is never overwritten)",
+                path.display()
+            )
+        })?;
+    writeln!(f, "{}", key.to_base64())?;
+    println!("{}", key.public_key());
+    eprintln!(
+        "wrote the administrator key to {} (mode 600); its public half (above) is `admin_key` for edges and supernodes",
+        path.display()
+    );
+    Ok(())
+}
+
+/// Reads an administrator private key file, refusing one that group or others may read.
+fn load_admin_key(path: &std::path::Path) -> Result<AdminKey> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let meta = std::fs::metadata(path).with_context(|| {
+        format!(
+            "{}: cannot read the administrator key; create one with `metalvpc-supernode admin-genkey --out {}`",
+            path.display(),
+            path.display()
+        )
+    })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        anyhow::bail!(
+            "{}: the administrator key is readable by group or others (mode {mode:o}); it must be readable by its owner only. Fix: chmod 600 {}",
+            path.display(),
+            path.display()
+        );
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    AdminKey::from_base64(&text)
+        .map_err(|e| anyhow::anyhow!("{}: not an administrator key: {e}", path.display()))
+}
+
+fn admin_pubkey(key: Option<PathBuf>) -> Result<()> {
+    let key = match key {
+        Some(path) => load_admin_key(&path)?,
+        None => {
+            use std::io::Read as _;
+            let mut text = String::new();
+            std::io::stdin().take(4096).read_to_string(&mut text)?;
+            AdminKey::from_base64(&text).map_err(|e| {
+                anyhow::anyhow!("stdin: not an administrator key: {e}. Usage: metalvpc-supernode admin-pubkey < admin.key")
+            })?
+        }
+    };
+    println!("{}", key.public_key());
+    Ok(())
+}
+
+fn sign(
+    key: &std::path::Path,
+    config: &std::path::Path,
+    community: Option<&str>,
+    version: Option<u64>,
+    out: Option<PathBuf>,
+) -> Result<()> {
+    let admin = load_admin_key(key)?;
+    let (c, target) = config::community_for_signing(config, community)?;
+    let out = out.or(target).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: community '{}' has no `signed_membership` key; say where to write with --out FILE",
+            config.display(),
+            c.name
+        )
+    })?;
+    let version = version.unwrap_or_else(|| common::unix_micros() / 1_000_000);
+    // Versions only grow: an edge refuses a list older than one it has seen.
+    if let Ok(old) = config::read_signed_file(&out) {
+        if let Ok(old) = Membership::verify(&old, &admin.public_key()) {
+            if old.version >= version {
+                anyhow::bail!(
+                    "{}: holds version {} already; the new list needs a higher one (--version {})",
+                    out.display(),
+                    old.version,
+                    old.version + 1
+                );
+            }
+        }
+    }
+    let m = config::membership_of(&c, version);
+    m.validate()
+        .map_err(|e| anyhow::anyhow!("{}: community '{}': {e}", config.display(), c.name))?;
+    let bytes = m.sign(&admin);
+    let tmp = out.with_extension("tmp");
+    std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &out).with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "{}: community '{}' version {}, {} members, signed by {}",
+        out.display(),
+        c.name,
+        version,
+        m.members.len(),
+        admin.public_key()
+    );
+    Ok(())
 }
 
 fn check(path: PathBuf) -> Result<()> {
@@ -95,6 +254,12 @@ fn check(path: PathBuf) -> Result<()> {
             c.nodes.len(),
             if c.relay { "allow" } else { "direct-only" }
         );
+        if let Some(signed) = &c.signed {
+            println!(
+                "  members from a signed membership, version {} (verified against admin_key)",
+                signed.version
+            );
+        }
         // Shared ranges are legitimate (a floating address that moves between nodes) but
         // worth a look: say which.
         for (i, a) in c.nodes.iter().enumerate() {
@@ -129,6 +294,7 @@ fn status_json(
             "name": c.name,
             "network": c.network.to_string(),
             "epoch": c.epoch,
+            "signed_membership_version": c.signed_version,
             "relay_policy": if c.relay { "allow" } else { "direct-only" },
             "members": c.members.iter().map(|m| json!({
                 "name": m.name,
@@ -507,6 +673,13 @@ fn reload(
     }
     if new.core.private_key.public_key() != core.public_key() {
         warn!("reload: `private_key_file` holds another key; it takes effect only at restart (edges must be given the new public key first)");
+    }
+    for c in new.core.communities.iter().filter(|c| c.signed.is_some()) {
+        let v = c.signed.as_ref().map_or(0, |s| s.version);
+        info!(
+            "reload: community '{}' carries signed membership version {v}",
+            c.name
+        );
     }
     let s = core.reload(new.core.communities, new.core.register_interval, out);
     let list = |v: &[(String, String)]| {
