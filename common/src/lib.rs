@@ -456,6 +456,32 @@ pub fn bind_udp(addr: SocketAddr) -> Result<UdpSocket> {
         format!("cannot bind UDP {addr}: is another metalvpc daemon using the port, or is the address not on this host?")
     })?;
     sock.set_nonblocking(true)?;
+    // Don't-fragment on every datagram, and no local fragmentation from the kernel's PMTU
+    // cache: the edges probe each path's MTU themselves (see protocol::pmtu).
+    // SAFETY: setting int socket options on our socket.
+    unsafe {
+        let probe: libc::c_int = libc::IP_PMTUDISC_PROBE;
+        let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        let p = (&probe as *const libc::c_int).cast();
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            p,
+            len,
+        );
+        if addr.is_ipv6() {
+            let probe6: libc::c_int = libc::IPV6_PMTUDISC_PROBE;
+            let p6 = (&probe6 as *const libc::c_int).cast();
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::IPPROTO_IPV6,
+                libc::IPV6_MTU_DISCOVER,
+                p6,
+                len,
+            );
+        }
+    }
     for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
         let v: libc::c_int = 4 << 20;
         // SAFETY: setting an int socket option on our socket.

@@ -25,6 +25,7 @@ struct RawConfig {
     relay_policy: Option<String>,
     log_level: Option<String>,
     neighbor_suppression: Option<bool>,
+    mss_clamp: Option<bool>,
     admin_key: Option<String>,
     membership_cache: Option<String>,
     #[serde(default)]
@@ -77,6 +78,8 @@ pub struct Loaded {
     pub log_level: String,
     /// Answer ARP/ND for members locally.
     pub neighbor_suppression: bool,
+    /// Clamp the MSS of TCP SYNs crossing the overlay.
+    pub mss_clamp: bool,
     /// IPv6 (ULA) address and prefix of the TAP device, if any.
     pub address6: Option<ipnet::Ipv6Net>,
     /// `admin_key`: peers must be on a list signed by this key.
@@ -248,6 +251,7 @@ pub fn load(path: &Path) -> Result<Loaded> {
         relay: relay.ok_or_else(missing)?,
         log_level: log_level.ok_or_else(missing)?,
         neighbor_suppression: raw.neighbor_suppression.unwrap_or(true),
+        mss_clamp: raw.mss_clamp.unwrap_or(true),
         address6,
         management: management(path, &raw),
         community: raw.community,

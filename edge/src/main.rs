@@ -206,6 +206,7 @@ fn status_json(st: &EdgeStatus, info: &Info, transport: &common::Transport) -> s
             "last_handshake_secs": p.last_handshake_secs,
             "last_rx_secs": p.last_rx_secs,
             "rtt_ms": p.rtt_secs.map(|x| (x * 1e6).round() / 1e3),
+            "path_mtu": p.path_mtu,
             "rx_bytes": p.traffic.rx_bytes,
             "tx_bytes": p.traffic.tx_bytes,
             "rx_packets": p.traffic.rx_packets,
@@ -366,6 +367,9 @@ fn log_events(core: &mut Edge, cache: Option<&std::path::Path>) {
                 warn!("supernode {supernode} stopped answering; registering again")
             }
             Event::PeerUp { peer } => info!("session with peer '{peer}' established"),
+            Event::PathMtu { peer, mtu, inner } => info!(
+                "path MTU to peer '{peer}' is {mtu} bytes: IP packets up to {inner} bytes cross it; larger ones get ICMP 'fragmentation needed'"
+            ),
             Event::PeerDown { peer, silent_secs } => warn!(
                 "peer '{peer}' is down: nothing heard from it for {silent_secs} s"
             ),
@@ -430,6 +434,8 @@ fn run(path: PathBuf) -> Result<()> {
             keepalive: cfg.keepalive,
             relay: cfg.relay,
             neighbor_suppression: cfg.neighbor_suppression,
+            mtu: cfg.mtu,
+            mss_clamp: cfg.mss_clamp,
             admin_key: cfg.admin_key,
             membership: cfg
                 .membership_cache

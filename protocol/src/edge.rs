@@ -19,6 +19,7 @@ use crate::io::{DropCounters, DropReason, Output, Traffic};
 use crate::keys::{Mac, PrivateKey, PublicKey};
 use crate::membership::{AdminPublicKey, Membership, MAX_CHUNKS, MAX_MEMBERSHIP_BYTES};
 use crate::neighbor;
+use crate::pmtu;
 use crate::session::{Session, REJECT_AFTER_SECS, REKEY_AFTER_SECS};
 use crate::wire::{self, Packet, WireError, RELAY_HEADER_LEN};
 use ipnet::IpNet;
@@ -54,6 +55,12 @@ pub const PEER_EXPIRY: Duration = Duration::from_secs(120);
 /// only once a pong came back over it, which proves both directions.
 const MSG_PROBE: u8 = 1;
 const MSG_PONG: u8 = 2;
+/// How often a direct path's MTU is probed again.
+pub const PMTU_INTERVAL: Duration = Duration::from_secs(600);
+/// How long a probe round waits for acknowledgements.
+const PMTU_ROUND: Duration = Duration::from_secs(2);
+/// A round that got no acknowledgement at all is repeated after this long.
+const PMTU_RETRY: Duration = Duration::from_secs(30);
 /// A responder session the initiator never confirmed is dropped after this long.
 const UNCONFIRMED_EXPIRY: Duration = Duration::from_secs(15);
 
@@ -79,6 +86,10 @@ pub struct EdgeConfig {
     /// Answer ARP and neighbour solicitations for members' addresses locally
     /// (`neighbor_suppression`, see [`crate::neighbor`]).
     pub neighbor_suppression: bool,
+    /// The TAP device's MTU (the largest IP packet a frame from it carries).
+    pub mtu: u32,
+    /// Lower the MSS of TCP SYNs crossing the overlay to what fits (`mss_clamp`).
+    pub mss_clamp: bool,
     /// The administrator's key (`admin_key`): when set, a peer is accepted only if the newest
     /// valid signed membership names it, with the address and ranges signed.
     pub admin_key: Option<AdminPublicKey>,
@@ -229,6 +240,12 @@ struct Peer {
     awaiting_pong: bool,
     /// Round-trip time of the direct path, from the last periodic probe and its pong.
     rtt: Option<Duration>,
+    /// The direct path's MTU (largest outer IP packet acknowledged by the peer), once probed.
+    pmtu: Option<u16>,
+    /// A path MTU probe round in progress: when it started and the largest size acknowledged.
+    pmtu_round: Option<(Instant, u16)>,
+    /// When to probe the path MTU again.
+    pmtu_next: Option<Instant>,
     last_handshake: Option<Instant>,
     queue: VecDeque<Vec<u8>>,
     traffic: Traffic,
@@ -298,6 +315,8 @@ pub struct PeerStatus {
     /// Round-trip time of the direct path in seconds (from probes; None while relayed and
     /// until the first pong).
     pub rtt_secs: Option<f64>,
+    /// The direct path's MTU (largest outer IP packet that gets through), once probed.
+    pub path_mtu: Option<u16>,
     /// Whether a session is up.
     pub session: bool,
     /// Traffic counters.
@@ -403,6 +422,15 @@ pub enum Event {
         /// Why, in words.
         reason: String,
     },
+    /// The path MTU probe found a (new) MTU for the direct path to a peer.
+    PathMtu {
+        /// Peer name or key.
+        peer: String,
+        /// The largest outer IP packet that gets through.
+        mtu: u16,
+        /// The largest frame payload (inner IP packet) that then fits.
+        inner: u16,
+    },
     /// A peer's path changed.
     PathChanged {
         /// Peer name or key.
@@ -439,6 +467,17 @@ pub struct Edge {
     /// The newest valid signed membership (with `admin_key`), and its bytes.
     signed: Option<(Membership, Vec<u8>)>,
     membership_error: Option<String>,
+}
+
+/// True for an IPv4 or IPv6 TCP segment with SYN set (a cheap look before copying).
+fn is_tcp_syn(f: &[u8]) -> bool {
+    let ethertype = eth::ethertype(f);
+    let (proto, tcp) = match ethertype {
+        eth::ETHERTYPE_IPV4 if f.len() > 23 => (f[23], 14 + usize::from(f[14] & 0x0f) * 4),
+        eth::ETHERTYPE_IPV6 if f.len() > 20 => (f[20], 54),
+        _ => return false,
+    };
+    proto == 6 && f.get(tcp + 13).is_some_and(|flags| flags & 0x02 != 0)
 }
 
 fn backoff(attempts: u32) -> Duration {
@@ -1175,6 +1214,12 @@ impl Edge {
             }
             _ => {
                 let frame = &pkt[range];
+                if let Some((ack, size)) = pmtu::parse_probe(frame) {
+                    if eth::src_mac(frame) != peer.mac {
+                        return self.drop_peer(Some(p), DropReason::SourceMismatch);
+                    }
+                    return self.on_mtu_probe(now, p, ack, size, path, out);
+                }
                 if let Err(r) = Self::check_frame(peer, self.cfg.mac, frame) {
                     return self.drop_peer(Some(p), r);
                 }
@@ -1182,6 +1227,10 @@ impl Edge {
                 peer.traffic.rx_bytes += frame_len as u64;
                 let start = out.buf.len();
                 out.buf.extend_from_slice(frame);
+                if self.cfg.mss_clamp {
+                    let mss = self.mss_for(p);
+                    pmtu::clamp_mss(&mut out.buf[start..], mss);
+                }
                 out.frames.push(start..out.buf.len());
             }
         }
@@ -1200,6 +1249,115 @@ impl Edge {
         }
         if !self.queue_empty(p) {
             self.flush_queue(now, p, out);
+        }
+    }
+
+    /// An MTU probe from the peer (answer it over the path it came by) or the answer to ours.
+    fn on_mtu_probe(
+        &mut self,
+        now: Instant,
+        p: usize,
+        ack: bool,
+        size: u16,
+        path: Path,
+        out: &mut Output,
+    ) {
+        let peer = self.peers[p].as_mut().expect("exists");
+        if ack {
+            if let Some((_, best)) = peer.pmtu_round.as_mut() {
+                *best = (*best).max(size);
+            }
+            return;
+        }
+        let frame = pmtu::probe_frame(peer.mac, self.cfg.mac, true, size, 0);
+        let Some(session) = peer.current.as_mut().filter(|s| s.usable(now)) else {
+            return;
+        };
+        emit(out, &mut self.links, path, |b| session.seal_data(&frame, b));
+    }
+
+    /// Bytes of IP and UDP header in front of a datagram to `ep`.
+    fn outer_header(ep: SocketAddr) -> usize {
+        if ep.is_ipv4() {
+            28
+        } else {
+            48
+        }
+    }
+
+    /// The largest frame (Ethernet header included) the direct path to `p` carries, once
+    /// probed.
+    fn direct_frame_limit(&self, p: usize, ep: SocketAddr) -> Option<usize> {
+        let peer = self.peers[p].as_ref()?;
+        let m = usize::from(peer.pmtu?);
+        m.checked_sub(Self::outer_header(ep) + wire::DATA_OVERHEAD)
+    }
+
+    /// The MSS that fits both the TAP and, once probed, the direct path to `p` (IPv4 terms;
+    /// `clamp_mss` takes 20 more off for IPv6).
+    fn mss_for(&self, p: usize) -> u16 {
+        let mut ip_mtu = self.cfg.mtu as usize;
+        let peer = self.peers[p].as_ref();
+        if let (Some(peer), Some(ep)) = (peer, peer.and_then(|x| x.direct)) {
+            if let Some(limit) = self.direct_frame_limit(p, ep) {
+                ip_mtu = ip_mtu.min(limit.saturating_sub(eth::ETH_HEADER_LEN));
+            }
+            let _ = peer;
+        }
+        ip_mtu.saturating_sub(40).clamp(536, 65_495) as u16
+    }
+
+    /// Sends one probe of each candidate size over the direct path to `p`.
+    fn start_mtu_round(&mut self, now: Instant, p: usize, ep: SocketAddr, out: &mut Output) {
+        let hdr = Self::outer_header(ep) + wire::DATA_OVERHEAD;
+        let largest = self.cfg.mtu as usize + eth::ETH_HEADER_LEN + hdr;
+        let mut sizes: Vec<u16> = std::iter::once(largest.min(usize::from(u16::MAX)) as u16)
+            .chain(pmtu::CANDIDATES)
+            .filter(|s| usize::from(*s) <= largest && usize::from(*s) > hdr + 23)
+            .collect();
+        sizes.dedup();
+        let (mac, our_mac) = {
+            let peer = self.peers[p].as_mut().expect("exists");
+            peer.pmtu_round = Some((now, 0));
+            peer.pmtu_next = Some(now + PMTU_INTERVAL);
+            (peer.mac, self.cfg.mac)
+        };
+        for size in sizes {
+            let frame = pmtu::probe_frame(mac, our_mac, false, size, usize::from(size) - hdr);
+            let peer = self.peers[p].as_mut().expect("exists");
+            let Some(session) = peer.current.as_mut().filter(|s| s.usable(now)) else {
+                return;
+            };
+            emit(out, &mut self.links, Path::Direct(ep), |b| {
+                session.seal_data(&frame, b)
+            });
+        }
+    }
+
+    /// Ends a probe round after [`PMTU_ROUND`]: the largest size acknowledged is the path's MTU.
+    fn finish_mtu_round(&mut self, now: Instant, p: usize) {
+        let peer = self.peers[p].as_mut().expect("exists");
+        let Some((started, best)) = peer.pmtu_round else {
+            return;
+        };
+        if now.saturating_duration_since(started) < PMTU_ROUND {
+            return;
+        }
+        peer.pmtu_round = None;
+        if best == 0 {
+            // Nothing came back (loss, or the peer is busy): try again soon.
+            peer.pmtu_next = Some(now + PMTU_RETRY);
+            return;
+        }
+        if peer.pmtu != Some(best) {
+            peer.pmtu = Some(best);
+            let hdr = peer.direct.map_or(28, Self::outer_header) + wire::DATA_OVERHEAD;
+            let inner = usize::from(best).saturating_sub(hdr + eth::ETH_HEADER_LEN) as u16;
+            self.events.push(Event::PathMtu {
+                peer: peer_label(peer),
+                mtu: best,
+                inner,
+            });
         }
     }
 
@@ -1506,6 +1664,9 @@ impl Edge {
                     last_probe: None,
                     awaiting_pong: false,
                     rtt: None,
+                    pmtu: None,
+                    pmtu_round: None,
+                    pmtu_next: None,
                     last_handshake: None,
                     queue: VecDeque::new(),
                     traffic: Traffic::default(),
@@ -1564,6 +1725,27 @@ impl Edge {
         if frame.len() < eth::ETH_HEADER_LEN {
             return self.drops.add(DropReason::Malformed);
         }
+        // A TCP SYN (rare) gets its MSS clamped to what the overlay carries: a copy, so that
+        // the common path stays copy-free.
+        if self.cfg.mss_clamp && is_tcp_syn(frame) {
+            let mut copy = frame.to_vec();
+            let p = self.by_mac.get(&eth::dst_mac(frame)).copied();
+            let mss = p.map_or_else(
+                || {
+                    (self.cfg.mtu as usize)
+                        .saturating_sub(40)
+                        .clamp(536, 65_495) as u16
+                },
+                |p| self.mss_for(p),
+            );
+            if pmtu::clamp_mss(&mut copy, mss) {
+                return self.handle_frame_unclamped(now, &copy, out);
+            }
+        }
+        self.handle_frame_unclamped(now, frame, out)
+    }
+
+    fn handle_frame_unclamped(&mut self, now: Instant, frame: &[u8], out: &mut Output) {
         let dst = eth::dst_mac(frame);
         if dst.is_group() {
             if self.cfg.neighbor_suppression {
@@ -1627,6 +1809,19 @@ impl Edge {
         let Some(path) = choose_path(peer, &self.links, now, self.cfg.relay) else {
             return self.drop_peer(Some(p), DropReason::NoRoute);
         };
+        if let Path::Direct(ep) = path {
+            if let Some(limit) = self.direct_frame_limit(p, ep).filter(|l| frame.len() > *l) {
+                // Too large for the path: tell the sender (ICMP) instead of losing it. A
+                // packet that may be fragmented goes on; the underlay fragments it.
+                let ip_mtu = limit.saturating_sub(eth::ETH_HEADER_LEN) as u16;
+                if let Some(answer) = pmtu::too_big_answer(frame, ip_mtu) {
+                    let start = out.buf.len();
+                    out.buf.extend_from_slice(&answer);
+                    out.frames.push(start..out.buf.len());
+                    return self.drop_peer(Some(p), DropReason::TooBig);
+                }
+            }
+        }
         let peer = self.peers[p].as_mut().expect("caller checked");
         let session = peer.current.as_mut().expect("ready");
         if emit(out, &mut self.links, path, |b| session.seal_data(frame, b)) {
@@ -2018,6 +2213,14 @@ impl Edge {
                 None => {}
             }
         }
+        // Path MTU: probe a direct path when it comes up and every PMTU_INTERVAL.
+        self.finish_mtu_round(now, p);
+        let peer = self.peers[p].as_ref().expect("exists");
+        if let Some(ep) = direct {
+            if peer.pmtu_round.is_none() && peer.pmtu_next.is_none_or(|t| now >= t) {
+                self.start_mtu_round(now, p, ep, out);
+            }
+        }
         let peer = self.peers[p].as_ref().expect("exists");
         if direct.is_none()
             && peer
@@ -2120,6 +2323,7 @@ impl Edge {
                     last_handshake_secs: secs(peer.last_handshake),
                     last_rx_secs: secs(peer.last_rx),
                     rtt_secs: peer.rtt.map(|d| d.as_secs_f64()),
+                    path_mtu: peer.pmtu,
                     session: peer.current.is_some(),
                     traffic: peer.traffic,
                     drops: peer.drops.clone(),

@@ -15,6 +15,7 @@ pub mod io;
 pub mod keys;
 pub mod membership;
 pub mod neighbor;
+pub mod pmtu;
 pub mod replay;
 pub mod session;
 pub mod supernode;

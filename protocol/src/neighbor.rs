@@ -17,14 +17,20 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 pub enum Question {
     /// ARP "who has `target`? tell `sender_ip` at `sender_mac`".
     Arp {
+        /// Who asks (our kernel's MAC).
         sender_mac: Mac,
+        /// Its address.
         sender_ip: Ipv4Addr,
+        /// The address asked about.
         target: Ipv4Addr,
     },
     /// Neighbour solicitation for `target` from `source` (not a duplicate address check).
     Ns {
+        /// Who asks (our kernel's MAC).
         sender_mac: Mac,
+        /// Its address.
         source: Ipv6Addr,
+        /// The address asked about.
         target: Ipv6Addr,
     },
 }

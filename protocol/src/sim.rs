@@ -27,6 +27,8 @@ struct Net {
     edges: Vec<SimEdge>,
     wire: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
     blocked: HashSet<(SocketAddr, SocketAddr)>,
+    /// Largest IP packet (UDP payload + 28) each direction carries; larger ones vanish.
+    path_mtu: std::collections::HashMap<(SocketAddr, SocketAddr), usize>,
     /// Every datagram that reached the supernode.
     sn_capture: Vec<Vec<u8>>,
     /// Every datagram that left each edge: (from, to, bytes).
@@ -97,6 +99,7 @@ impl Net {
             edges: Vec::new(),
             wire: VecDeque::new(),
             blocked: HashSet::new(),
+            path_mtu: Default::default(),
             sn_capture: Vec::new(),
             capture: Vec::new(),
             out: Output::default(),
@@ -118,6 +121,8 @@ impl Net {
             keepalive: crate::edge::DEFAULT_KEEPALIVE,
             relay: true,
             neighbor_suppression: true,
+            mtu: 1390,
+            mss_clamp: true,
             admin_key: self.admin,
             membership: None,
         };
@@ -181,6 +186,13 @@ impl Net {
             budget -= 1;
             assert!(budget > 0, "packet storm");
             if self.blocked.contains(&(src, dst)) {
+                continue;
+            }
+            if self
+                .path_mtu
+                .get(&(src, dst))
+                .is_some_and(|m| pkt.len() + 28 > *m)
+            {
                 continue;
             }
             if dst == self.sn_addr {
@@ -1359,4 +1371,66 @@ fn an_edge_without_a_list_refuses_everyone_until_one_arrives() {
     assert_eq!(net.membership(0).version, None);
     assert!(!net.knows(0, 1));
     assert!(!net.unicast(1, 0, b"no list, no peers"));
+}
+
+#[test]
+fn a_smaller_path_mtu_is_found_and_too_large_frames_get_icmp() {
+    let mut net = two_edges();
+    let (a, b) = (net.edges[0].addr, net.edges[1].addr);
+    net.path_mtu.insert((a, b), 1400);
+    net.path_mtu.insert((b, a), 1400);
+    // A new direct path is probed at once; the round takes 2 s.
+    net.restart_edge(0);
+    net.run(Duration::from_secs(4));
+    assert!(net.unicast(0, 1, b"up"));
+    let st = net.edges[0].edge.status(net.now);
+    let peer = st.peers.iter().find(|p| p.name == "b").expect("a knows b");
+    assert_eq!(peer.path_mtu, Some(1400), "{peer:?}");
+    // 1400 outer - 28 - 32 (our header and tag) - 14 (inner Ethernet) = 1326-byte IP packets fit.
+    let (to, from, ip) = (net.mac(1), net.mac(0), net.ip(0));
+    let frame = |len: usize| {
+        let mut f = ip_frame(to, from, ip, &vec![0u8; len - 20]);
+        f[14 + 6] = 0x40; // don't fragment
+        f
+    };
+    let fits = frame(1326);
+    let before = net.edges[1].delivered.len();
+    net.send_frame(0, &fits);
+    net.run(Duration::from_millis(100));
+    assert!(
+        net.edges[1].delivered[before..].contains(&fits),
+        "a 1326-byte packet did not cross"
+    );
+    let big = frame(1327);
+    let a_before = net.edges[0].delivered.len();
+    net.send_frame(0, &big);
+    net.run(Duration::from_millis(100));
+    let icmp = net.edges[0].delivered[a_before..]
+        .iter()
+        .find(|f| f.len() > 34 && f[23] == 1 && f[34] == 3 && f[35] == 4)
+        .expect("an ICMP fragmentation-needed on a's TAP");
+    assert_eq!(u16::from_be_bytes([icmp[40], icmp[41]]), 1326);
+    assert_eq!(net.drops(0, DropReason::TooBig), 1);
+}
+
+#[test]
+fn tcp_syns_crossing_the_overlay_get_their_mss_clamped() {
+    let mut net = two_edges();
+    assert!(net.unicast(0, 1, b"up"));
+    // A SYN from a pod with a 1500-byte MTU (MSS 1460) leaves a clamped to 1390 - 40.
+    let mut syn = ip_frame(net.mac(1), net.mac(0), net.ip(0), &[0u8; 24]);
+    syn[14] = 0x45;
+    syn[14 + 9] = 6;
+    let tcp = 34;
+    syn[tcp + 12] = 6 << 4;
+    syn[tcp + 13] = 0x02;
+    syn[tcp + 20..tcp + 24].copy_from_slice(&[2, 4, 0x05, 0xb4]);
+    let before = net.edges[1].delivered.len();
+    net.send_frame(0, &syn);
+    net.run(Duration::from_millis(100));
+    let got = net.edges[1].delivered[before..]
+        .iter()
+        .find(|f| f.len() == syn.len())
+        .expect("the SYN crossed");
+    assert_eq!(u16::from_be_bytes([got[tcp + 22], got[tcp + 23]]), 1350);
 }
