@@ -102,6 +102,10 @@ pub enum Control {
         timestamp: u64,
         /// Local underlay endpoints (for peers on the same LAN).
         endpoints: Vec<SocketAddr>,
+        /// Enrolment: proof that the edge holds the community's join secret (see
+        /// [`join_proof`]); with `address` unspecified it asks for an address from the pool.
+        /// Appended field: a presence byte, then 32 bytes.
+        join: Option<[u8; 32]>,
     },
     /// Supernode → edge: registration accepted.
     RegisterAck {
@@ -120,6 +124,9 @@ pub enum Control {
         /// Appended field: absent means 0. An edge with `admin_key` that has an older one asks
         /// with [`Control::SignedListRequest`].
         membership: u64,
+        /// The edge's address and prefix length, when it registered without one (enrolment).
+        /// Appended field: a presence byte, then an IP and a u8.
+        assigned: Option<(IpAddr, u8)>,
     },
     /// Supernode → edge: registration refused.
     RegisterNak {
@@ -199,6 +206,24 @@ const T_NOTIFY: u8 = 8;
 const T_REMOVED: u8 = 9;
 const T_SIGNED_REQUEST: u8 = 10;
 const T_SIGNED_LIST: u8 = 11;
+
+/// The enrolment proof an edge with public key `key` sends: a BLAKE2s MAC, under a key
+/// derived from the community's join secret, of its key, the community and the Register's
+/// timestamp (so a captured proof is useless for another key, and replays are refused with
+/// the timestamp).
+pub fn join_proof(secret: &[u8], key: &PublicKey, community: &str, timestamp: u64) -> [u8; 32] {
+    use blake2::digest::{FixedOutput, KeyInit, Update};
+    use blake2::{Blake2s256, Blake2sMac256, Digest};
+    let mut h = Blake2s256::new();
+    Digest::update(&mut h, b"metalvpc join v1");
+    Digest::update(&mut h, secret);
+    let k: [u8; 32] = h.finalize().into();
+    let mut m = <Blake2sMac256 as KeyInit>::new_from_slice(&k).expect("32-byte key");
+    Update::update(&mut m, &key.0);
+    Update::update(&mut m, community.as_bytes());
+    Update::update(&mut m, &timestamp.to_le_bytes());
+    m.finalize_fixed().into()
+}
 
 /// Splits records into `PeerList` chunks of at most [`LIST_CHUNK_BYTES`] (or one record).
 pub fn chunk_records(records: Vec<PeerRecord>) -> Vec<Vec<PeerRecord>> {
@@ -284,6 +309,7 @@ impl Control {
                 instance,
                 timestamp,
                 endpoints,
+                join,
             } => {
                 w.u8(T_REGISTER)
                     .u8(*max_version)
@@ -296,6 +322,10 @@ impl Control {
                 for e in eps {
                     w.sockaddr(*e);
                 }
+                match join {
+                    Some(proof) => w.u8(1).raw(proof),
+                    None => w.u8(0),
+                };
             }
             Control::RegisterAck {
                 id,
@@ -304,6 +334,7 @@ impl Control {
                 interval,
                 relay,
                 membership,
+                assigned,
             } => {
                 w.u8(T_ACK)
                     .u32(*id)
@@ -312,6 +343,10 @@ impl Control {
                     .u16(*interval)
                     .u8(u8::from(*relay))
                     .u64(*membership);
+                match assigned {
+                    Some((ip, prefix)) => w.u8(1).ip(*ip).u8(*prefix),
+                    None => w.u8(0),
+                };
             }
             Control::RegisterNak { code, message } => {
                 w.u8(T_NAK).u8(*code as u8).str(message);
@@ -399,6 +434,11 @@ impl Control {
                 instance: r.u64()?,
                 timestamp: r.u64()?,
                 endpoints: get_endpoints(&mut r)?,
+                join: if r.remaining() >= 33 && r.u8()? == 1 {
+                    Some(r.array()?)
+                } else {
+                    None
+                },
             },
             T_ACK => Control::RegisterAck {
                 id: r.u32()?,
@@ -411,6 +451,11 @@ impl Control {
                     true
                 },
                 membership: if r.remaining() >= 8 { r.u64()? } else { 0 },
+                assigned: if r.remaining() > 0 && r.u8()? == 1 {
+                    Some((r.ip()?, r.u8()?))
+                } else {
+                    None
+                },
             },
             T_NAK => Control::RegisterNak {
                 code: NakCode::from_u8(r.u8()?),
@@ -517,6 +562,17 @@ mod tests {
                 instance: 9,
                 timestamp: 1_700_000_000_000_000,
                 endpoints: vec!["192.168.1.4:7655".parse().unwrap()],
+                join: None,
+            },
+            Control::Register {
+                max_version: 1,
+                community: "prod".into(),
+                address: "0.0.0.0".parse().unwrap(),
+                mac: Mac([2, 1, 2, 3, 4, 5]),
+                instance: 9,
+                timestamp: 1_700_000_000_000_000,
+                endpoints: vec![],
+                join: Some([7; 32]),
             },
             Control::RegisterAck {
                 id: 3,
@@ -525,6 +581,16 @@ mod tests {
                 interval: 10,
                 relay: false,
                 membership: 77,
+                assigned: None,
+            },
+            Control::RegisterAck {
+                id: 3,
+                observed: "198.18.0.9:40000".parse().unwrap(),
+                epoch: 12,
+                interval: 10,
+                relay: true,
+                membership: 0,
+                assigned: Some(("10.10.0.100".parse().unwrap(), 24)),
             },
             Control::RegisterNak {
                 code: NakCode::AddressNotOwned,

@@ -88,6 +88,9 @@ pub struct EdgeConfig {
     pub neighbor_suppression: bool,
     /// The TAP device's MTU (the largest IP packet a frame from it carries).
     pub mtu: u32,
+    /// The community's join secret (`join_secret_file`): with `address` unspecified, the
+    /// supernode assigns one from its pool.
+    pub join_secret: Option<Vec<u8>>,
     /// Lower the MSS of TCP SYNs crossing the overlay to what fits (`mss_clamp`).
     pub mss_clamp: bool,
     /// The administrator's key (`admin_key`): when set, a peer is accepted only if the newest
@@ -383,6 +386,15 @@ pub enum Event {
     /// A supernode stopped answering.
     LinkLost {
         /// Which.
+        supernode: SocketAddr,
+    },
+    /// A supernode assigned our overlay address (enrolment): configure it.
+    AddressAssigned {
+        /// The address.
+        address: IpAddr,
+        /// Its prefix length (the community's network).
+        prefix: u8,
+        /// Which supernode.
         supernode: SocketAddr,
     },
     /// A session with a peer came up.
@@ -705,6 +717,16 @@ impl Edge {
     /// Our public key.
     pub fn public_key(&self) -> PublicKey {
         self.public
+    }
+
+    /// Our overlay address (unspecified until a supernode assigns one, with enrolment).
+    pub fn address(&self) -> IpAddr {
+        self.cfg.address
+    }
+
+    /// Sets the join secret (tests and tools; normally given in [`EdgeConfig`]).
+    pub fn set_join_secret(&mut self, secret: Vec<u8>) {
+        self.cfg.join_secret = Some(secret);
     }
 
     /// Applies a new supernode list and keepalive interval (the config was edited and the
@@ -1433,7 +1455,18 @@ impl Edge {
                 interval,
                 relay,
                 membership,
+                assigned,
             } => {
+                if let Some((ip, prefix)) = assigned {
+                    if ip != self.cfg.address {
+                        self.cfg.address = ip;
+                        self.events.push(Event::AddressAssigned {
+                            address: ip,
+                            prefix,
+                            supernode: self.links[l].addr,
+                        });
+                    }
+                }
                 // A newer signed membership than ours: ask for it first (the records that
                 // follow are checked against it).
                 let have = self.signed.as_ref().map_or(0, |(m, _)| m.version);
@@ -2060,6 +2093,11 @@ impl Edge {
             instance: self.instance,
             timestamp: ts,
             endpoints: self.cfg.local_endpoints.clone(),
+            join: self
+                .cfg
+                .join_secret
+                .as_ref()
+                .map(|s| crate::control::join_proof(s, &self.public, &self.cfg.community, ts)),
         }
     }
 

@@ -82,6 +82,7 @@ impl Net {
                     .collect(),
                 relay: true,
                 signed: None,
+                enrolment: None,
             })
             .collect();
         let sn_cfg = SupernodeConfig {
@@ -123,6 +124,7 @@ impl Net {
             neighbor_suppression: true,
             mtu: 1390,
             mss_clamp: true,
+            join_secret: None,
             admin_key: self.admin,
             membership: None,
         };
@@ -1433,4 +1435,55 @@ fn tcp_syns_crossing_the_overlay_get_their_mss_clamped() {
         .find(|f| f.len() == syn.len())
         .expect("the SYN crossed");
     assert_eq!(u16::from_be_bytes([got[tcp + 22], got[tcp + 23]]), 1350);
+}
+
+#[test]
+fn enrolment_hands_out_stable_addresses_from_the_pool() {
+    let (mut net, keys) = Net::new(&[("prod", &[("a", [10, 0, 0, 1])])]);
+    net.sn_cfg.communities[0].enrolment = Some(crate::supernode::Enrolment {
+        secret: b"correct horse".to_vec(),
+        pool: "10.0.0.128/30".parse().unwrap(),
+        revoked: vec![],
+    });
+    net.restart_supernode();
+    net.add_edge("prod", &keys[0], [10, 0, 0, 1]);
+    let newcomer = PrivateKey::generate();
+    let n = net.add_edge("prod", &newcomer, [0, 0, 0, 0]);
+    net.edges[n].edge.set_join_secret(b"correct horse".to_vec());
+    net.run(Duration::from_secs(3));
+    assert!(net.edges[n].edge.is_registered(), "the newcomer did not enrol");
+    let got = net.edges[n].edge.address();
+    assert_eq!(got, "10.0.0.129".parse::<std::net::IpAddr>().unwrap());
+    let ev: Vec<_> = net.edges[n].edge.drain_events().collect();
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e, crate::edge::Event::AddressAssigned { address, prefix: 16, .. } if *address == got)));
+    let sn_ev: Vec<_> = net.sn.drain_events().collect();
+    assert!(sn_ev.iter().any(|e| matches!(e, crate::supernode::Event::Enrolled { address, .. } if *address == got)));
+    // It talks from its new address; a knows it.
+    net.edges[n].cfg.address = got;
+    assert!(net.unicast(n, 0, b"hello from the newcomer"));
+    // A restart keeps the address.
+    net.restart_edge(n);
+    net.edges[n].edge.set_join_secret(b"correct horse".to_vec());
+    net.run(Duration::from_secs(2));
+    assert_eq!(net.edges[n].edge.address(), got);
+    // A wrong secret is refused; the pool does not shrink for it.
+    let stranger = PrivateKey::generate();
+    let s = net.add_edge("prod", &stranger, [0, 0, 0, 0]);
+    net.edges[s].edge.set_join_secret(b"wrong".to_vec());
+    net.run(Duration::from_secs(3));
+    assert!(!net.edges[s].edge.is_registered());
+    let err = net.edges[s].edge.status(net.now).supernodes[0].error.clone().unwrap_or_default();
+    assert!(err.contains("join proof"), "{err}");
+    // Exhaustion: a /30 pool has two host addresses.
+    for _ in 0..2 {
+        let k = PrivateKey::generate();
+        let i = net.add_edge("prod", &k, [0, 0, 0, 0]);
+        net.edges[i].edge.set_join_secret(b"correct horse".to_vec());
+    }
+    net.run(Duration::from_secs(3));
+    let last = net.edges.len() - 1;
+    let err = net.edges[last].edge.status(net.now).supernodes[0].error.clone().unwrap_or_default();
+    assert!(err.contains("exhausted"), "{err}");
 }

@@ -52,6 +52,21 @@ pub struct CommunityConfig {
     /// The administrator-signed member list the supernode carries to edges (already verified
     /// by whoever loaded it; `nodes` are its members). None: membership is the supernode's word.
     pub signed: Option<SignedBlob>,
+    /// Enrolment with a join secret (None: only listed keys join).
+    pub enrolment: Option<Enrolment>,
+}
+
+/// Enrolment: a key that is not listed may join if it proves it holds the join secret; it
+/// gets the next free address of the pool, and keeps it (the shell persists each
+/// [`Event::Enrolled`] and lists those nodes in `nodes` at the next start or reload).
+#[derive(Debug, Clone)]
+pub struct Enrolment {
+    /// The join secret (what `join_secret_file` holds).
+    pub secret: Vec<u8>,
+    /// Addresses handed out, inside the community's network.
+    pub pool: IpNet,
+    /// Keys that may not enrol again (revoked by the operator).
+    pub revoked: Vec<PublicKey>,
 }
 
 /// Supernode configuration.
@@ -94,6 +109,7 @@ struct Community {
     relay: bool,
     /// Keys removed by a reload, newest last (bounded by [`REMEMBERED_REMOVALS`]).
     removed: VecDeque<PublicKey>,
+    enrolment: Option<Enrolment>,
     /// The signed membership carried for edges.
     signed: Option<SignedBlob>,
 }
@@ -154,6 +170,17 @@ pub enum Event {
         community: String,
         /// Member name or key.
         member: String,
+    },
+    /// A key enrolled with the join secret and got an address: persist it.
+    Enrolled {
+        /// Community.
+        community: String,
+        /// The new member's key.
+        key: PublicKey,
+        /// The address it got from the pool.
+        address: IpAddr,
+        /// The name it is shown with.
+        name: String,
     },
 }
 
@@ -337,6 +364,7 @@ impl Supernode {
                 relay: cfg.relay,
                 removed,
                 signed: cfg.signed,
+                enrolment: cfg.enrolment,
             };
             let mut gone = Vec::new();
             for entry in cfg.nodes {
@@ -511,12 +539,24 @@ impl Supernode {
             instance,
             timestamp,
             endpoints,
+            join,
             ..
         }) = Control::decode(&payload)
         else {
             return self.drops.add(DropReason::Malformed);
         };
-        let verdict = self.check_registration(&community, &remote, address, mac);
+        let enrolled = match join {
+            Some(proof) => self.enrol(&community, &remote, &proof, timestamp),
+            None => Ok(None),
+        };
+        let (address, assigned) = match &enrolled {
+            Ok(Some(a)) => (a.0, Some(*a)),
+            _ => (address, None),
+        };
+        let verdict = match enrolled {
+            Err(e) => Err(e),
+            Ok(_) => self.check_registration(&community, &remote, address, mac),
+        };
         let (c, n) = match verdict {
             Ok(x) => x,
             Err((code, reason)) => {
@@ -572,6 +612,7 @@ impl Supernode {
             interval: self.interval,
             relay: comm.relay,
             membership: comm.signed.as_ref().map_or(0, |s| s.version),
+            assigned,
         };
         let start = out.buf.len();
         wire::put_resp_header(&mut out.buf, local_index, sender);
@@ -618,6 +659,77 @@ impl Supernode {
             });
             self.push_lists(c, Some(n), out);
         }
+    }
+
+    /// A Register with a join proof: the key's address (listed or enrolled before), or a new
+    /// one from the pool if the proof holds. `Ok(None)` leaves it to the membership check.
+    fn enrol(
+        &mut self,
+        community: &str,
+        key: &PublicKey,
+        proof: &[u8; 32],
+        timestamp: u64,
+    ) -> Result<Option<(IpAddr, u8)>, (NakCode, String)> {
+        let Some(c) = self.communities.iter().position(|x| x.name == community) else {
+            return Ok(None);
+        };
+        let comm = &mut self.communities[c];
+        let prefix = comm.network.prefix_len();
+        if let Some(&n) = comm.by_key.get(key) {
+            return Ok(Some((comm.nodes[n].entry.address, prefix)));
+        }
+        let Some(e) = comm.enrolment.as_ref() else {
+            return Err((
+                NakCode::NotMember,
+                format!("refused key {key}: community '{community}' does not take enrolments (the supernode has no `join_secret_file` for it); list the key in the community file instead"),
+            ));
+        };
+        let expect = crate::control::join_proof(&e.secret, key, community, timestamp);
+        if expect != *proof {
+            return Err((
+                NakCode::NotMember,
+                format!("refused key {key}: its join proof does not match community '{community}''s join secret (check `join_secret_file` on both sides)"),
+            ));
+        }
+        if e.revoked.contains(key) {
+            return Err((
+                NakCode::NotMember,
+                format!("refused key {key}: its enrolment in community '{community}' was revoked"),
+            ));
+        }
+        let used: std::collections::HashSet<IpAddr> =
+            comm.nodes.iter().map(|n| n.entry.address).collect();
+        let Some(address) = e.pool.hosts().find(|a| !used.contains(a)) else {
+            return Err((
+                NakCode::Other,
+                format!("refused key {key}: the address pool {} of community '{community}' is exhausted", e.pool),
+            ));
+        };
+        let name = format!("enrolled-{}", &key.to_base64()[..8]);
+        let id = self.next_id;
+        self.next_id += 1;
+        let i = comm.nodes.len();
+        comm.by_key.insert(*key, i);
+        comm.by_id.insert(id, i);
+        comm.nodes.push(Node {
+            entry: NodeEntry {
+                key: *key,
+                name: name.clone(),
+                address,
+                allowed_cidrs: Vec::new(),
+            },
+            id,
+            last_timestamp: 0,
+            reg: None,
+            traffic: Traffic::default(),
+        });
+        self.events.push(Event::Enrolled {
+            community: community.to_string(),
+            key: *key,
+            address,
+            name,
+        });
+        Ok(Some((address, prefix)))
     }
 
     fn check_registration(
@@ -763,6 +875,7 @@ impl Supernode {
                     interval: self.interval,
                     relay: comm.relay,
                     membership: comm.signed.as_ref().map_or(0, |s| s.version),
+                    assigned: None,
                 };
                 self.send(c, n, &ack, out);
             }
