@@ -26,6 +26,7 @@ struct RawConfig {
     log_level: Option<String>,
     neighbor_suppression: Option<bool>,
     mss_clamp: Option<bool>,
+    join_secret_file: Option<String>,
     admin_key: Option<String>,
     membership_cache: Option<String>,
     #[serde(default)]
@@ -44,7 +45,7 @@ struct RawSupernode {
 #[serde(deny_unknown_fields)]
 struct RawInterface {
     name: Option<String>,
-    address: String,
+    address: Option<String>,
     address6: Option<String>,
     mtu: Option<u32>,
     mac: Option<String>,
@@ -80,6 +81,8 @@ pub struct Loaded {
     pub neighbor_suppression: bool,
     /// Clamp the MSS of TCP SYNs crossing the overlay.
     pub mss_clamp: bool,
+    /// The community's join secret (enrolment), if `join_secret_file` is set.
+    pub join_secret: Option<Vec<u8>>,
     /// IPv6 (ULA) address and prefix of the TAP device, if any.
     pub address6: Option<ipnet::Ipv6Net>,
     /// `admin_key`: peers must be on a list signed by this key.
@@ -160,13 +163,42 @@ pub fn load(path: &Path) -> Result<Loaded> {
             supernodes.push((addr, key));
         }
     }
-    let address: Option<Ipv4Net> = raw.interface.address.parse().ok();
-    if address.is_none() {
-        p.push(format!(
-            "{f}: key `interface.address` = \"{}\" is not an IPv4 address in CIDR form; example: address = \"10.10.0.2/24\"",
-            raw.interface.address
-        ));
-    }
+    let join_secret = raw.join_secret_file.as_deref().and_then(|j| {
+        let path = relative_to(path, j);
+        match std::fs::read(&path) {
+            Err(e) => {
+                p.push(format!("{f}: key `join_secret_file` = {}: cannot read it ({e}); copy the community's join secret from the supernode (mode 600)", path.display()));
+                None
+            }
+            Ok(bytes) => {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(&path).map(|m| m.permissions().mode()).unwrap_or(0);
+                if mode & 0o077 != 0 {
+                    p.push(format!("{f}: join secret file {} is readable by group or others (mode {:o}); fix: chmod 600 {}", path.display(), mode & 0o777, path.display()));
+                }
+                Some(String::from_utf8_lossy(&bytes).trim().as_bytes().to_vec())
+            }
+        }
+    });
+    // Without an address the supernode assigns one (enrolment with the join secret).
+    let address: Option<Ipv4Net> = match raw.interface.address.as_deref() {
+        None | Some("auto") if raw.join_secret_file.is_some() => {
+            Some(Ipv4Net::new(std::net::Ipv4Addr::UNSPECIFIED, 32).expect("valid"))
+        }
+        None => {
+            p.push(format!("{f}: key `interface.address` is missing: give this server's overlay address (example: address = \"10.10.0.2/24\"), or set `join_secret_file` to have the supernode assign one"));
+            None
+        }
+        Some(a) => {
+            let parsed = a.parse().ok();
+            if parsed.is_none() {
+                p.push(format!(
+                    "{f}: key `interface.address` = \"{a}\" is not an IPv4 address in CIDR form; example: address = \"10.10.0.2/24\""
+                ));
+            }
+            parsed
+        }
+    };
     // Over an IPv6 underlay the outer header is 20 bytes larger.
     let default_mtu = if !supernodes.is_empty() && supernodes.iter().all(|(a, _)| a.is_ipv6()) {
         DEFAULT_MTU - 20
@@ -252,6 +284,7 @@ pub fn load(path: &Path) -> Result<Loaded> {
         log_level: log_level.ok_or_else(missing)?,
         neighbor_suppression: raw.neighbor_suppression.unwrap_or(true),
         mss_clamp: raw.mss_clamp.unwrap_or(true),
+        join_secret,
         address6,
         management: management(path, &raw),
         community: raw.community,

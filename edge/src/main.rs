@@ -335,10 +335,25 @@ fn write_membership_cache(path: &std::path::Path, bytes: &[u8]) {
     }
 }
 
-fn log_events(core: &mut Edge, cache: Option<&std::path::Path>) {
+/// Logs what happened; returns an address a supernode assigned us (enrolment), if any.
+fn log_events(
+    core: &mut Edge,
+    cache: Option<&std::path::Path>,
+) -> Option<(std::net::Ipv4Addr, u8)> {
     let events: Vec<Event> = core.drain_events().collect();
+    let mut assigned = None;
     for ev in events {
         match ev {
+            Event::AddressAssigned {
+                address,
+                prefix,
+                supernode,
+            } => {
+                info!("supernode {supernode} assigned this server the overlay address {address}/{prefix}");
+                if let std::net::IpAddr::V4(a) = address {
+                    assigned = Some((a, prefix));
+                }
+            }
             Event::MembershipAccepted {
                 version,
                 members,
@@ -388,17 +403,25 @@ fn log_events(core: &mut Edge, cache: Option<&std::path::Path>) {
             }
         }
     }
+    assigned
 }
 
 fn run(path: PathBuf) -> Result<()> {
     let cfg = config::load(&path)?;
     common::init_logging(&cfg.log_level);
     let tap = tap::Tap::open(&cfg.if_name)?;
+    // An enrolling edge has no address until the supernode assigns one: a link-local /32
+    // stands in (no route, nothing to reach) until then.
+    let boot_address = if cfg.address.addr().is_unspecified() {
+        ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(169, 254, 255, 254), 32)?
+    } else {
+        cfg.address
+    };
     tap.configure(
         cfg.mac,
         cfg.mtu,
-        cfg.address.addr(),
-        cfg.address.prefix_len(),
+        boot_address.addr(),
+        boot_address.prefix_len(),
     )?;
     if let Some(a6) = cfg.address6 {
         ipv6::add_address(&tap.name, a6.addr(), a6.prefix_len())?;
@@ -436,6 +459,7 @@ fn run(path: PathBuf) -> Result<()> {
             neighbor_suppression: cfg.neighbor_suppression,
             mtu: cfg.mtu,
             mss_clamp: cfg.mss_clamp,
+            join_secret: cfg.join_secret.clone(),
             admin_key: cfg.admin_key,
             membership: cfg
                 .membership_cache
@@ -565,7 +589,12 @@ fn run(path: PathBuf) -> Result<()> {
         }
         core.handle_timeout(Instant::now(), &mut out);
         flush(&mut transport, &tap, &mut out);
-        log_events(&mut core, cfg.membership_cache.as_deref());
+        if let Some((a, prefix)) = log_events(&mut core, cfg.membership_cache.as_deref()) {
+            match tap.configure(cfg.mac, cfg.mtu, a, prefix) {
+                Ok(()) => info.address = format!("{a}/{prefix}"),
+                Err(e) => tracing::error!("configuring the assigned address {a}/{prefix}: {e:#}"),
+            }
+        }
         while let Ok(req) = mgmt.try_recv() {
             answer(req, &core, &info, &transport, &reloads);
         }

@@ -606,10 +606,27 @@ impl Lab {
         assert_eq!(r, 0, "kill {name}: {}", std::io::Error::last_os_error());
     }
 
+    /// [`Lab::start_supernode`] with the config text changed by `edit` first (keys the
+    /// helpers do not write).
+    pub fn start_supernode_with(
+        &mut self,
+        communities: &[Community],
+        edit: impl Fn(String) -> String,
+    ) {
+        self.write_supernode_config(communities);
+        let text = std::fs::read_to_string(&self.supernode_config).expect("supernode.toml");
+        std::fs::write(&self.supernode_config, edit(text)).expect("writing supernode.toml");
+        self.spawn_supernode();
+    }
+
     /// Writes the supernode config for `communities` and starts the supernode; returns once
     /// its status answers (panics after 10 s).
     pub fn start_supernode(&mut self, communities: &[Community]) {
         self.write_supernode_config(communities);
+        self.spawn_supernode();
+    }
+
+    fn spawn_supernode(&mut self) {
         let start = Instant::now();
         self.spawn(
             "supernode",

@@ -1141,7 +1141,19 @@ impl Edge {
         out: &mut Output,
     ) {
         match self.index.get(&receiver).copied() {
-            None => self.drops.add(DropReason::UnknownSession),
+            None => {
+                self.drops.add(DropReason::UnknownSession);
+                // A peer uses a session we do not have: we restarted, or it missed our
+                // restart. Offer a new one now rather than waiting for it to notice (one
+                // handshake at a time per peer, so this cannot be used to make us flood).
+                if let Some(p) = self.peer_on_path(path) {
+                    let peer = self.peers[p].as_ref().expect("found");
+                    let fresh = peer.current.as_ref().is_some_and(|s| s.age(now) < 2);
+                    if peer.pending.is_none() && !fresh {
+                        self.start_handshake(now, p, out);
+                    }
+                }
+            }
             Some(Owner::Link(l)) => {
                 if !matches!(path, Path::Direct(_)) {
                     return self.drops.add(DropReason::Malformed);
@@ -1272,6 +1284,17 @@ impl Edge {
         if !self.queue_empty(p) {
             self.flush_queue(now, p, out);
         }
+    }
+
+    /// The peer a packet came from, by its path: the relay's source id, or a direct
+    /// endpoint we know for it.
+    fn peer_on_path(&self, path: Path) -> Option<usize> {
+        self.peers.iter().position(|x| {
+            x.as_ref().is_some_and(|peer| match path {
+                Path::Direct(src) => peer.direct == Some(src) || peer.endpoints.contains(&src),
+                Path::Relay { link, id } => peer.relay_ids.get(link) == Some(&Some(id)),
+            })
+        })
     }
 
     /// An MTU probe from the peer (answer it over the path it came by) or the answer to ours.

@@ -1451,7 +1451,10 @@ fn enrolment_hands_out_stable_addresses_from_the_pool() {
     let n = net.add_edge("prod", &newcomer, [0, 0, 0, 0]);
     net.edges[n].edge.set_join_secret(b"correct horse".to_vec());
     net.run(Duration::from_secs(3));
-    assert!(net.edges[n].edge.is_registered(), "the newcomer did not enrol");
+    assert!(
+        net.edges[n].edge.is_registered(),
+        "the newcomer did not enrol"
+    );
     let got = net.edges[n].edge.address();
     assert_eq!(got, "10.0.0.129".parse::<std::net::IpAddr>().unwrap());
     let ev: Vec<_> = net.edges[n].edge.drain_events().collect();
@@ -1459,7 +1462,9 @@ fn enrolment_hands_out_stable_addresses_from_the_pool() {
         .iter()
         .any(|e| matches!(e, crate::edge::Event::AddressAssigned { address, prefix: 16, .. } if *address == got)));
     let sn_ev: Vec<_> = net.sn.drain_events().collect();
-    assert!(sn_ev.iter().any(|e| matches!(e, crate::supernode::Event::Enrolled { address, .. } if *address == got)));
+    assert!(sn_ev.iter().any(
+        |e| matches!(e, crate::supernode::Event::Enrolled { address, .. } if *address == got)
+    ));
     // It talks from its new address; a knows it.
     net.edges[n].cfg.address = got;
     assert!(net.unicast(n, 0, b"hello from the newcomer"));
@@ -1468,13 +1473,33 @@ fn enrolment_hands_out_stable_addresses_from_the_pool() {
     net.edges[n].edge.set_join_secret(b"correct horse".to_vec());
     net.run(Duration::from_secs(2));
     assert_eq!(net.edges[n].edge.address(), got);
+    assert!(net.unicast(0, n, b"after the edge restart"));
+    // And a supernode restart (it knows the key from the start, as from the store).
+    let e = net.sn_cfg.communities[0].enrolment.clone();
+    net.sn_cfg.communities[0].nodes.push(NodeEntry {
+        key: newcomer.public_key(),
+        name: "enrolled".into(),
+        address: got,
+        allowed_cidrs: vec![],
+    });
+    net.sn_cfg.communities[0].enrolment = e;
+    net.restart_supernode();
+    net.restart_edge(n);
+    net.edges[n].edge.set_join_secret(b"correct horse".to_vec());
+    net.run(Duration::from_secs(20));
+    assert_eq!(net.edges[n].edge.address(), got);
+    assert!(net.unicast(0, n, b"after both restarts a->n"));
+    assert!(net.unicast(n, 0, b"after both restarts n->a"));
     // A wrong secret is refused; the pool does not shrink for it.
     let stranger = PrivateKey::generate();
     let s = net.add_edge("prod", &stranger, [0, 0, 0, 0]);
     net.edges[s].edge.set_join_secret(b"wrong".to_vec());
     net.run(Duration::from_secs(3));
     assert!(!net.edges[s].edge.is_registered());
-    let err = net.edges[s].edge.status(net.now).supernodes[0].error.clone().unwrap_or_default();
+    let err = net.edges[s].edge.status(net.now).supernodes[0]
+        .error
+        .clone()
+        .unwrap_or_default();
     assert!(err.contains("join proof"), "{err}");
     // Exhaustion: a /30 pool has two host addresses.
     for _ in 0..2 {
@@ -1484,6 +1509,9 @@ fn enrolment_hands_out_stable_addresses_from_the_pool() {
     }
     net.run(Duration::from_secs(3));
     let last = net.edges.len() - 1;
-    let err = net.edges[last].edge.status(net.now).supernodes[0].error.clone().unwrap_or_default();
+    let err = net.edges[last].edge.status(net.now).supernodes[0]
+        .error
+        .clone()
+        .unwrap_or_default();
     assert!(err.contains("exhausted"), "{err}");
 }

@@ -8,8 +8,9 @@ use metalvpc_protocol::membership::{
     AdminPublicKey, Membership, SignedBlob, SignedMember, MAX_MEMBERSHIP_BYTES,
 };
 use metalvpc_protocol::supernode::{
-    CommunityConfig, NodeEntry, SupernodeConfig, DEFAULT_REGISTER_INTERVAL,
+    CommunityConfig, Enrolment, NodeEntry, SupernodeConfig, DEFAULT_REGISTER_INTERVAL,
 };
+use metalvpc_protocol::PublicKey;
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::io::Read as _;
@@ -33,6 +34,7 @@ struct RawConfig {
     community_dir: Option<String>,
     register_interval: Option<u16>,
     log_level: Option<String>,
+    state_dir: Option<String>,
     #[serde(default)]
     community: Vec<RawCommunity>,
 }
@@ -43,6 +45,10 @@ struct RawCommunity {
     name: String,
     network: String,
     relay_policy: Option<String>,
+    /// Enrolment: a file holding the join secret.
+    join_secret_file: Option<String>,
+    /// Enrolment: the addresses handed out (a CIDR inside `network`).
+    address_pool: Option<String>,
     /// The administrator-signed member list this supernode carries (file path).
     signed_membership: Option<String>,
     /// The administrator's Ed25519 public key the signed list must verify against.
@@ -73,6 +79,8 @@ pub struct Loaded {
     pub management: MgmtAddr,
     /// What the core needs.
     pub core: SupernodeConfig,
+    /// Where enrolments are kept (`state_dir`).
+    pub state_dir: PathBuf,
     /// `log_level` (overridden by RUST_LOG).
     pub log_level: String,
 }
@@ -150,6 +158,15 @@ pub fn load(path: &Path) -> Result<Loaded> {
             }
         }
     }
+    let state_dir = relative_to(
+        path,
+        raw.state_dir
+            .as_deref()
+            .unwrap_or(crate::enrol::DEFAULT_STATE_DIR),
+    );
+    for c in communities.iter_mut().filter(|c| c.enrolment.is_some()) {
+        merge_enrolled(&state_dir, c, &mut p);
+    }
     if communities.is_empty() && p.len() == before {
         p.push(format!("{f}: no communities: add a [[community]] table (name, network, [[community.node]] entries) or set `community_dir`"));
     }
@@ -169,6 +186,7 @@ pub fn load(path: &Path) -> Result<Loaded> {
     ));
     p.finish(path)?;
     Ok(Loaded {
+        state_dir,
         log_level: log_level.unwrap_or_default(),
         listen: listen.ok_or_else(|| anyhow!("{f}: internal: listen missing"))?,
         management,
@@ -178,6 +196,47 @@ pub fn load(path: &Path) -> Result<Loaded> {
             register_interval,
         },
     })
+}
+
+/// Adds the servers that enrolled earlier (from the store in `state_dir`) to `c`'s members
+/// and its revoked keys to its enrolment.
+fn merge_enrolled(state_dir: &Path, c: &mut CommunityConfig, p: &mut Problems) {
+    let file = crate::enrol::path(state_dir, &c.name);
+    let Some(store) = p.ok(crate::enrol::load(&file)) else {
+        return;
+    };
+    let f = file.display();
+    for n in store.node {
+        let key = p.ok(parse_public_key(&file, "node.public_key", &n.public_key));
+        let address: Option<IpAddr> = n.address.parse().ok();
+        let (Some(key), Some(address)) = (key, address) else {
+            p.push(format!(
+                "{f}: an enrolled node has a bad address \"{}\"",
+                n.address
+            ));
+            continue;
+        };
+        if c.nodes.iter().any(|x| x.key == key) {
+            continue; // listed in the community file too: the file wins
+        }
+        if c.nodes.iter().any(|x| x.address == address) {
+            p.push(format!("{f}: enrolled node {} has address {address}, which the community file now gives to another node; revoke the enrolment or change the file", n.name));
+            continue;
+        }
+        c.nodes.push(NodeEntry {
+            key,
+            name: n.name,
+            address,
+            allowed_cidrs: vec![],
+        });
+    }
+    if let Some(e) = c.enrolment.as_mut() {
+        e.revoked = store
+            .revoked
+            .iter()
+            .filter_map(|k| PublicKey::from_base64(k).ok())
+            .collect();
+    }
 }
 
 /// The `*.toml` files of `community_dir` (relative to the config `path`), sorted.
@@ -328,12 +387,85 @@ fn check_community(
     if p.len() > start {
         return None;
     }
+    let enrolment = enrolment(file, &at, &c, network, signed.is_some(), p);
+    if p.len() > start {
+        return None;
+    }
     Some(CommunityConfig {
         name: c.name,
         network: network?,
         nodes,
         relay: relay?,
         signed,
+        enrolment,
+    })
+}
+
+/// The community's enrolment settings (`join_secret_file`, `address_pool`), checked.
+fn enrolment(
+    file: &Path,
+    at: &dyn Fn(&str) -> String,
+    c: &RawCommunity,
+    network: Option<IpNet>,
+    signed: bool,
+    p: &mut Problems,
+) -> Option<Enrolment> {
+    let f = file.display();
+    let (secret_file, pool) = match (&c.join_secret_file, &c.address_pool) {
+        (None, None) => return None,
+        (Some(s), Some(pool)) => (s, pool),
+        (Some(_), None) => {
+            p.push(format!("{f}: key `{}` is set but `{}` is not: give the addresses to hand out, example: address_pool = \"10.10.0.128/25\"", at("join_secret_file"), at("address_pool")));
+            return None;
+        }
+        (None, Some(_)) => {
+            p.push(format!("{f}: key `{}` is set but `{}` is not: enrolment needs a join secret (a file with a long random string, mode 600)", at("address_pool"), at("join_secret_file")));
+            return None;
+        }
+    };
+    if signed {
+        p.push(format!("{f}: `{}` and `signed_membership` exclude each other: with a signed list, only the administrator adds members", at("join_secret_file")));
+        return None;
+    }
+    let pool_net: Option<IpNet> = pool.parse().ok().map(|n: IpNet| n.trunc());
+    match (pool_net, network) {
+        (None, _) => p.push(format!(
+            "{f}: key `{}` = \"{pool}\" is not a CIDR; example: address_pool = \"10.10.0.128/25\"",
+            at("address_pool")
+        )),
+        (Some(pn), Some(net)) if !net.contains(&pn) => p.push(format!(
+            "{f}: key `{}` = \"{pool}\" is not inside the community's `network` {net}",
+            at("address_pool")
+        )),
+        _ => {}
+    }
+    let path = relative_to(file, secret_file);
+    let secret = match std::fs::read(&path) {
+        Err(e) => {
+            p.push(format!("{f}: key `{}` = {}: cannot read it ({e}). Create it with: (umask 077; head -c 32 /dev/urandom | base64 > {})", at("join_secret_file"), path.display(), path.display()));
+            None
+        }
+        Ok(bytes) => {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path)
+                .map(|m| m.permissions().mode())
+                .unwrap_or(0);
+            let secret: Vec<u8> = String::from_utf8_lossy(&bytes).trim().as_bytes().to_vec();
+            if mode & 0o077 != 0 {
+                p.push(format!("{f}: join secret file {} is readable by group or others (mode {:o}); fix: chmod 600 {}", path.display(), mode & 0o777, path.display()));
+                None
+            } else if secret.len() < 16 {
+                p.push(format!("{f}: join secret file {} holds fewer than 16 characters; use a long random string: head -c 32 /dev/urandom | base64", path.display()));
+                None
+            } else {
+                Some(secret)
+            }
+        }
+    };
+    Some(Enrolment {
+        secret: secret?,
+        pool: pool_net?,
+        revoked: Vec::new(),
     })
 }
 

@@ -1,6 +1,7 @@
 //! `metalvpc-supernode`: the membership and relay server of a metalvpc overlay.
 
 mod config;
+mod enrol;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
@@ -12,7 +13,7 @@ use serde_json::json;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// The supernode of a metalvpc overlay: it admits the edges listed in its community files,
 /// tells them about each other, helps them connect directly, and relays their (still
@@ -80,6 +81,11 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// List or revoke the servers that enrolled with a community's join secret.
+    Enrolled {
+        #[command(subcommand)]
+        action: EnrolAction,
+    },
     /// Show the running supernode's communities and members.
     Status {
         /// The config the daemon runs with (to find its management socket).
@@ -89,6 +95,114 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum EnrolAction {
+    /// List the servers that enrolled with a join secret, their addresses, and revoked keys.
+    List {
+        /// The supernode's TOML file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Revoke an enrolled server: its address is freed, its key refused from now on, and the
+    /// running supernode is told to reload (its sessions are torn down on every edge).
+    Revoke {
+        /// The supernode's TOML file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The community it enrolled in.
+        #[arg(long)]
+        community: String,
+        /// Its public key (base64).
+        #[arg(long)]
+        key: String,
+    },
+}
+
+fn enrolled(action: EnrolAction) -> Result<()> {
+    match action {
+        EnrolAction::List { config } => {
+            let cfg = config::load(&config)?;
+            for c in cfg
+                .core
+                .communities
+                .iter()
+                .filter(|c| c.enrolment.is_some())
+            {
+                let file = enrol::path(&cfg.state_dir, &c.name);
+                let store = enrol::load(&file)?;
+                println!(
+                    "community {} (pool {}), {}:",
+                    c.name,
+                    c.enrolment
+                        .as_ref()
+                        .map(|e| e.pool.to_string())
+                        .unwrap_or_default(),
+                    file.display()
+                );
+                println!(
+                    "  {:<20} {:<16} {:<46} {}",
+                    "NAME", "ADDRESS", "KEY", "ENROLLED"
+                );
+                for n in &store.node {
+                    println!(
+                        "  {:<20} {:<16} {:<46} {}",
+                        n.name,
+                        n.address,
+                        n.public_key,
+                        ago(Some(
+                            (common::unix_micros() / 1_000_000).saturating_sub(n.enrolled) as f64
+                        ))
+                    );
+                }
+                for k in &store.revoked {
+                    println!("  revoked: {k}");
+                }
+            }
+            Ok(())
+        }
+        EnrolAction::Revoke {
+            config,
+            community,
+            key,
+        } => {
+            let cfg = config::load(&config)?;
+            if !cfg
+                .core
+                .communities
+                .iter()
+                .any(|c| c.name == community && c.enrolment.is_some())
+            {
+                anyhow::bail!(
+                    "{}: community '{community}' does not take enrolments (no `join_secret_file`)",
+                    config.display()
+                );
+            }
+            metalvpc_protocol::PublicKey::from_base64(&key)
+                .map_err(|e| anyhow::anyhow!("--key {key}: not a public key ({e})"))?;
+            let file = enrol::path(&cfg.state_dir, &community);
+            match enrol::revoke(&file, &key)? {
+                Some(a) => println!(
+                    "revoked {key}: address {a} is free again; the key is refused from now on"
+                ),
+                None => println!("{key} was not enrolled; it is refused from now on"),
+            }
+            // Tell the running supernode, if there is one.
+            match common::query_management(&cfg.management, "/status", &config)
+                .ok()
+                .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
+                .and_then(|v| v["pid"].as_i64())
+            {
+                // SAFETY: kill(2) with a pid the daemon reported and a plain signal.
+                Some(pid) if unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) } == 0 => {
+                    println!("the running supernode (pid {pid}) reloaded: the server is cut off now")
+                }
+                _ => println!("no running supernode answered; the revocation applies when it starts (or run: systemctl reload metalvpc-supernode)"),
+            }
+            Ok(())
+        }
+    }
 }
 
 fn main() {
@@ -102,6 +216,7 @@ fn main() {
         Cmd::Run { config } => run(config),
         Cmd::Check { config } => check(config),
         Cmd::Status { config, json } => status(config, json),
+        Cmd::Enrolled { action } => enrolled(action),
         Cmd::AdminGenkey { out } => admin_genkey(out),
         Cmd::AdminPubkey { key } => admin_pubkey(key),
         Cmd::Sign {
@@ -316,6 +431,7 @@ fn status_json(
         "drops": drops_json(&st.drops),
         "refused": st.refused,
         "registrations": st.registrations,
+        "pid": std::process::id(),
         "cookie_replies": st.cookie_replies,
         "tcp_connections": tcp_connections,
         "relay": {"packets": st.relay_packets, "bytes": st.relay_bytes},
@@ -518,9 +634,26 @@ fn answer(
     let _ = req.reply.send(reply);
 }
 
-fn log_events(core: &mut Supernode) {
+fn log_events(core: &mut Supernode, state_dir: &std::path::Path) {
     for ev in core.drain_events() {
         match ev {
+            Event::Enrolled {
+                community,
+                key,
+                address,
+                name,
+            } => {
+                let file = enrol::path(state_dir, &community);
+                match enrol::record(&file, &key.to_base64(), &address.to_string(), &name) {
+                    Ok(()) => info!(
+                        "enrolled key {key} as '{name}' at {address} in community '{community}' (kept in {})",
+                        file.display()
+                    ),
+                    Err(e) => error!(
+                        "enrolled key {key} as '{name}' at {address} in community '{community}', but could not save it: {e:#}; it may get another address after a restart"
+                    ),
+                }
+            }
             Event::Registered {
                 community,
                 member,
@@ -638,7 +771,7 @@ fn run(path: PathBuf) -> Result<()> {
         core.handle_timeout(Instant::now(), &mut out);
         transport.send_all(&out);
         out.clear();
-        log_events(&mut core);
+        log_events(&mut core, &cfg.state_dir);
         while let Ok(req) = mgmt.try_recv() {
             answer(req, &core, cfg.listen, transport.tcp.len(), &reloads);
         }

@@ -58,6 +58,7 @@ fn main() {
                     instance: 1,
                     timestamp: 1,
                     endpoints: vec![],
+                    join: None,
                 };
                 let mut p = Vec::new();
                 wire::put_init_header(&mut p, 7);

@@ -1,0 +1,136 @@
+//! Addresses assigned by the supernode (issue 4): a community that allows enrolment with a
+//! join secret admits a key it does not list, hands it the next address of its pool, keeps the
+//! binding across supernode and edge restarts (the store in `state_dir`), and the operator can
+//! list and revoke it (`metalvpc-supernode enrolled list|revoke`).
+
+use metalvpc_integration_tests::lab::q;
+use metalvpc_integration_tests::{
+    exec_in, ping, run_timeout, supernode_bin, wait_until, Community, Edge, EdgeOpts, Lab,
+};
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::Duration;
+
+fn address(lab: &Lab, e: &Edge) -> String {
+    lab.edge_status(e)
+        .map(|s| s["address"].as_str().unwrap_or("").to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn enrolment_assigns_stable_addresses_and_can_be_revoked() {
+    const TEST: &str = "enrolment_assigns_stable_addresses_and_can_be_revoked";
+    let Some(mut lab) = Lab::new(TEST) else {
+        return;
+    };
+    let a = lab.add_edge(EdgeOpts::new("a", "prod", "10.72.0.1/24"));
+    let b = lab.add_edge(EdgeOpts::new("b", "prod", "10.72.0.2/24"));
+    let secret = lab.dir.join("prod.join");
+    std::fs::write(&secret, "a-long-random-join-secret-for-tests\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let state = lab.dir.join("state");
+    // b is not listed: it has no address of its own, only the join secret.
+    let text = std::fs::read_to_string(&b.config).unwrap();
+    let text = format!(
+        "join_secret_file = {}\n{}",
+        q(&secret.to_string_lossy()),
+        text.replace("address = \"10.72.0.2/24\"\n", "")
+    );
+    std::fs::write(&b.config, text).unwrap();
+    let comm = [Community::new("prod", "10.72.0.0/24", vec![a.member()])];
+    let edit = |t: String| {
+        format!("state_dir = {}\n{}", q(&state.to_string_lossy()), t).replace(
+            "network = \"10.72.0.0/24\"\n",
+            &format!(
+                "network = \"10.72.0.0/24\"\njoin_secret_file = {}\naddress_pool = \"10.72.0.128/28\"\n",
+                q(&secret.to_string_lossy())
+            ),
+        )
+    };
+    lab.start_supernode_with(&comm, edit);
+    lab.start_edges(&[a.clone(), b.clone()]);
+    let got = address(&lab, &b);
+    println!("[{TEST}] b enrolled and got {got}");
+    assert_eq!(got, "10.72.0.129/24");
+    assert!(
+        ping(a.ns(), "10.72.0.129", 3).all_ok(),
+        "a cannot reach the enrolled b"
+    );
+    assert!(
+        lab.log("supernode").contains("enrolled key"),
+        "{}",
+        lab.log("supernode")
+    );
+
+    // The binding survives a supernode restart and an edge restart.
+    lab.stop_daemon("supernode");
+    lab.start_supernode_with(&comm, edit);
+    lab.stop_daemon("b");
+    lab.start_edge(&b);
+    lab.wait_registered(&b, Duration::from_secs(15));
+    assert_eq!(
+        address(&lab, &b),
+        "10.72.0.129/24",
+        "another address after restarts"
+    );
+    // a notices the supernode restart at its next registration (up to 17 s), then meets b anew.
+    lab.wait_ping(&a, &b_at(&b, "10.72.0.129"), Duration::from_secs(30));
+
+    // The operator lists and revokes it.
+    let list = run_timeout(
+        Command::new("ip")
+            .args(["netns", "exec", lab.sn_ns()])
+            .arg(supernode_bin())
+            .args(["enrolled", "list", "--config"])
+            .arg(&lab.supernode_config),
+        Duration::from_secs(10),
+    );
+    println!("[{TEST}] enrolled list:\n{}", list.stdout);
+    assert!(
+        list.success()
+            && list.stdout.contains(&b.public_key)
+            && list.stdout.contains("10.72.0.129"),
+        "{list:?}"
+    );
+    let revoke = run_timeout(
+        Command::new("ip")
+            .args(["netns", "exec", lab.sn_ns()])
+            .arg(supernode_bin())
+            .args([
+                "enrolled",
+                "revoke",
+                "--community",
+                "prod",
+                "--key",
+                &b.public_key,
+                "--config",
+            ])
+            .arg(&lab.supernode_config),
+        Duration::from_secs(10),
+    );
+    println!("[{TEST}] enrolled revoke:\n{}", revoke.stdout);
+    assert!(revoke.success(), "{revoke:?}");
+    let gone = wait_until(Duration::from_secs(12), || lab.peer_entry(&a, &b).is_none());
+    assert!(gone.is_some(), "a still lists the revoked b");
+    println!("[{TEST}] revoked server dropped by a {gone:.2?} after the revoke");
+    let refused = wait_until(Duration::from_secs(25), || {
+        lab.log("supernode")
+            .lines()
+            .any(|l| l.contains("was revoked"))
+    });
+    assert!(refused.is_some(), "{}", lab.log("supernode"));
+    let p = exec_in(
+        b.ns(),
+        &["ping", "-c", "2", "-W", "1", &a.ip()],
+        Duration::from_secs(10),
+    );
+    assert!(!p.success(), "the revoked b still reaches a");
+    lab.assert_running();
+}
+
+/// `e` as seen at another overlay address (an enrolled edge's config has none).
+fn b_at(e: &Edge, ip: &str) -> Edge {
+    let mut x = e.clone();
+    x.overlay = ip.parse().unwrap();
+    x
+}
