@@ -15,6 +15,7 @@ use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub mod metrics;
+pub mod systemd;
 pub mod tcp;
 pub use metrics::Metrics;
 pub use tcp::{FramedTcp, Transport};

@@ -467,10 +467,12 @@ fn run(path: PathBuf) -> Result<()> {
     let mut out = Output::default();
     let mut buf = vec![0u8; 65_536];
     let mut reloads = common::ReloadStats::default();
+    let mut sd = common::systemd::Service::from_env();
     while !waker.stopping() {
-        let timeout = core
-            .poll_timeout()
-            .saturating_duration_since(Instant::now());
+        let timeout = sd.cap_timeout(
+            core.poll_timeout()
+                .saturating_duration_since(Instant::now()),
+        );
         let tcp = transport.tcp_poll_set();
         let mut fds = vec![
             (transport.udp.as_raw_fd(), false),
@@ -483,9 +485,11 @@ fn run(path: PathBuf) -> Result<()> {
             waker.drain();
         }
         if waker.take_reload() {
+            sd.reloading();
             if let Some(k) = reload(&mut reloads, &path, &cfg, &mut core, &mut transport) {
                 info.keepalive = k;
             }
+            sd.reloaded();
         }
         if ready[0].0 {
             for _ in 0..256 {
@@ -569,7 +573,9 @@ fn run(path: PathBuf) -> Result<()> {
         while let Ok(req) = mgmt.try_recv() {
             answer(req, &core, &info, &transport, &reloads);
         }
+        sd.tick(|| systemd_state(&core, &tap.name));
     }
+    sd.stopping();
     info!("stopping; {} goes away with the process", tap.name);
     if let common::MgmtAddr::Unix(p) = &cfg.management {
         let _ = std::fs::remove_file(p);
@@ -714,6 +720,35 @@ fn metrics(v: &serde_json::Value) -> String {
     )
     .reloads("metalvpc_edge", &v["reloads"]);
     m.finish()
+}
+
+/// What systemd is told (`Type=notify`): ready once registered with a supernode (the TAP
+/// device is up before the loop starts), and the line `systemctl status` shows.
+fn systemd_state(core: &Edge, interface: &str) -> (bool, String) {
+    let st = core.status(Instant::now());
+    let registered = st.supernodes.iter().filter(|s| s.registered).count();
+    if registered == 0 {
+        let why = st.supernodes.iter().find_map(|s| s.error.clone());
+        return (
+            false,
+            format!(
+                "{interface} up; NOT registered with any of {} supernodes: {}",
+                st.supernodes.len(),
+                why.as_deref().unwrap_or("connecting")
+            ),
+        );
+    }
+    let connected: Vec<_> = st.peers.iter().filter(|p| p.session).collect();
+    let direct = connected.iter().filter(|p| p.path == "direct").count();
+    (
+        true,
+        format!(
+            "{interface} up; registered with {registered} of {} supernodes; {} of {} peers connected, {direct} direct",
+            st.supernodes.len(),
+            connected.len(),
+            st.peers.len()
+        ),
+    )
 }
 
 fn answer(

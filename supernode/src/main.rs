@@ -575,10 +575,13 @@ fn run(path: PathBuf) -> Result<()> {
     let mut out = Output::default();
     let mut buf = vec![0u8; 65_536];
     let mut reloads = common::ReloadStats::default();
+    // Sockets are bound and the management socket is up: ready at the first tick.
+    let mut sd = common::systemd::Service::from_env();
     while !waker.stopping() {
-        let timeout = core
-            .poll_timeout()
-            .saturating_duration_since(Instant::now());
+        let timeout = sd.cap_timeout(
+            core.poll_timeout()
+                .saturating_duration_since(Instant::now()),
+        );
         let tcp = transport.tcp_poll_set();
         let mut fds = vec![(transport.udp.as_raw_fd(), false), (waker.fd(), false)];
         fds.push((tcp_listener.as_ref().map_or(-1, |l| l.as_raw_fd()), false));
@@ -588,6 +591,7 @@ fn run(path: PathBuf) -> Result<()> {
             waker.drain();
         }
         if waker.take_reload() {
+            sd.reloading();
             reload(
                 &mut reloads,
                 &path,
@@ -595,6 +599,7 @@ fn run(path: PathBuf) -> Result<()> {
                 &mut core,
                 &mut out,
             );
+            sd.reloaded();
         }
         if ready[0].0 {
             // Drain a bounded batch, so timers and management still get their turn.
@@ -642,7 +647,9 @@ fn run(path: PathBuf) -> Result<()> {
         while let Ok(req) = mgmt.try_recv() {
             answer(req, &core, cfg.listen, transport.tcp.len(), &reloads);
         }
+        sd.tick(|| systemd_state(&core, cfg.listen));
     }
+    sd.stopping();
     info!("stopping");
     if let common::MgmtAddr::Unix(p) = &cfg.management {
         let _ = std::fs::remove_file(p);
@@ -704,6 +711,26 @@ fn reload(
     for (c, m) in &s.removed {
         info!("member '{m}' removed from community '{c}': its sessions are closed and every member was told to close theirs");
     }
+}
+
+/// What systemd is told (`Type=notify`): ready as soon as the loop runs, and the line
+/// `systemctl status` shows.
+fn systemd_state(core: &Supernode, listen: std::net::SocketAddr) -> (bool, String) {
+    let st = core.status(Instant::now());
+    let members: usize = st.communities.iter().map(|c| c.members.len()).sum();
+    let registered: usize = st
+        .communities
+        .iter()
+        .map(|c| c.members.iter().filter(|m| m.registered).count())
+        .sum();
+    (
+        true,
+        format!(
+            "listening on {listen}; {} communities; {registered} of {members} members registered; {} packets relayed",
+            st.communities.len(),
+            st.relay_packets
+        ),
+    )
 }
 
 /// Most TCP fallback connections at once.
