@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the demo and the integration tests need, only if missing (idempotent).
 #   iproute2 iputils-ping nftables tcpdump iperf3 socat netcat-openbsd procps python3 curl,
-#   systemd (systemd-analyze), systemd-container (systemd-nspawn), man-db, and cargo.
+#   systemd (systemd-analyze), systemd-container (systemd-nspawn), man-db, binutils (strip),
+#   and cargo.
 set -euo pipefail
 
 # package:command-that-proves-it-is-there
@@ -19,6 +20,7 @@ wanted=(
   systemd:systemd-analyze
   systemd-container:systemd-nspawn
   man-db:man
+  binutils:strip
 )
 
 # Root runs apt-get directly; others go through sudo when there is one.
