@@ -14,14 +14,16 @@
 //!   `systemctl reload`, an upgrade (`dpkg -i` again: the daemons keep running, the postinst
 //!   names what to restart) and `systemctl restart`, `dpkg --purge`.
 //!
-//! Which install.md command runs where: every `dpkg`, `systemctl`, `genkey`, `pubkey`, `cp`,
-//! `check` and `status` line of install.md runs in `deb_under_systemd`; `--version`,
-//! `man -w` and the file locations in `deb_on_this_machine`; `scripts/package.sh` in both
-//! (unless `$METALVPC_DEB` names a package); `cargo build --release` in scripts/test.sh.
+//! docs/install.md names one of these two tests on each of its command blocks
+//! (`covered-by=`), and each test checks that every command line of its blocks is one it ran,
+//! word for word (`deb_on_this_machine`: `scripts/package.sh` and the lines of that script;
+//! `deb_under_systemd`: everything else).
 
 mod support;
 
+use metalvpc_integration_tests::docs::blocks;
 use metalvpc_integration_tests::{run_timeout, unique_prefix, CmdOutput};
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -37,13 +39,18 @@ fn sh(script: &str, timeout: Duration) -> CmdOutput {
 
 /// The .deb: `$METALVPC_DEB`, or built now by scripts/package.sh (once per process).
 fn deb() -> PathBuf {
-    static DEB: Mutex<Option<PathBuf>> = Mutex::new(None);
+    deb_and_how().0
+}
+
+/// [`deb`], and whether this process ran scripts/package.sh to make it.
+fn deb_and_how() -> (PathBuf, bool) {
+    static DEB: Mutex<Option<(PathBuf, bool)>> = Mutex::new(None);
     let mut g = DEB.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(p) = g.as_ref() {
         return p.clone();
     }
     let p = match std::env::var_os("METALVPC_DEB") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
+        Some(p) if !p.is_empty() => (PathBuf::from(p), false),
         _ => {
             // Building may include `cargo install cargo-deb` and a release build.
             let out = run_timeout(
@@ -54,12 +61,43 @@ fn deb() -> PathBuf {
             )
             .expect_ok("scripts/package.sh");
             println!("scripts/package.sh:\n{}", out.stderr.trim_end());
-            PathBuf::from(out.stdout.lines().last().unwrap_or("").trim())
+            (
+                PathBuf::from(out.stdout.lines().last().unwrap_or("").trim()),
+                true,
+            )
         }
     };
-    assert!(p.is_file(), "no package at {}", p.display());
+    assert!(p.0.is_file(), "no package at {}", p.0.display());
     *g = Some(p.clone());
     p
+}
+
+/// Every command line of the docs/install.md blocks marked `covered-by=<test>` must be one
+/// that `test` ran, word for word. Returns how many lines were checked.
+fn install_md_commands_ran(test: &str, ran: &[String]) -> usize {
+    let text = std::fs::read_to_string(workspace().join("docs/install.md")).unwrap();
+    let mut n = 0;
+    for b in blocks("docs/install.md", &text)
+        .iter()
+        .filter(|b| b.covered_by.as_deref() == Some(test))
+    {
+        for line in b.code.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            assert!(
+                ran.iter().any(|r| r == line),
+                "docs/install.md:{}: `{line}` is not a command {test} ran; it ran: {ran:#?}",
+                b.line
+            );
+            n += 1;
+        }
+    }
+    assert!(n > 0, "no docs/install.md block names {test}");
+    println!(
+        "docs/install.md: the {n} command lines of its covered-by={test} blocks ran here verbatim"
+    );
+    n
 }
 
 fn version() -> &'static str {
@@ -122,7 +160,8 @@ fn filled_examples(dir: &Path, edge: &str, sn: &str) -> (PathBuf, PathBuf) {
     std::fs::write(
         &edge_cfg,
         ex("edge.toml.example")
-            .replace("203.0.113.10:7654", "198.18.0.1:7654")
+            // Loopback: `check` compares the MTU with the route to the supernode.
+            .replace("203.0.113.10:7654", "127.0.0.1:7654")
             .replace(
                 "REPLACE_WITH_THE_OUTPUT_OF_metalvpc-supernode_pubkey",
                 &sn_pub,
@@ -163,7 +202,7 @@ fn deb_on_this_machine() {
         );
         return;
     }
-    let deb = deb();
+    let (deb, built_here) = deb_and_how();
     println!(
         "package: {} ({} bytes)",
         deb.display(),
@@ -288,6 +327,17 @@ fn deb_on_this_machine() {
     .expect_ok("metalvpc-supernode check on the filled-in example");
     println!("{}", out.stdout.trim());
 
+    // install.md's build and from-source lines: scripts/package.sh, which runs
+    // `cargo build --release -p metalvpc-edge -p metalvpc-supernode` itself.
+    if built_here {
+        let script = std::fs::read_to_string(workspace().join("scripts/package.sh")).unwrap();
+        let mut ran: Vec<String> = script.lines().map(|l| l.trim().to_string()).collect();
+        ran.push("scripts/package.sh".into());
+        install_md_commands_ran(TEST, &ran);
+    } else {
+        println!("METALVPC_DEB is set: scripts/package.sh did not run, install.md's build lines not checked");
+    }
+
     // dpkg --purge: everything goes.
     drop(guard);
     for f in [
@@ -334,7 +384,10 @@ fn deb_under_systemd() {
         &[(deb.clone(), inside.as_str())],
         &["--overlay=/var::/var"],
     );
+    let ran = RefCell::new(Vec::<String>::new());
     let run = |script: &str| -> CmdOutput {
+        ran.borrow_mut()
+            .push(script.trim_start_matches("cd /root && ").to_string());
         let out = c.run(&["sh", "-c", script], Duration::from_secs(120));
         println!("# {script}\n{}{}", out.stdout, out.stderr);
         out
@@ -470,4 +523,5 @@ fn deb_under_systemd() {
     must("test ! -e /etc/systemd/system/multi-user.target.wants/metalvpc-edge@prod.service");
     must("test -e /etc/metalvpc/prod.key");
     drop(c);
+    install_md_commands_ran(TEST, &ran.borrow());
 }
