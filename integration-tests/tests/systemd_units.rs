@@ -156,11 +156,12 @@ fn units_keep_the_contract() {
     genkey(&edge_bin(), &key).unwrap();
     let sn_pub = genkey(&supernode_bin(), &dir.0.join("sn.key")).unwrap();
     let cfg = dir.0.join("prod.toml");
+    // The supernode on loopback: `check` compares the MTU with the route to it.
     std::fs::write(
         &cfg,
         format!(
             "community = \"prod\"\nprivate_key_file = \"prod.key\"\n\n[[supernode]]\n\
-             address = \"198.18.0.1:7654\"\npublic_key = \"{sn_pub}\"\n\n[interface]\n\
+             address = \"127.0.0.1:7654\"\npublic_key = \"{sn_pub}\"\n\n[interface]\n\
              address = \"10.10.0.1/24\"\n"
         ),
     )
