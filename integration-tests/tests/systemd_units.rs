@@ -100,7 +100,9 @@ fn units_verify_cleanly() {
         .collect();
     assert!(ours.is_empty(), "warnings about our units: {ours:#?}");
 
-    // The exposure score systemd computes from the hardening, as a figure.
+    // The exposure score systemd computes from the hardening, as a figure; install.md quotes
+    // it, so it must be the current one.
+    let mut scores = Vec::new();
     for unit in ["metalvpc-supernode.service", "metalvpc-edge@prod.service"] {
         let sec = run_timeout(
             Command::new("systemd-analyze")
@@ -109,10 +111,31 @@ fn units_verify_cleanly() {
                 .current_dir(&dir.0),
             Duration::from_secs(60),
         );
-        if let Some(line) = sec.stdout.lines().find(|l| l.contains("Overall exposure")) {
-            println!("{line}");
-        }
+        let line = sec
+            .stdout
+            .lines()
+            .find(|l| l.contains("Overall exposure"))
+            .unwrap_or_else(|| panic!("systemd-analyze security {unit}: {sec:#?}"))
+            .to_string();
+        println!("{line}");
+        let score = line
+            .split(':')
+            .nth(1)
+            .and_then(|v| v.split_whitespace().next())
+            .unwrap_or_default()
+            .to_string();
+        scores.push(score);
     }
+    let install = std::fs::read_to_string(workspace().join("docs/install.md")).unwrap();
+    let install = install.split_whitespace().collect::<Vec<_>>().join(" ");
+    let quoted = format!(
+        "rates the supernode {} and the edge {}",
+        scores[0], scores[1]
+    );
+    assert!(
+        install.contains(&quoted),
+        "docs/install.md should say {quoted:?}"
+    );
 }
 
 #[test]
