@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the demo and the integration tests need, only if missing (idempotent).
-#   iproute2 iputils-ping nftables tcpdump iperf3 socat netcat-openbsd procps python3 curl, and cargo.
+#   iproute2 iputils-ping nftables tcpdump iperf3 socat netcat-openbsd procps python3 curl,
+#   systemd (systemd-analyze), systemd-container (systemd-nspawn), man-db, binutils (strip),
+#   and cargo.
 set -euo pipefail
 
 # package:command-that-proves-it-is-there
@@ -15,6 +17,10 @@ wanted=(
   procps:ps
   python3:python3
   curl:curl
+  systemd:systemd-analyze
+  systemd-container:systemd-nspawn
+  man-db:man
+  binutils:strip
 )
 
 # Root runs apt-get directly; others go through sudo when there is one.

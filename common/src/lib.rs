@@ -15,6 +15,7 @@ use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub mod metrics;
+pub mod systemd;
 pub mod tcp;
 pub use metrics::Metrics;
 pub use tcp::{FramedTcp, Transport};
@@ -36,6 +37,32 @@ pub fn cmd_pubkey() -> Result<()> {
         anyhow::anyhow!("stdin: the private key is {e}. Usage: metalvpc-edge pubkey < edge.key")
     })?;
     println!("{}", key.public_key().to_base64());
+    Ok(())
+}
+
+/// The hidden `man --dir DIR` command: writes `<bin>.1` and one `<bin>-<command>.1` per
+/// subcommand, rendered from the clap definitions (the package ships them).
+pub fn write_man_pages(cmd: clap::Command, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let cmd = cmd.disable_help_subcommand(true);
+    let root = cmd.get_name().to_string();
+    let source = format!("metalvpc {}", cmd.get_version().unwrap_or(""));
+    let mut pages = vec![(root.clone(), cmd.clone())];
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("{root}-{}", sub.get_name());
+        let bin = format!("{root} {}", sub.get_name());
+        pages.push((name.clone(), sub.clone().display_name(name).bin_name(bin)));
+    }
+    for (name, page) in pages {
+        let path = dir.join(format!("{name}.1"));
+        let mut text = Vec::new();
+        clap_mangen::Man::new(page)
+            .source(source.clone())
+            .manual("metalvpc")
+            .render(&mut text)?;
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        println!("{}", path.display());
+    }
     Ok(())
 }
 

@@ -17,39 +17,92 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
-/// The edge daemon of a metalvpc overlay: one per server and community.
+/// metalvpc edge: puts this server on an encrypted layer-2 overlay (one per community).
 ///
-/// Quick start on each server:
+/// The edge creates a TAP device holding this server's overlay address, registers with the
+/// supernode(s) named in its config, and carries Ethernet frames to the other members of the
+/// community, end-to-end encrypted: directly when the underlay lets two servers reach each
+/// other (also through NAT), relayed by a supernode otherwise. Kubernetes, etcd and anything
+/// else then use the overlay address like a private LAN.
+///
+/// Setting up a server (the supernode's operator adds the public key to the community file):
 ///   (umask 077; metalvpc-edge genkey > /etc/metalvpc/prod.key)
-///   metalvpc-edge pubkey < /etc/metalvpc/prod.key    # add it to the supernode's community file
-///   metalvpc-edge run --config /etc/metalvpc/prod.toml
+///   metalvpc-edge pubkey < /etc/metalvpc/prod.key
+///   cp /etc/metalvpc/edge.toml.example /etc/metalvpc/prod.toml   # then fill it in
+///   metalvpc-edge check --config /etc/metalvpc/prod.toml
+///   systemctl enable --now metalvpc-edge@prod     # or: metalvpc-edge run --config ...
 ///   metalvpc-edge status --config /etc/metalvpc/prod.toml
 #[derive(Parser)]
-#[command(name = "metalvpc-edge", version, verbatim_doc_comment)]
+#[command(
+    name = "metalvpc-edge",
+    version,
+    verbatim_doc_comment,
+    after_long_help = EDGE_MORE_HELP
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
 }
 
+const EDGE_MORE_HELP: &str = "\
+Files:
+  /etc/metalvpc/<community>.toml   the config of one community
+  /etc/metalvpc/<community>.key    this server's private key, mode 600
+  /etc/metalvpc/edge.toml.example  a commented example to start from
+  /run/metalvpc/<community>.sock   management socket: GET /status (JSON), GET /metrics
+  metalvpc-edge@.service           the systemd unit; its instance is the community
+
+Signals:
+  SIGHUP           re-read the supernode list and keepalive (systemctl reload)
+  SIGINT, SIGTERM  stop; the TAP device goes away with the process
+
+Exit status: 0 on success; 1 on any error, with a message that names the file, the key and
+the fix. Logs go to stderr (the journal under systemd); RUST_LOG=debug shows more.
+
+Documentation: /usr/share/doc/metalvpc/ (install.md, configuration.md, nat-traversal.md).
+See also: metalvpc-supernode(1).";
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Print a new private key (base64). Store it with mode 600.
+    ///
+    /// Example: (umask 077; metalvpc-edge genkey > /etc/metalvpc/prod.key)
+    #[command(verbatim_doc_comment)]
     Genkey,
     /// Read a private key on stdin and print its public key.
+    ///
+    /// Give the public key to the supernode's operator: it goes into a [[community.node]]
+    /// table of the community file, next to this server's overlay address.
+    /// Example: metalvpc-edge pubkey < /etc/metalvpc/prod.key
+    #[command(verbatim_doc_comment)]
     Pubkey,
     /// Run the edge (needs root or CAP_NET_ADMIN to create the TAP device).
+    ///
+    /// Creates the TAP device, registers with the supernodes and stays in the foreground,
+    /// logging to stderr. Under systemd (metalvpc-edge@<community>.service) it reports ready
+    /// once the TAP device is up and a supernode accepted it, and pings the watchdog.
+    /// SIGHUP re-reads the supernode list and keepalive; SIGTERM stops it.
+    #[command(verbatim_doc_comment)]
     Run {
         /// The community's TOML file (community, private_key_file, [[supernode]], [interface]).
         #[arg(long, short)]
         config: PathBuf,
     },
     /// Check a config file without starting; exits non-zero on any problem.
+    ///
+    /// Reads the file and the key it names exactly as `run` would (key file permissions,
+    /// addresses, MTU, supernode keys) and prints a one-line summary, or every problem found.
+    #[command(verbatim_doc_comment)]
     Check {
         /// The community's TOML file.
         #[arg(long, short)]
         config: PathBuf,
     },
     /// Show the running edge's supernodes and peers (path, endpoint, traffic, drops).
+    ///
+    /// Asks the daemon started with this config over its management socket. A table by
+    /// default; --json prints the same data for scripts.
+    #[command(verbatim_doc_comment)]
     Status {
         /// The config the daemon runs with (to find its management socket).
         #[arg(long, short)]
@@ -57,6 +110,13 @@ enum Cmd {
         /// Print JSON for scripts instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Write the man pages (metalvpc-edge.1, metalvpc-edge-run.1, ...) into a directory.
+    #[command(hide = true)]
+    Man {
+        /// Where to write them.
+        #[arg(long)]
+        dir: PathBuf,
     },
 }
 
@@ -71,6 +131,7 @@ fn main() {
         Cmd::Run { config } => run(config),
         Cmd::Check { config } => check(config),
         Cmd::Status { config, json } => status(config, json),
+        Cmd::Man { dir } => common::write_man_pages(<Cli as clap::CommandFactory>::command(), &dir),
     };
     if let Err(e) = result {
         eprintln!("metalvpc-edge: error: {e:#}");
@@ -491,10 +552,12 @@ fn run(path: PathBuf) -> Result<()> {
     let mut out = Output::default();
     let mut buf = vec![0u8; 65_536];
     let mut reloads = common::ReloadStats::default();
+    let mut sd = common::systemd::Service::from_env();
     while !waker.stopping() {
-        let timeout = core
-            .poll_timeout()
-            .saturating_duration_since(Instant::now());
+        let timeout = sd.cap_timeout(
+            core.poll_timeout()
+                .saturating_duration_since(Instant::now()),
+        );
         let tcp = transport.tcp_poll_set();
         let mut fds = vec![
             (transport.udp.as_raw_fd(), false),
@@ -507,9 +570,11 @@ fn run(path: PathBuf) -> Result<()> {
             waker.drain();
         }
         if waker.take_reload() {
+            sd.reloading();
             if let Some(k) = reload(&mut reloads, &path, &cfg, &mut core, &mut transport) {
                 info.keepalive = k;
             }
+            sd.reloaded();
         }
         if ready[0].0 {
             for _ in 0..256 {
@@ -598,7 +663,9 @@ fn run(path: PathBuf) -> Result<()> {
         while let Ok(req) = mgmt.try_recv() {
             answer(req, &core, &info, &transport, &reloads);
         }
+        sd.tick(|| systemd_state(&core, &tap.name));
     }
+    sd.stopping();
     info!("stopping; {} goes away with the process", tap.name);
     if let common::MgmtAddr::Unix(p) = &cfg.management {
         let _ = std::fs::remove_file(p);
@@ -743,6 +810,35 @@ fn metrics(v: &serde_json::Value) -> String {
     )
     .reloads("metalvpc_edge", &v["reloads"]);
     m.finish()
+}
+
+/// What systemd is told (`Type=notify`): ready once registered with a supernode (the TAP
+/// device is up before the loop starts), and the line `systemctl status` shows.
+fn systemd_state(core: &Edge, interface: &str) -> (bool, String) {
+    let st = core.status(Instant::now());
+    let registered = st.supernodes.iter().filter(|s| s.registered).count();
+    if registered == 0 {
+        let why = st.supernodes.iter().find_map(|s| s.error.clone());
+        return (
+            false,
+            format!(
+                "{interface} up; NOT registered with any of {} supernodes: {}",
+                st.supernodes.len(),
+                why.as_deref().unwrap_or("connecting")
+            ),
+        );
+    }
+    let connected: Vec<_> = st.peers.iter().filter(|p| p.session).collect();
+    let direct = connected.iter().filter(|p| p.path == "direct").count();
+    (
+        true,
+        format!(
+            "{interface} up; registered with {registered} of {} supernodes; {} of {} peers connected, {direct} direct",
+            st.supernodes.len(),
+            connected.len(),
+            st.peers.len()
+        ),
+    )
 }
 
 fn answer(

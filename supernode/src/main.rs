@@ -15,34 +15,84 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
-/// The supernode of a metalvpc overlay: it admits the edges listed in its community files,
-/// tells them about each other, helps them connect directly, and relays their (still
-/// end-to-end encrypted) packets when no direct path works. It never sees plaintext.
+/// metalvpc supernode: admits the members of each community and connects them.
 ///
-/// Quick start:
+/// The supernode runs on one public address. It admits the edges listed in its community
+/// files, tells them about each other, helps them connect directly (also through NAT), and
+/// relays their packets when no direct path works. Packets stay end-to-end encrypted between
+/// the edges: the supernode never sees plaintext. Edges keep their direct tunnels while it
+/// restarts; run two for redundancy.
+///
+/// Setting up:
 ///   (umask 077; metalvpc-supernode genkey > /etc/metalvpc/supernode.key)
-///   metalvpc-supernode pubkey < /etc/metalvpc/supernode.key   # give this to every edge
-///   metalvpc-supernode run --config /etc/metalvpc/supernode.toml
+///   metalvpc-supernode pubkey < /etc/metalvpc/supernode.key   # every edge needs this
+///   cp /etc/metalvpc/supernode.toml.example /etc/metalvpc/supernode.toml   # then fill it in
+///   metalvpc-supernode check --config /etc/metalvpc/supernode.toml
+///   systemctl enable --now metalvpc-supernode   # or: metalvpc-supernode run --config ...
+///   metalvpc-supernode status --config /etc/metalvpc/supernode.toml
 #[derive(Parser)]
-#[command(name = "metalvpc-supernode", version, verbatim_doc_comment)]
+#[command(
+    name = "metalvpc-supernode",
+    version,
+    verbatim_doc_comment,
+    after_long_help = SUPERNODE_MORE_HELP
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
 }
 
+const SUPERNODE_MORE_HELP: &str = "\
+Files:
+  /etc/metalvpc/supernode.toml          listen address, key, communities and their members
+  /etc/metalvpc/supernode.key           the supernode's private key, mode 600
+  /etc/metalvpc/supernode.toml.example  a commented example to start from
+  /run/metalvpc/supernode.sock          management socket: GET /status (JSON), GET /metrics
+  metalvpc-supernode.service            the systemd unit
+
+Ports: UDP and TCP on the `listen` port (7654 in the examples); open both in the firewall.
+
+Signals:
+  SIGHUP           re-read the community files: members added join, members removed are
+                   cut off, nobody else notices (systemctl reload)
+  SIGINT, SIGTERM  stop; edges keep their direct tunnels and re-register when it is back
+
+Exit status: 0 on success; 1 on any error, with a message that names the file, the key and
+the fix. Logs go to stderr (the journal under systemd); RUST_LOG=debug shows more.
+
+Documentation: /usr/share/doc/metalvpc/ (install.md, configuration.md, nat-traversal.md).
+See also: metalvpc-edge(1).";
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Print a new private key (base64). Store it with mode 600.
+    ///
+    /// Example: (umask 077; metalvpc-supernode genkey > /etc/metalvpc/supernode.key)
+    #[command(verbatim_doc_comment)]
     Genkey,
     /// Read a private key on stdin and print its public key.
+    ///
+    /// Every edge puts it in the public_key of its [[supernode]] table.
+    /// Example: metalvpc-supernode pubkey < /etc/metalvpc/supernode.key
+    #[command(verbatim_doc_comment)]
     Pubkey,
     /// Run the supernode.
+    ///
+    /// Binds UDP and TCP on `listen` and stays in the foreground, logging to stderr. Under
+    /// systemd (metalvpc-supernode.service) it reports ready once its sockets are bound and
+    /// pings the watchdog. SIGHUP re-reads the community files; SIGTERM stops it.
+    #[command(verbatim_doc_comment)]
     Run {
         /// The supernode's TOML file (listen, private_key_file, [[community]] …).
         #[arg(long, short)]
         config: PathBuf,
     },
     /// Check a config file without starting; exits non-zero on any problem.
+    ///
+    /// Reads the file, its community_dir and the key exactly as `run` would (key file
+    /// permissions, networks, duplicate addresses or keys) and prints a summary, or every
+    /// problem found.
+    #[command(verbatim_doc_comment)]
     Check {
         /// The supernode's TOML file.
         #[arg(long, short)]
@@ -87,6 +137,10 @@ enum Cmd {
         action: EnrolAction,
     },
     /// Show the running supernode's communities and members.
+    ///
+    /// Asks the daemon started with this config over its management socket. A table by
+    /// default; --json prints the same data for scripts.
+    #[command(verbatim_doc_comment)]
     Status {
         /// The config the daemon runs with (to find its management socket).
         #[arg(long, short)]
@@ -94,6 +148,13 @@ enum Cmd {
         /// Print JSON for scripts instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Write the man pages (metalvpc-supernode.1, metalvpc-supernode-run.1, ...) into a directory.
+    #[command(hide = true)]
+    Man {
+        /// Where to write them.
+        #[arg(long)]
+        dir: PathBuf,
     },
 }
 
@@ -226,6 +287,7 @@ fn main() {
             version,
             out,
         } => sign(&key, &config, community.as_deref(), version, out),
+        Cmd::Man { dir } => common::write_man_pages(<Cli as clap::CommandFactory>::command(), &dir),
     };
     if let Err(e) = result {
         eprintln!("metalvpc-supernode: error: {e:#}");
@@ -708,10 +770,13 @@ fn run(path: PathBuf) -> Result<()> {
     let mut out = Output::default();
     let mut buf = vec![0u8; 65_536];
     let mut reloads = common::ReloadStats::default();
+    // Sockets are bound and the management socket is up: ready at the first tick.
+    let mut sd = common::systemd::Service::from_env();
     while !waker.stopping() {
-        let timeout = core
-            .poll_timeout()
-            .saturating_duration_since(Instant::now());
+        let timeout = sd.cap_timeout(
+            core.poll_timeout()
+                .saturating_duration_since(Instant::now()),
+        );
         let tcp = transport.tcp_poll_set();
         let mut fds = vec![(transport.udp.as_raw_fd(), false), (waker.fd(), false)];
         fds.push((tcp_listener.as_ref().map_or(-1, |l| l.as_raw_fd()), false));
@@ -721,6 +786,7 @@ fn run(path: PathBuf) -> Result<()> {
             waker.drain();
         }
         if waker.take_reload() {
+            sd.reloading();
             reload(
                 &mut reloads,
                 &path,
@@ -728,6 +794,7 @@ fn run(path: PathBuf) -> Result<()> {
                 &mut core,
                 &mut out,
             );
+            sd.reloaded();
         }
         if ready[0].0 {
             // Drain a bounded batch, so timers and management still get their turn.
@@ -775,7 +842,9 @@ fn run(path: PathBuf) -> Result<()> {
         while let Ok(req) = mgmt.try_recv() {
             answer(req, &core, cfg.listen, transport.tcp.len(), &reloads);
         }
+        sd.tick(|| systemd_state(&core, cfg.listen));
     }
+    sd.stopping();
     info!("stopping");
     if let common::MgmtAddr::Unix(p) = &cfg.management {
         let _ = std::fs::remove_file(p);
@@ -837,6 +906,26 @@ fn reload(
     for (c, m) in &s.removed {
         info!("member '{m}' removed from community '{c}': its sessions are closed and every member was told to close theirs");
     }
+}
+
+/// What systemd is told (`Type=notify`): ready as soon as the loop runs, and the line
+/// `systemctl status` shows.
+fn systemd_state(core: &Supernode, listen: std::net::SocketAddr) -> (bool, String) {
+    let st = core.status(Instant::now());
+    let members: usize = st.communities.iter().map(|c| c.members.len()).sum();
+    let registered: usize = st
+        .communities
+        .iter()
+        .map(|c| c.members.iter().filter(|m| m.registered).count())
+        .sum();
+    (
+        true,
+        format!(
+            "listening on {listen}; {} communities; {registered} of {members} members registered; {} packets relayed",
+            st.communities.len(),
+            st.relay_packets
+        ),
+    )
 }
 
 /// Most TCP fallback connections at once.
