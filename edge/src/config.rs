@@ -70,9 +70,21 @@ pub struct Loaded {
 }
 
 fn read(path: &Path) -> Result<RawConfig> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow!("{}: cannot read the config file: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))
+    parse(path, &read_text(path)?)
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| anyhow!("{}: cannot read the config file: {e}", path.display()))
+}
+
+fn parse(path: &Path, text: &str) -> Result<RawConfig> {
+    toml::from_str(text).map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))
+}
+
+/// Resolves a supernode's `host:port` (DNS names included) to its first address.
+fn resolve(address: &str) -> Option<SocketAddr> {
+    address.to_socket_addrs().ok().and_then(|mut a| a.next())
 }
 
 /// The default TAP name for a community: `mv-` and the community, cut to 15 characters.
@@ -98,7 +110,24 @@ fn management(path: &Path, raw: &RawConfig) -> MgmtAddr {
 
 /// Loads and validates everything, including the private key file.
 pub fn load(path: &Path) -> Result<Loaded> {
-    let raw = read(path)?;
+    let text = read_text(path)?;
+    load_from_str(path, &text, resolve, |key_file| {
+        load_private_key(path, key_file)
+    })
+}
+
+/// What [`load`] does once the file is read: `text` is the content of `path` (named in
+/// errors); `resolve` turns a supernode `address` into a socket address; `private_key`
+/// loads the key from the `private_key_file` path (already resolved against `path`).
+/// With a `resolve` that does no DNS and a `private_key` that reads no file, this touches
+/// neither the network nor the filesystem (the fuzz target uses it that way).
+pub fn load_from_str(
+    path: &Path,
+    text: &str,
+    resolve: impl Fn(&str) -> Option<SocketAddr>,
+    private_key: impl FnOnce(&Path) -> Result<PrivateKey>,
+) -> Result<Loaded> {
+    let raw = parse(path, text)?;
     let f = path.display();
     if raw.community.is_empty() || raw.community.len() > 64 {
         bail!("{f}: key `community` must be 1 to 64 characters: the name of a community on the supernode");
@@ -108,11 +137,7 @@ pub fn load(path: &Path) -> Result<Loaded> {
     }
     let mut supernodes = Vec::new();
     for (i, s) in raw.supernode.iter().enumerate() {
-        let addr = s
-            .address
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next())
+        let addr = resolve(&s.address)
             .ok_or_else(|| anyhow!("{f}: key `supernode[{i}].address` = \"{}\" is not a reachable host:port; example: address = \"203.0.113.10:7654\"", s.address))?;
         let key = parse_public_key(path, &format!("supernode[{i}].public_key"), &s.public_key)?;
         supernodes.push((addr, key));
@@ -133,7 +158,7 @@ pub fn load(path: &Path) -> Result<Loaded> {
     if !(576..=9000).contains(&mtu) {
         bail!("{f}: key `interface.mtu` = {mtu}: must be 576 to 9000 (default {DEFAULT_MTU}, for a 1500-byte underlay)");
     }
-    let private_key = load_private_key(path, &relative_to(path, &raw.private_key_file))?;
+    let private_key = private_key(&relative_to(path, &raw.private_key_file))?;
     let mac = match &raw.interface.mac {
         None => private_key.public_key().derived_mac(),
         Some(m) => {

@@ -7,6 +7,7 @@ use metalvpc_common::{load_private_key, parse_public_key, relative_to, MgmtAddr}
 use metalvpc_protocol::supernode::{
     CommunityConfig, NodeEntry, SupernodeConfig, DEFAULT_REGISTER_INTERVAL,
 };
+use metalvpc_protocol::PrivateKey;
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -58,9 +59,42 @@ pub struct Loaded {
 }
 
 fn read_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow!("{}: cannot read the config file: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))
+    parse_toml(path, &Disk.read_text(path)?)
+}
+
+fn parse_toml<T: for<'de> Deserialize<'de>>(path: &Path, text: &str) -> Result<T> {
+    toml::from_str(text).map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))
+}
+
+/// What loading needs besides the main file's text: the community directory's files and the
+/// private key. [`Disk`] reads them from the filesystem; tests and the fuzz targets (`fuzz/`)
+/// give them from memory.
+pub trait Source {
+    /// The `*.toml` files in `dir`, in any order.
+    fn toml_files(&self, dir: &Path) -> std::io::Result<Vec<PathBuf>>;
+    /// The text of a community file.
+    fn read_text(&self, path: &Path) -> Result<String>;
+    /// The private key from `key_file` (already resolved against the config `path`).
+    fn private_key(&self, path: &Path, key_file: &Path) -> Result<PrivateKey>;
+}
+
+/// The filesystem.
+pub struct Disk;
+
+impl Source for Disk {
+    fn toml_files(&self, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+        Ok(std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect())
+    }
+    fn read_text(&self, path: &Path) -> Result<String> {
+        std::fs::read_to_string(path)
+            .map_err(|e| anyhow!("{}: cannot read the config file: {e}", path.display()))
+    }
+    fn private_key(&self, path: &Path, key_file: &Path) -> Result<PrivateKey> {
+        load_private_key(path, key_file)
+    }
 }
 
 /// True for RFC 1918 IPv4 networks and IPv6 unique local (fc00::/7) networks.
@@ -86,7 +120,13 @@ pub fn load_meta(path: &Path) -> Result<(MgmtAddr, Option<SocketAddr>)> {
 
 /// Loads and validates everything, including the private key.
 pub fn load(path: &Path) -> Result<Loaded> {
-    let raw: RawConfig = read_toml(path)?;
+    load_from_str(path, &Disk.read_text(path)?, &Disk)
+}
+
+/// What [`load`] does once the main file is read: `text` is the content of `path` (named in
+/// errors); community files and the key come from `source`.
+pub fn load_from_str(path: &Path, text: &str, source: &dyn Source) -> Result<Loaded> {
+    let raw: RawConfig = parse_toml(path, text)?;
     let f = path.display();
     let listen: SocketAddr = raw.listen.parse().map_err(|_| {
         anyhow!(
@@ -105,19 +145,15 @@ pub fn load(path: &Path) -> Result<Loaded> {
     }
     if let Some(dir) = &raw.community_dir {
         let dir = relative_to(path, dir);
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .map_err(|e| {
-                anyhow!(
-                    "{f}: key `community_dir` = {}: cannot read the directory: {e}",
-                    dir.display()
-                )
-            })?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .collect();
+        let mut files: Vec<PathBuf> = source.toml_files(&dir).map_err(|e| {
+            anyhow!(
+                "{f}: key `community_dir` = {}: cannot read the directory: {e}",
+                dir.display()
+            )
+        })?;
         files.sort();
         for file in files {
-            let c: RawCommunity = read_toml(&file)?;
+            let c: RawCommunity = parse_toml(&file, &source.read_text(&file)?)?;
             communities.push(check_community(&file, "", "node", c)?);
         }
     }
@@ -134,7 +170,7 @@ pub fn load(path: &Path) -> Result<Loaded> {
         }
     }
     let key_path = relative_to(path, &raw.private_key_file);
-    let private_key = load_private_key(path, &key_path)?;
+    let private_key = source.private_key(path, &key_path)?;
     let management = MgmtAddr::parse(
         path,
         raw.management.as_deref().unwrap_or(DEFAULT_MANAGEMENT),

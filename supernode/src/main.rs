@@ -1,6 +1,6 @@
 //! `metalvpc-supernode`: the membership and relay server of a metalvpc overlay.
 
-mod config;
+use metalvpc_supernode::config;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
