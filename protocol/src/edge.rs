@@ -439,6 +439,34 @@ impl Edge {
         self.public
     }
 
+    /// The sizes of the edge's tables, by name, to check memory bounds in tests and fuzz
+    /// targets: `peers` (slots), `peers_live`, `by_key`, `by_mac`, `index`, `lookups`,
+    /// `events`, `last_path`, `queued` (frames waiting, all peers), `queue_max` (the longest
+    /// queue), `list_chunks` (member-list chunks being assembled, all supernodes).
+    pub fn table_sizes(&self) -> Vec<(&'static str, usize)> {
+        let live = self.peers.iter().flatten();
+        vec![
+            ("peers", self.peers.len()),
+            ("peers_live", live.clone().count()),
+            ("by_key", self.by_key.len()),
+            ("by_mac", self.by_mac.len()),
+            ("index", self.index.len()),
+            ("lookups", self.lookups.len()),
+            ("events", self.events.len()),
+            ("last_path", self.last_path.len()),
+            ("queued", live.clone().map(|p| p.queue.len()).sum()),
+            ("queue_max", live.map(|p| p.queue.len()).max().unwrap_or(0)),
+            (
+                "list_chunks",
+                self.links
+                    .iter()
+                    .filter_map(|l| l.staging.as_ref())
+                    .map(|s| s.chunks.len())
+                    .sum(),
+            ),
+        ]
+    }
+
     /// Events since the last call.
     pub fn drain_events(&mut self) -> std::vec::Drain<'_, Event> {
         self.events.drain(..)

@@ -276,6 +276,21 @@ impl Supernode {
         self.public
     }
 
+    /// The sizes of the supernode's tables, by name, to check memory bounds in tests and
+    /// fuzz targets: `sessions` (indices of live sessions), `registrations`, `nodes`
+    /// (configured members, fixed), `locals` (announced endpoints, all members), `events`.
+    pub fn table_sizes(&self) -> Vec<(&'static str, usize)> {
+        let nodes = self.communities.iter().flat_map(|c| c.nodes.iter());
+        let regs = nodes.clone().filter_map(|n| n.reg.as_ref());
+        vec![
+            ("sessions", self.sessions.len()),
+            ("registrations", regs.clone().count()),
+            ("nodes", nodes.count()),
+            ("locals", regs.map(|r| r.locals.len()).sum()),
+            ("events", self.events.len()),
+        ]
+    }
+
     /// Events since the last call.
     pub fn drain_events(&mut self) -> std::vec::Drain<'_, Event> {
         self.events.drain(..)
