@@ -17,7 +17,10 @@ fuzz_target!(|data: &[u8]| {
     match load_from_str(path, text, literal, |_| Ok(key(9))) {
         Err(e) => {
             let msg = format!("{e:#}");
-            assert!(msg.starts_with("/fuzz/edge.toml: "), "error without the file: {msg}");
+            assert!(
+                msg.starts_with("/fuzz/edge.toml: "),
+                "error without the file: {msg}"
+            );
         }
         Ok(c) => {
             assert!(!c.community.is_empty() && c.community.len() <= 64);

@@ -11,7 +11,12 @@ fuzz_target!(|data: &[u8]| {
     };
     // A decoded message never holds more than the input could carry.
     let again = m.encode();
-    assert!(again.len() <= data.len() + 1, "{m:?}: {} from {}", again.len(), data.len());
+    assert!(
+        again.len() <= data.len() + 1,
+        "{m:?}: {} from {}",
+        again.len(),
+        data.len()
+    );
     assert_eq!(Control::decode(&again).as_ref(), Ok(&m));
     assert_eq!(as_encoded(&m), m);
 });

@@ -13,9 +13,17 @@ enum Case {
     /// Arbitrary bytes as the message 2 of a real initiation.
     RawResp(Vec<u8>),
     /// A real message 1 (with this payload), changed at these places (xor).
-    MutatedInit { payload: Vec<u8>, edits: Vec<(u16, u8)>, cut: Option<u16> },
+    MutatedInit {
+        payload: Vec<u8>,
+        edits: Vec<(u16, u8)>,
+        cut: Option<u16>,
+    },
     /// A real message 2, changed.
-    MutatedResp { payload: Vec<u8>, edits: Vec<(u16, u8)>, cut: Option<u16> },
+    MutatedResp {
+        payload: Vec<u8>,
+        edits: Vec<(u16, u8)>,
+        cut: Option<u16>,
+    },
 }
 
 fn mutate(msg: &[u8], edits: &[(u16, u8)], cut: Option<u16>) -> Vec<u8> {
@@ -38,14 +46,24 @@ fuzz_target!(|case: Case| {
     let (a, b) = (key(7), key(8));
     match case {
         Case::RawInit(m) => {
-            assert!(Handshake::respond(&b, &m).is_err(), "a forged message 1 passed");
+            assert!(
+                Handshake::respond(&b, &m).is_err(),
+                "a forged message 1 passed"
+            );
         }
         Case::RawResp(m) => {
             let mut m1 = Vec::new();
             let init = Handshake::initiate(&a, &b.public_key(), b"", &mut m1).unwrap();
-            assert!(init.finish_initiation(&m).is_err(), "a forged message 2 passed");
+            assert!(
+                init.finish_initiation(&m).is_err(),
+                "a forged message 2 passed"
+            );
         }
-        Case::MutatedInit { payload, edits, cut } => {
+        Case::MutatedInit {
+            payload,
+            edits,
+            cut,
+        } => {
             let mut m1 = Vec::new();
             if Handshake::initiate(&a, &b.public_key(), &payload, &mut m1).is_err() {
                 // Only a payload too large for one Noise message may fail.
@@ -62,7 +80,11 @@ fuzz_target!(|case: Case| {
                 Err(_) => assert_ne!(m, m1, "an intact message 1 failed"),
             }
         }
-        Case::MutatedResp { payload, edits, cut } => {
+        Case::MutatedResp {
+            payload,
+            edits,
+            cut,
+        } => {
             let mut m1 = Vec::new();
             let init = Handshake::initiate(&a, &b.public_key(), b"", &mut m1).unwrap();
             let (resp, _, _) = Handshake::respond(&b, &m1).unwrap();

@@ -10,7 +10,11 @@ use std::collections::HashSet;
 #[derive(Arbitrary, Debug)]
 enum Op {
     /// Relative to the highest counter seen, forward or back.
-    Near { back: bool, delta: u16, check_only: bool },
+    Near {
+        back: bool,
+        delta: u16,
+        check_only: bool,
+    },
     /// Far ahead.
     Jump(u32),
     /// Anywhere, including the reject limit.
@@ -39,7 +43,12 @@ fuzz_target!(|ops: Vec<Op>| {
             ),
             Op::Jump(d) => (t.saturating_add(u64::from(d)), false),
             Op::Absolute(c) => (c, false),
-            Op::NearLimit(d) => (REJECT_AFTER_MESSAGES.wrapping_add(u64::from(d)).wrapping_sub(30_000), false),
+            Op::NearLimit(d) => (
+                REJECT_AFTER_MESSAGES
+                    .wrapping_add(u64::from(d))
+                    .wrapping_sub(30_000),
+                false,
+            ),
         };
         let expect = c < REJECT_AFTER_MESSAGES
             && !seen.contains(&c)

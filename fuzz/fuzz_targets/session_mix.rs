@@ -50,11 +50,27 @@ enum Op {
     Deliver(u8),
     DeliverAll,
     Drop(u8),
-    Replay { i: u8, spoof: Option<u8> },
-    Mutate { i: u8, history: bool, edits: Vec<(u16, u8)>, cut: Option<u16>, spoof: Option<u8> },
-    Frame { edge: bool, kind: FrameKind, payload: Vec<u8> },
+    Replay {
+        i: u8,
+        spoof: Option<u8>,
+    },
+    Mutate {
+        i: u8,
+        history: bool,
+        edits: Vec<(u16, u8)>,
+        cut: Option<u16>,
+        spoof: Option<u8>,
+    },
+    Frame {
+        edge: bool,
+        kind: FrameKind,
+        payload: Vec<u8>,
+    },
     Advance(u16),
-    Stranger { who: Stranger, from: u8 },
+    Stranger {
+        who: Stranger,
+        from: u8,
+    },
 }
 
 fn spoofed(n: u8) -> std::net::SocketAddr {
@@ -187,7 +203,9 @@ fuzz_target!(|input: (bool, Vec<Op>)| {
             Op::Advance(ms) => net.advance(Duration::from_millis(u64::from(ms) * 8)),
             Op::Stranger { who, from } => {
                 let (init, dst, may_grow) = stranger_init(&net, &who);
-                let back = net.deliver(spoofed(from), dst, &init).expect("a node owns dst");
+                let back = net
+                    .deliver(spoofed(from), dst, &init)
+                    .expect("a node owns dst");
                 if !may_grow {
                     check_no_amplification(back, init.len(), "refused handshake initiation");
                 }

@@ -6,10 +6,22 @@ use metalvpc_protocol::wire::{self, Packet};
 
 #[derive(Arbitrary, Debug)]
 enum Header {
-    Init { sender: u32 },
-    Resp { sender: u32, receiver: u32 },
-    Data { receiver: u32, counter: u64 },
-    Relay { receiver: u32, counter: u64, peer: u32 },
+    Init {
+        sender: u32,
+    },
+    Resp {
+        sender: u32,
+        receiver: u32,
+    },
+    Data {
+        receiver: u32,
+        counter: u64,
+    },
+    Relay {
+        receiver: u32,
+        counter: u64,
+        peer: u32,
+    },
 }
 
 fuzz_target!(|input: (Header, Vec<u8>)| {
@@ -43,7 +55,12 @@ fuzz_target!(|input: (Header, Vec<u8>)| {
     b.extend_from_slice(&body);
     let decoded = wire::decode(&b);
     if b.len() < min || b.len() > wire::MAX_PACKET {
-        assert_eq!(decoded, Err(wire::WireError::Malformed), "{h:?} {}", b.len());
+        assert_eq!(
+            decoded,
+            Err(wire::WireError::Malformed),
+            "{h:?} {}",
+            b.len()
+        );
         return;
     }
     let expect = match h {

@@ -195,7 +195,11 @@ pub fn as_encoded(m: &Control) -> Control {
             epoch: *epoch,
             chunk: *chunk,
             chunks: *chunks,
-            records: records.iter().take(RECORDS_PER_LIST).map(cut_record).collect(),
+            records: records
+                .iter()
+                .take(RECORDS_PER_LIST)
+                .map(cut_record)
+                .collect(),
         },
         Control::LookupReply { txid, record } => Control::LookupReply {
             txid: *txid,
@@ -235,7 +239,11 @@ pub fn check_output(out: &Output, to: Option<SocketAddr>) -> usize {
     }
     for f in &out.frames {
         assert!(f.start <= f.end && f.end <= out.buf.len());
-        assert!(f.len() >= 14 && f.len() <= MAX_PACKET, "a frame of {} bytes", f.len());
+        assert!(
+            f.len() >= 14 && f.len() <= MAX_PACKET,
+            "a frame of {} bytes",
+            f.len()
+        );
     }
     to_src
 }
@@ -262,7 +270,10 @@ fn size(sizes: &[(&'static str, usize)], name: &str) -> usize {
 pub fn check_edge_tables(edge: &Edge, members: usize, links: usize) {
     let s = edge.table_sizes();
     let peers = size(&s, "peers_live");
-    assert!(peers <= members, "{peers} peers but {members} members: {s:?}");
+    assert!(
+        peers <= members,
+        "{peers} peers but {members} members: {s:?}"
+    );
     assert!(size(&s, "peers") <= members, "{s:?}");
     assert!(size(&s, "by_key") <= members, "{s:?}");
     assert!(size(&s, "by_mac") <= members, "{s:?}");
@@ -271,7 +282,10 @@ pub fn check_edge_tables(edge: &Edge, members: usize, links: usize) {
     assert!(size(&s, "index") <= 3 * links + 4 * peers, "{s:?}");
     assert!(size(&s, "queue_max") <= 32, "{s:?}");
     assert!(size(&s, "lookups") <= 1025, "{s:?}");
-    assert!(size(&s, "list_chunks") <= links * usize::from(u16::MAX), "{s:?}");
+    assert!(
+        size(&s, "list_chunks") <= links * usize::from(u16::MAX),
+        "{s:?}"
+    );
 }
 
 /// The supernode's tables stay within their limits.

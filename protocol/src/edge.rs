@@ -51,6 +51,14 @@ pub const PEER_EXPIRY: Duration = Duration::from_secs(120);
 /// only once a pong came back over it, which proves both directions.
 const MSG_PROBE: u8 = 1;
 const MSG_PONG: u8 = 2;
+/// The Register payload of a handshake initiation to a supernode is padded to at least this
+/// many bytes: then the initiation (8 + 96 + payload) is as large as the largest refusal
+/// (12 + 48 + 3 + a 255-byte message), which a supernode never makes larger than the
+/// initiation it answers (no amplification).
+pub const REGISTER_INIT_PAYLOAD_MIN: usize =
+    wire::RESP_HEADER_LEN + crate::crypto::RESP_NOISE_OVERHEAD + 3 + 255
+        - wire::INIT_HEADER_LEN
+        - crate::crypto::INIT_NOISE_OVERHEAD;
 /// A responder session the initiator never confirmed is dropped after this long.
 const UNCONFIRMED_EXPIRY: Duration = Duration::from_secs(15);
 
@@ -1374,12 +1382,12 @@ impl Edge {
         let link = &mut self.links[l];
         let start = out.buf.len();
         wire::put_init_header(&mut out.buf, local_index);
-        let hs = match Handshake::initiate(
-            &self.cfg.private_key,
-            &link.key,
-            &register.encode(),
-            &mut out.buf,
-        ) {
+        // Padded (decoders ignore trailing bytes) so that a supernode's refusal, which is
+        // never larger than the initiation it answers, has room for its whole explanation.
+        let mut payload = register.encode();
+        payload.resize(payload.len().max(REGISTER_INIT_PAYLOAD_MIN), 0);
+        let hs = match Handshake::initiate(&self.cfg.private_key, &link.key, &payload, &mut out.buf)
+        {
             Ok(hs) => hs,
             Err(_) => {
                 out.buf.truncate(start);
