@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the demo and the integration tests need, only if missing (idempotent).
-#   iproute2 iputils-ping nftables tcpdump iperf3 socat netcat-openbsd procps python3, and cargo.
+#   iproute2 iputils-ping nftables tcpdump iperf3 socat netcat-openbsd procps python3, g++ (the
+#   fuzz targets build libFuzzer, which is C++), and cargo. scripts/fuzz.sh installs cargo-fuzz.
 set -euo pipefail
 
 # package:command-that-proves-it-is-there
@@ -14,6 +15,7 @@ wanted=(
   netcat-openbsd:nc
   procps:ps
   python3:python3
+  g++:g++
 )
 
 # Root runs apt-get directly; others go through sudo when there is one.
