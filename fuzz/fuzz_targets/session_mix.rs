@@ -214,8 +214,8 @@ fuzz_target!(|input: (bool, Vec<Op>)| {
         net.check_tables();
     }
     // A clean minute: everything delivered, timers run. Then a frame each way must arrive.
-    for _ in 0..240 {
-        net.advance(Duration::from_millis(250));
+    for _ in 0..60 {
+        net.advance(Duration::from_secs(1));
         net.deliver_all(512);
         net.check_tables();
     }
@@ -225,9 +225,9 @@ fuzz_target!(|input: (bool, Vec<Op>)| {
         let before = net.delivered[1 - e];
         let f = ip_frame(peer_mac, mac, ip, b"still there?");
         net.frame(e, &f);
-        for _ in 0..20 {
+        for _ in 0..10 {
             net.deliver_all(512);
-            net.advance(Duration::from_millis(250));
+            net.advance(Duration::from_millis(500));
         }
         assert!(
             net.delivered[1 - e] > before,
