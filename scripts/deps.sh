@@ -2,7 +2,8 @@
 # Installs what the demo and the integration tests need, only if missing (idempotent).
 #   iproute2 iputils-ping nftables tcpdump iperf3 socat netcat-openbsd procps python3 curl,
 #   systemd (systemd-analyze), systemd-container (systemd-nspawn), man-db, binutils (strip),
-#   and cargo.
+#   g++ (the fuzz targets build libFuzzer, which is C++), and cargo. scripts/fuzz.sh installs
+#   cargo-fuzz.
 set -euo pipefail
 
 # package:command-that-proves-it-is-there
@@ -21,6 +22,7 @@ wanted=(
   systemd-container:systemd-nspawn
   man-db:man
   binutils:strip
+  g++:g++
 )
 
 # Root runs apt-get directly; others go through sudo when there is one.

@@ -247,6 +247,17 @@ pub fn drop_capabilities(keep: &[u32]) -> u64 {
     wanted
 }
 
+/// Reads at most `limit` bytes of `path` (a secret or state file named in a config: never
+/// unbounded, even if the path is a device such as /dev/zero).
+pub fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit)
+        .read_to_end(&mut out)?;
+    Ok(out)
+}
+
 /// The directory of default management sockets: `$RUNTIME_DIRECTORY` when systemd set one
 /// (the units' `RuntimeDirectory=metalvpc`), else `/run/metalvpc`.
 pub fn runtime_dir() -> PathBuf {
@@ -650,12 +661,57 @@ impl Conn for std::net::TcpStream {
     }
 }
 
-/// Reads at most 8 KiB of request head; answers one request; closes.
+/// A request head is read until its blank line or until it holds this many bytes.
+pub const MAX_REQUEST_HEAD: usize = 8192;
+/// The longest request head [`parse_request`] looks at: [`MAX_REQUEST_HEAD`] plus one more
+/// read of the connection's 512-byte buffer. Anything longer is refused.
+pub const MAX_REQUEST_BYTES: usize = MAX_REQUEST_HEAD + 512;
+/// The longest path a request may ask for.
+pub const MAX_REQUEST_PATH: usize = 256;
+
+/// A management request that [`parse_request`] accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The path asked for, e.g. `/status`: starts with `/`, at most [`MAX_REQUEST_PATH`] bytes.
+    pub path: String,
+}
+
+/// A request head that is not `GET /path`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadRequest;
+
+/// Parses the head of a management request (HTTP/1.0 style: `GET /status HTTP/1.0`).
+/// Only the first line matters: the method must be `GET` and the path must start with `/`
+/// and be at most [`MAX_REQUEST_PATH`] bytes. Invalid UTF-8 is read lossily. Pure and
+/// bounded: a head longer than [`MAX_REQUEST_BYTES`] is refused, and nothing but the path
+/// is allocated.
+pub fn parse_request(head: &[u8]) -> Result<Request, BadRequest> {
+    if head.len() > MAX_REQUEST_BYTES {
+        return Err(BadRequest);
+    }
+    let first = match head.iter().position(|&b| b == b'\n') {
+        Some(i) => &head[..i],
+        None => head,
+    };
+    let first = first.strip_suffix(b"\r").unwrap_or(first);
+    let text = String::from_utf8_lossy(first);
+    let mut parts = text.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if method != "GET" || !path.starts_with('/') || path.len() > MAX_REQUEST_PATH {
+        return Err(BadRequest);
+    }
+    Ok(Request {
+        path: path.to_string(),
+    })
+}
+
+/// Reads at most [`MAX_REQUEST_HEAD`] bytes of request head (plus one read); answers one
+/// request; closes.
 fn handle_conn(mut conn: impl Conn, tx: &mpsc::Sender<MgmtRequest>, waker: WakeHandle) {
     conn.set_timeouts(Duration::from_secs(3));
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 512];
-    while head.len() < 8192
+    while head.len() < MAX_REQUEST_HEAD
         && !head.windows(4).any(|w| w == b"\r\n\r\n")
         && !head.ends_with(b"\n\n")
     {
@@ -664,31 +720,22 @@ fn handle_conn(mut conn: impl Conn, tx: &mpsc::Sender<MgmtRequest>, waker: WakeH
             Ok(n) => head.extend_from_slice(&buf[..n]),
         }
     }
-    let text = String::from_utf8_lossy(&head);
-    let first = text.lines().next().unwrap_or("");
-    let mut parts = first.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let (code, ctype, body) = if method != "GET" || !path.starts_with('/') || path.len() > 256 {
-        (
+    let (code, ctype, body) = match parse_request(&head) {
+        Err(BadRequest) => (
             400,
             "text/plain",
             "bad request: use GET /status\n".to_string(),
-        )
-    } else {
-        let (rtx, rrx) = mpsc::channel();
-        if tx
-            .send(MgmtRequest {
-                path: path.to_string(),
-                reply: rtx,
-            })
-            .is_err()
-        {
-            return;
-        }
-        waker.wake();
-        match rrx.recv_timeout(Duration::from_secs(5)) {
-            Ok(x) => x,
-            Err(_) => (503, "text/plain", "daemon busy\n".to_string()),
+        ),
+        Ok(Request { path }) => {
+            let (rtx, rrx) = mpsc::channel();
+            if tx.send(MgmtRequest { path, reply: rtx }).is_err() {
+                return;
+            }
+            waker.wake();
+            match rrx.recv_timeout(Duration::from_secs(5)) {
+                Ok(x) => x,
+                Err(_) => (503, "text/plain", "daemon busy\n".to_string()),
+            }
         }
     };
     let reason = match code {
@@ -825,6 +872,56 @@ mod tests {
         let err = load_private_key(&cfg, &key).unwrap_err().to_string();
         assert!(err.contains("base64"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn request_parser_accepts_get_with_a_path_only() {
+        let ok = |p: &str| {
+            Ok(Request {
+                path: p.to_string(),
+            })
+        };
+        assert_eq!(
+            parse_request(b"GET /status HTTP/1.0\r\n\r\n"),
+            ok("/status")
+        );
+        assert_eq!(parse_request(b"GET /status\n\n"), ok("/status"));
+        assert_eq!(parse_request(b"GET /status"), ok("/status"));
+        assert_eq!(
+            parse_request(b"  GET \t /x?y=1  HTTP/1.0\r\n"),
+            ok("/x?y=1")
+        );
+        // Only the first line counts.
+        assert_eq!(parse_request(b"GET /a\r\nPOST /b\r\n\r\n"), ok("/a"));
+        assert_eq!(parse_request(b"GET /\xff\r\n"), ok("/\u{fffd}"));
+        let bad = [
+            &b""[..],
+            b"\r\n\r\n",
+            b"POST /status HTTP/1.0\r\n\r\n",
+            b"get /status\r\n",
+            b"GET status\r\n",
+            b"GET\r\n/status\r\n",
+            b"GET\xff /status\r\n",
+        ];
+        for b in bad {
+            assert_eq!(
+                parse_request(b),
+                Err(BadRequest),
+                "{:?}",
+                String::from_utf8_lossy(b)
+            );
+        }
+        // The path limit, in bytes.
+        let path = format!("/{}", "a".repeat(MAX_REQUEST_PATH - 1));
+        assert_eq!(parse_request(format!("GET {path}").as_bytes()), ok(&path));
+        let long = format!("GET {path}a HTTP/1.0\r\n\r\n");
+        assert_eq!(parse_request(long.as_bytes()), Err(BadRequest));
+        // The size bound: a head the connection could not have read is refused whole.
+        let mut head = b"GET /status\r\n".to_vec();
+        head.resize(MAX_REQUEST_BYTES, b'x');
+        assert_eq!(parse_request(&head), ok("/status"));
+        head.push(b'x');
+        assert_eq!(parse_request(&head), Err(BadRequest));
     }
 
     #[test]

@@ -91,10 +91,18 @@ pub struct Loaded {
     pub membership_cache: Option<PathBuf>,
 }
 
-fn read(path: &Path) -> Result<RawConfig> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow!("{}: cannot read the config file: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| anyhow!("{}: cannot read the config file: {e}", path.display()))
+}
+
+fn parse(path: &Path, text: &str) -> Result<RawConfig> {
+    toml::from_str(text).map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))
+}
+
+/// Resolves a supernode's `host:port` (DNS names included) to its first address.
+fn resolve(address: &str) -> Option<SocketAddr> {
+    address.to_socket_addrs().ok().and_then(|mut a| a.next())
 }
 
 /// The default TAP name for a community: `mv-` and the community, cut to 15 characters.
@@ -136,7 +144,24 @@ fn management(path: &Path, raw: &RawConfig) -> MgmtAddr {
 /// Loads and validates everything, including the private key file. Every problem in the
 /// file is reported at once.
 pub fn load(path: &Path) -> Result<Loaded> {
-    let raw = read(path)?;
+    let text = read_text(path)?;
+    load_from_str(path, &text, resolve, |key_file| {
+        load_private_key(path, key_file)
+    })
+}
+
+/// What [`load`] does once the file is read: `text` is the content of `path` (named in
+/// errors); `resolve` turns a supernode `address` into a socket address; `private_key`
+/// loads the key from the `private_key_file` path (already resolved against `path`).
+/// With a `resolve` that does no DNS and a `private_key` that reads no file, this touches
+/// neither the network nor the filesystem (the fuzz target uses it that way).
+pub fn load_from_str(
+    path: &Path,
+    text: &str,
+    resolve: impl Fn(&str) -> Option<SocketAddr>,
+    private_key: impl FnOnce(&Path) -> Result<PrivateKey>,
+) -> Result<Loaded> {
+    let raw = parse(path, text)?;
     let f = path.display();
     let mut p = Problems::default();
     if raw.community.is_empty() || raw.community.len() > 64 {
@@ -147,7 +172,7 @@ pub fn load(path: &Path) -> Result<Loaded> {
     }
     let mut supernodes = Vec::new();
     for (i, s) in raw.supernode.iter().enumerate() {
-        let addr = s.address.to_socket_addrs().ok().and_then(|mut a| a.next());
+        let addr = resolve(&s.address);
         if addr.is_none() {
             p.push(format!("{f}: key `supernode[{i}].address` = \"{}\" is not a reachable host:port; example: address = \"203.0.113.10:7654\"", s.address));
         }
@@ -165,7 +190,7 @@ pub fn load(path: &Path) -> Result<Loaded> {
     }
     let join_secret = raw.join_secret_file.as_deref().and_then(|j| {
         let path = relative_to(path, j);
-        match std::fs::read(&path) {
+        match metalvpc_common::read_bounded(&path, 4096) {
             Err(e) => {
                 p.push(format!("{f}: key `join_secret_file` = {}: cannot read it ({e}); copy the community's join secret from the supernode (mode 600)", path.display()));
                 None
@@ -209,10 +234,7 @@ pub fn load(path: &Path) -> Result<Loaded> {
     if !(576..=9000).contains(&mtu) {
         p.push(format!("{f}: key `interface.mtu` = {mtu}: must be 576 to 9000 (default {DEFAULT_MTU}, for a 1500-byte underlay)"));
     }
-    let private_key = p.ok(load_private_key(
-        path,
-        &relative_to(path, &raw.private_key_file),
-    ));
+    let private_key = p.ok(private_key(&relative_to(path, &raw.private_key_file)));
     let mac = match &raw.interface.mac {
         None => private_key.as_ref().map(|k| k.public_key().derived_mac()),
         Some(m) => match Mac::parse(m) {

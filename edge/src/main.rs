@@ -2,7 +2,7 @@
 //! server's overlay address, registers with the supernode(s), and carries Ethernet frames to
 //! the other members, end-to-end encrypted, directly when possible and relayed otherwise.
 
-mod config;
+use metalvpc_edge::config;
 mod ipv6;
 mod tap;
 

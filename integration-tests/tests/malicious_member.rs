@@ -75,7 +75,7 @@ fn a_member_cannot_impersonate_another() {
     };
     let (a_mac, b_mac, m_mac) = (mac(&a), mac(&b), mac(&m));
     let (a_ip, b_ip, m_ip) = (a.ip(), b.ip(), m.ip());
-    let neigh = |lab: &Lab| {
+    let neigh = || {
         exec_in(
             b.ns(),
             &["ip", "neigh", "show", &a_ip],
@@ -83,11 +83,7 @@ fn a_member_cannot_impersonate_another() {
         )
         .stdout
     };
-    assert!(
-        neigh(&lab).contains(&a_mac),
-        "b's entry for a: {}",
-        neigh(&lab)
-    );
+    assert!(neigh().contains(&a_mac), "b's entry for a: {}", neigh());
 
     let cases = [
         ("a's IP from m's MAC", icmp(&b_mac, &m_mac, &a_ip, &b_ip)),
@@ -119,9 +115,9 @@ fn a_member_cannot_impersonate_another() {
         );
     }
     assert!(
-        neigh(&lab).contains(&a_mac),
+        neigh().contains(&a_mac),
         "b's neighbour entry for a was changed: {}",
-        neigh(&lab)
+        neigh()
     );
     assert!(ping(a.ns(), &b_ip, 3).all_ok(), "a no longer reaches b");
     assert!(ping(b.ns(), &a_ip, 3).all_ok(), "b no longer reaches a");

@@ -61,6 +61,14 @@ pub const PMTU_INTERVAL: Duration = Duration::from_secs(600);
 const PMTU_ROUND: Duration = Duration::from_secs(2);
 /// A round that got no acknowledgement at all is repeated after this long.
 const PMTU_RETRY: Duration = Duration::from_secs(30);
+/// The Register payload of a handshake initiation to a supernode is padded to at least this
+/// many bytes: then the initiation (8 + 96 + payload) is as large as the largest refusal
+/// (12 + 48 + 3 + a 255-byte message), which a supernode never makes larger than the
+/// initiation it answers (no amplification).
+pub const REGISTER_INIT_PAYLOAD_MIN: usize =
+    wire::RESP_HEADER_LEN + crate::crypto::RESP_NOISE_OVERHEAD + 3 + 255
+        - wire::INIT_HEADER_LEN
+        - crate::crypto::INIT_NOISE_OVERHEAD;
 /// A responder session the initiator never confirmed is dropped after this long.
 const UNCONFIRMED_EXPIRY: Duration = Duration::from_secs(15);
 
@@ -777,6 +785,34 @@ impl Edge {
         }
         self.next_tick = now;
         (added, removed)
+    }
+
+    /// The sizes of the edge's tables, by name, to check memory bounds in tests and fuzz
+    /// targets: `peers` (slots), `peers_live`, `by_key`, `by_mac`, `index`, `lookups`,
+    /// `events`, `last_path`, `queued` (frames waiting, all peers), `queue_max` (the longest
+    /// queue), `list_chunks` (member-list chunks being assembled, all supernodes).
+    pub fn table_sizes(&self) -> Vec<(&'static str, usize)> {
+        let live = self.peers.iter().flatten();
+        vec![
+            ("peers", self.peers.len()),
+            ("peers_live", live.clone().count()),
+            ("by_key", self.by_key.len()),
+            ("by_mac", self.by_mac.len()),
+            ("index", self.index.len()),
+            ("lookups", self.lookups.len()),
+            ("events", self.events.len()),
+            ("last_path", self.last_path.len()),
+            ("queued", live.clone().map(|p| p.queue.len()).sum()),
+            ("queue_max", live.map(|p| p.queue.len()).max().unwrap_or(0)),
+            (
+                "list_chunks",
+                self.links
+                    .iter()
+                    .filter_map(|l| l.staging.as_ref())
+                    .map(|s| s.chunks.len())
+                    .sum(),
+            ),
+        ]
     }
 
     /// Events since the last call.
@@ -2074,12 +2110,12 @@ impl Edge {
         let link = &mut self.links[l];
         let start = out.buf.len();
         wire::put_init_header(&mut out.buf, local_index);
-        let hs = match Handshake::initiate(
-            &self.cfg.private_key,
-            &link.key,
-            &register.encode(),
-            &mut out.buf,
-        ) {
+        // Padded (decoders ignore trailing bytes) so that a supernode's refusal, which is
+        // never larger than the initiation it answers, has room for its whole explanation.
+        let mut payload = register.encode();
+        payload.resize(payload.len().max(REGISTER_INIT_PAYLOAD_MIN), 0);
+        let hs = match Handshake::initiate(&self.cfg.private_key, &link.key, &payload, &mut out.buf)
+        {
             Ok(hs) => hs,
             Err(_) => {
                 out.buf.truncate(start);

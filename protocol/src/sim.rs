@@ -491,6 +491,13 @@ fn non_member_and_wrong_address_are_refused() {
         .as_deref()
         .unwrap()
         .contains("not a member"));
+    // The edge pads its initiation, so the whole explanation fits in a refusal that is not
+    // larger than the initiation (no amplification: see supernode.rs).
+    assert!(s0.supernodes[0]
+        .error
+        .as_deref()
+        .unwrap()
+        .ends_with("to the supernode's community file)"));
     let s1 = net.edges[1].edge.status(net.now);
     assert!(!s1.supernodes[0].registered);
     assert!(s1.supernodes[0]

@@ -6,7 +6,7 @@
 
 use crate::control::{chunk_records, Control, NakCode, PeerRecord, Query, KEYS_PER_REMOVAL};
 use crate::cookie::{self, CookieGuard, Verdict};
-use crate::crypto::Handshake;
+use crate::crypto::{Handshake, RESP_NOISE_OVERHEAD};
 use crate::io::{DropCounters, DropReason, Output, Traffic};
 use crate::keys::{Mac, PrivateKey, PublicKey};
 use crate::membership::{SignedBlob, CHUNK_BYTES};
@@ -291,6 +291,18 @@ fn record(n: &Node) -> Option<PeerRecord> {
     })
 }
 
+/// Bytes of a `RegisterNak` besides its message: type, code, message length.
+const NAK_OVERHEAD: usize = 3;
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
+fn cut_at_char(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 fn retire(sessions: &mut HashMap<u32, (usize, usize)>, s: Option<Session>) {
     if let Some(s) = s {
         sessions.remove(&s.local_index);
@@ -485,6 +497,21 @@ impl Supernode {
         self.public
     }
 
+    /// The sizes of the supernode's tables, by name, to check memory bounds in tests and
+    /// fuzz targets: `sessions` (indices of live sessions), `registrations`, `nodes`
+    /// (configured members, fixed), `locals` (announced endpoints, all members), `events`.
+    pub fn table_sizes(&self) -> Vec<(&'static str, usize)> {
+        let nodes = self.communities.iter().flat_map(|c| c.nodes.iter());
+        let regs = nodes.clone().filter_map(|n| n.reg.as_ref());
+        vec![
+            ("sessions", self.sessions.len()),
+            ("registrations", regs.clone().count()),
+            ("nodes", nodes.count()),
+            ("locals", regs.map(|r| r.locals.len()).sum()),
+            ("events", self.events.len()),
+        ]
+    }
+
     /// Events since the last call.
     pub fn drain_events(&mut self) -> std::vec::Drain<'_, Event> {
         self.events.drain(..)
@@ -570,11 +597,16 @@ impl Supernode {
                     community,
                     reason: reason.clone(),
                 }));
+                // No amplification: the refusal is never larger than the initiation it
+                // answers (the message is cut to fit; edges pad their initiation to
+                // REGISTER_INIT_MIN so that a whole explanation fits).
+                let room = (wire::INIT_HEADER_LEN + noise.len())
+                    .saturating_sub(wire::RESP_HEADER_LEN + RESP_NOISE_OVERHEAD + NAK_OVERHEAD);
                 let start = out.buf.len();
                 wire::put_resp_header(&mut out.buf, 0, sender);
                 let nak = Control::RegisterNak {
                     code,
-                    message: reason,
+                    message: cut_at_char(&reason, room).to_string(),
                 }
                 .encode();
                 if hs.finish_response(&nak, &mut out.buf).is_ok() {
@@ -1133,5 +1165,85 @@ impl Supernode {
             relay_packets: self.relay_packets,
             relay_bytes: self.relay_bytes,
         }
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixed_key(n: u8) -> PrivateKey {
+        let mut k = [n; 32];
+        k[0] &= 248;
+        k[31] = (k[31] & 127) | 64;
+        PrivateKey(k)
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// Found by the `session_mix` fuzz target (docs/fuzzing.md, crash 1): a handshake
+    /// initiation from a key that is no member, with an unpadded Register, was answered by a
+    /// refusal of 235 bytes for its 139: a 1.7x amplification towards a spoofed source. These
+    /// are the exact 139 bytes (initiator key [30; 32], supernode key [1; 32], both clamped).
+    #[test]
+    fn refusal_is_never_larger_than_the_initiation() {
+        let init = hex(
+            "010100000403020140c4702f3c00472d71accbc68a306089fb7f312e9d59693d1c809330a7fbd16c4eab\
+             ce23307466e1f661d3d8f4daeea91e05cef0502ef9db2f3b0a83740e1d7da2c830394b5b2327f8187cae0f\
+             5512e60c5e5a04dfd2a4f291b19124c55bb131cddae55c28b41d09fdd4de0e958b960633ce4cf96b794f0f0c\
+             c516968b7fe308aa7705",
+        );
+        assert_eq!(init.len(), 139);
+        let now = Instant::now();
+        let member = fixed_key(2).public_key();
+        let mut sn = Supernode::new(
+            SupernodeConfig {
+                private_key: fixed_key(1),
+                communities: vec![CommunityConfig {
+                    name: "fuzz".into(),
+                    network: "10.77.0.0/24".parse().unwrap(),
+                    nodes: vec![NodeEntry {
+                        key: member,
+                        name: "m0".into(),
+                        address: "10.77.0.1".parse().unwrap(),
+                        allowed_cidrs: vec![],
+                    }],
+                    relay: true,
+                    signed: None,
+                    enrolment: None,
+                }],
+                register_interval: 10,
+            },
+            now,
+        );
+        let src: SocketAddr = "198.18.0.200:50000".parse().unwrap();
+        let mut out = Output::default();
+        let mut pkt = init.clone();
+        sn.handle_udp(now, src, &mut pkt, &mut out);
+        assert_eq!(out.transmits.len(), 1, "the refusal is still sent");
+        let t = &out.transmits[0];
+        assert_eq!(t.dst, src);
+        assert!(
+            t.range.len() <= init.len(),
+            "{} bytes answered {}",
+            t.range.len(),
+            init.len()
+        );
+        assert!(matches!(
+            wire::decode(out.bytes(t)),
+            Ok(Packet::Resp {
+                sender: 0,
+                receiver: 0x0102_0304,
+                ..
+            })
+        ));
+        assert_eq!(sn.status(now).refused, 1);
+        assert_eq!(cut_at_char("héllo", 2), "h");
+        assert_eq!(cut_at_char("héllo", 3), "hé");
+        assert_eq!(cut_at_char("abc", 10), "abc");
     }
 }

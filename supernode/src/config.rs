@@ -10,7 +10,7 @@ use metalvpc_protocol::membership::{
 use metalvpc_protocol::supernode::{
     CommunityConfig, Enrolment, NodeEntry, SupernodeConfig, DEFAULT_REGISTER_INTERVAL,
 };
-use metalvpc_protocol::PublicKey;
+use metalvpc_protocol::{PrivateKey, PublicKey};
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::io::Read as _;
@@ -86,9 +86,42 @@ pub struct Loaded {
 }
 
 fn read_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow!("{}: cannot read the config file: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))
+    parse_toml(path, &Disk.read_text(path)?)
+}
+
+fn parse_toml<T: for<'de> Deserialize<'de>>(path: &Path, text: &str) -> Result<T> {
+    toml::from_str(text).map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))
+}
+
+/// What loading needs besides the main file's text: the community directory's files and the
+/// private key. [`Disk`] reads them from the filesystem; tests and the fuzz targets (`fuzz/`)
+/// give them from memory.
+pub trait Source {
+    /// The `*.toml` files in `dir`, in any order.
+    fn toml_files(&self, dir: &Path) -> std::io::Result<Vec<PathBuf>>;
+    /// The text of a community file.
+    fn read_text(&self, path: &Path) -> Result<String>;
+    /// The private key from `key_file` (already resolved against the config `path`).
+    fn private_key(&self, path: &Path, key_file: &Path) -> Result<PrivateKey>;
+}
+
+/// The filesystem.
+pub struct Disk;
+
+impl Source for Disk {
+    fn toml_files(&self, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+        Ok(std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect())
+    }
+    fn read_text(&self, path: &Path) -> Result<String> {
+        std::fs::read_to_string(path)
+            .map_err(|e| anyhow!("{}: cannot read the config file: {e}", path.display()))
+    }
+    fn private_key(&self, path: &Path, key_file: &Path) -> Result<PrivateKey> {
+        load_private_key(path, key_file)
+    }
 }
 
 /// True for RFC 1918 IPv4 networks and IPv6 unique local (fc00::/7) networks.
@@ -114,7 +147,13 @@ pub fn load_meta(path: &Path) -> Result<(MgmtAddr, Option<SocketAddr>)> {
 
 /// Loads and validates everything, including the private key.
 pub fn load(path: &Path) -> Result<Loaded> {
-    let raw: RawConfig = read_toml(path)?;
+    load_from_str(path, &Disk.read_text(path)?, &Disk)
+}
+
+/// What [`load`] does once the main file is read: `text` is the content of `path` (named in
+/// errors); community files and the key come from `source`.
+pub fn load_from_str(path: &Path, text: &str, source: &dyn Source) -> Result<Loaded> {
+    let raw: RawConfig = parse_toml(path, text)?;
     let f = path.display();
     let listen: Option<SocketAddr> = raw.listen.parse().ok();
     let mut p = Problems::default();
@@ -146,11 +185,19 @@ pub fn load(path: &Path) -> Result<Loaded> {
         ));
     }
     if let Some(dir) = &raw.community_dir {
-        match community_files(path, dir) {
-            Err(e) => p.push(e.to_string()),
-            Ok(files) => {
+        let dir = relative_to(path, dir);
+        match source.toml_files(&dir) {
+            Err(e) => p.push(format!(
+                "{f}: key `community_dir` = {}: cannot read the directory: {e}",
+                dir.display()
+            )),
+            Ok(mut files) => {
+                files.sort();
                 for file in files {
-                    if let Some(c) = p.ok(read_toml::<RawCommunity>(&file)) {
+                    let c = source
+                        .read_text(&file)
+                        .and_then(|t| parse_toml::<RawCommunity>(&file, &t));
+                    if let Some(c) = p.ok(c) {
                         unique(&c.name, &mut p);
                         communities.extend(check_community(&file, "", "node", c, true, &mut p));
                     }
@@ -171,7 +218,7 @@ pub fn load(path: &Path) -> Result<Loaded> {
         p.push(format!("{f}: no communities: add a [[community]] table (name, network, [[community.node]] entries) or set `community_dir`"));
     }
     let key_path = relative_to(path, &raw.private_key_file);
-    let private_key = p.ok(load_private_key(path, &key_path));
+    let private_key = p.ok(source.private_key(path, &key_path));
     let management = MgmtAddr::parse(
         path,
         raw.management.as_deref().unwrap_or(&default_management()),
@@ -196,6 +243,20 @@ pub fn load(path: &Path) -> Result<Loaded> {
             register_interval,
         },
     })
+}
+
+/// The `*.toml` files of `community_dir` (relative to the config `path`), sorted.
+fn community_files(path: &Path, dir: &str) -> Result<Vec<PathBuf>> {
+    let dir = relative_to(path, dir);
+    let mut files = Disk.toml_files(&dir).map_err(|e| {
+        anyhow!(
+            "{}: key `community_dir` = {}: cannot read the directory: {e}",
+            path.display(),
+            dir.display()
+        )
+    })?;
+    files.sort();
+    Ok(files)
 }
 
 /// Adds the servers that enrolled earlier (from the store in `state_dir`) to `c`'s members
@@ -237,24 +298,6 @@ fn merge_enrolled(state_dir: &Path, c: &mut CommunityConfig, p: &mut Problems) {
             .filter_map(|k| PublicKey::from_base64(k).ok())
             .collect();
     }
-}
-
-/// The `*.toml` files of `community_dir` (relative to the config `path`), sorted.
-fn community_files(path: &Path, dir: &str) -> Result<Vec<PathBuf>> {
-    let dir = relative_to(path, dir);
-    let entries = std::fs::read_dir(&dir).map_err(|e| {
-        anyhow!(
-            "{}: key `community_dir` = {}: cannot read the directory: {e}",
-            path.display(),
-            dir.display()
-        )
-    })?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    files.sort();
-    Ok(files)
 }
 
 /// Checks one community table (or file); notes every problem in `p`. `None` if the
@@ -440,7 +483,7 @@ fn enrolment(
         _ => {}
     }
     let path = relative_to(file, secret_file);
-    let secret = match std::fs::read(&path) {
+    let secret = match metalvpc_common::read_bounded(&path, 4096) {
         Err(e) => {
             p.push(format!("{f}: key `{}` = {}: cannot read it ({e}). Create it with: (umask 077; head -c 32 /dev/urandom | base64 > {})", at("join_secret_file"), path.display(), path.display()));
             None

@@ -43,7 +43,9 @@ pub fn path(state_dir: &Path, community: &str) -> PathBuf {
 
 /// Reads a store; a missing file is an empty store.
 pub fn load(file: &Path) -> Result<Store> {
-    match std::fs::read_to_string(file) {
+    match metalvpc_common::read_bounded(file, 16 << 20)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+    {
         Ok(text) => toml::from_str(&text).map_err(|e| {
             anyhow!(
                 "{}: the enrolment store is damaged: {} (restore it from a backup, or remove it: enrolled servers then enrol again and may get other addresses)",

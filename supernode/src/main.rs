@@ -1,7 +1,6 @@
 //! `metalvpc-supernode`: the membership and relay server of a metalvpc overlay.
 
-mod config;
-mod enrol;
+use metalvpc_supernode::{config, enrol};
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};

@@ -1,0 +1,34 @@
+//! The edge's config loader on arbitrary TOML text, with the key file and DNS replaced by
+//! fixed answers (no file, no network): never a panic; every error names the file; whatever
+//! loads is within the documented limits.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use metalvpc_edge::config::load_from_str;
+use metalvpc_fuzz::key;
+use std::net::SocketAddr;
+use std::path::Path;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let path = Path::new("/fuzz/edge.toml");
+    let literal = |a: &str| a.parse::<SocketAddr>().ok();
+    match load_from_str(path, text, literal, |_| Ok(key(9))) {
+        Err(e) => {
+            let msg = format!("{e:#}");
+            assert!(
+                msg.starts_with("/fuzz/edge.toml: "),
+                "error without the file: {msg}"
+            );
+        }
+        Ok(c) => {
+            assert!(!c.community.is_empty() && c.community.len() <= 64);
+            assert!(!c.supernodes.is_empty());
+            assert!((576..=9000).contains(&c.mtu));
+            assert!((1..=300).contains(&c.keepalive.as_secs()));
+            assert!(!c.if_name.is_empty() && c.if_name.len() <= 15);
+            assert!(!c.mac.is_group() && c.mac.0 != [0; 6]);
+        }
+    }
+});
