@@ -22,6 +22,7 @@ struct RawConfig {
     management: Option<String>,
     keepalive: Option<u64>,
     relay_policy: Option<String>,
+    cipher: Option<String>,
     #[serde(default)]
     supernode: Vec<RawSupernode>,
     interface: RawInterface,
@@ -67,6 +68,8 @@ pub struct Loaded {
     pub mac: Mac,
     /// May use supernode relays.
     pub relay: bool,
+    /// Data-plane cipher (must match the community's on the supernode).
+    pub cipher: metalvpc_protocol::crypto::Cipher,
 }
 
 fn read(path: &Path) -> Result<RawConfig> {
@@ -160,8 +163,10 @@ pub fn load(path: &Path) -> Result<Loaded> {
     }
     let relay =
         metalvpc_common::parse_relay_policy(path, "relay_policy", raw.relay_policy.as_deref())?;
+    let cipher = metalvpc_common::parse_cipher(path, "cipher", raw.cipher.as_deref())?;
     Ok(Loaded {
         relay,
+        cipher,
         management: management(path, &raw),
         community: raw.community,
         private_key,
@@ -213,6 +218,15 @@ mod tests {
         let c = load(&p).unwrap();
         assert_eq!(c.mtu, 1390);
         assert!(c.relay);
+        assert_eq!(
+            c.cipher,
+            metalvpc_protocol::crypto::Cipher::ChaCha20Poly1305
+        );
+        std::fs::write(&p, format!("cipher = \"aes-256-gcm\"\n{}", base())).unwrap();
+        assert_eq!(
+            load(&p).unwrap().cipher,
+            metalvpc_protocol::crypto::Cipher::Aes256Gcm
+        );
         assert_eq!(c.listen_port, DEFAULT_LISTEN_PORT);
         assert_eq!(c.if_name, "mv-prod");
         assert_eq!(c.mac, c.private_key.public_key().derived_mac());
@@ -256,6 +270,10 @@ mod tests {
             (
                 format!("relay_policy = \"sometimes\"\n{}", base()),
                 "relay_policy",
+            ),
+            (
+                format!("cipher = \"aes\"\n{}", base()),
+                "`cipher` = \"aes\"",
             ),
         ];
         for (text, needle) in cases {

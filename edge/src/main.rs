@@ -277,6 +277,7 @@ fn run(path: PathBuf) -> Result<()> {
             local_endpoints: locals,
             keepalive: cfg.keepalive,
             relay: cfg.relay,
+            cipher: cfg.cipher,
         },
         Instant::now(),
         common::unix_micros(),

@@ -32,6 +32,8 @@ pub enum NakCode {
     UnknownCommunity = 3,
     /// Another registered member already uses the claimed MAC.
     MacInUse = 4,
+    /// The edge is configured with another data-plane cipher than the community.
+    CipherMismatch = 5,
     /// Anything else.
     Other = 255,
 }
@@ -43,6 +45,7 @@ impl NakCode {
             2 => NakCode::AddressNotOwned,
             3 => NakCode::UnknownCommunity,
             4 => NakCode::MacInUse,
+            5 => NakCode::CipherMismatch,
             _ => NakCode::Other,
         }
     }
@@ -100,6 +103,9 @@ pub enum Control {
         timestamp: u64,
         /// Local underlay endpoints (for peers on the same LAN).
         endpoints: Vec<SocketAddr>,
+        /// The data-plane cipher the edge is configured with ([`crate::crypto::Cipher::code`]);
+        /// appended in a later revision, so an edge that does not send it means ChaCha20-Poly1305 (1).
+        cipher: u8,
     },
     /// Supernode → edge: registration accepted.
     RegisterAck {
@@ -251,6 +257,7 @@ impl Control {
                 instance,
                 timestamp,
                 endpoints,
+                cipher,
             } => {
                 w.u8(T_REGISTER)
                     .u8(*max_version)
@@ -263,6 +270,7 @@ impl Control {
                 for e in eps {
                     w.sockaddr(*e);
                 }
+                w.u8(*cipher);
             }
             Control::RegisterAck {
                 id,
@@ -340,6 +348,7 @@ impl Control {
                 instance: r.u64()?,
                 timestamp: r.u64()?,
                 endpoints: get_endpoints(&mut r)?,
+                cipher: if r.remaining() > 0 { r.u8()? } else { 1 },
             },
             T_ACK => Control::RegisterAck {
                 id: r.u32()?,
@@ -434,6 +443,7 @@ mod tests {
                 instance: 9,
                 timestamp: 1_700_000_000_000_000,
                 endpoints: vec!["192.168.1.4:7655".parse().unwrap()],
+                cipher: 2,
             },
             Control::RegisterAck {
                 id: 3,

@@ -5,7 +5,7 @@
 //! its own session to each member and forwards the inner packet untouched.
 
 use crate::control::{chunk_records, Control, NakCode, PeerRecord, Query};
-use crate::crypto::Handshake;
+use crate::crypto::{Cipher, Handshake};
 use crate::io::{DropCounters, DropReason, Output, Traffic};
 use crate::keys::{Mac, PrivateKey, PublicKey};
 use crate::session::Session;
@@ -44,6 +44,8 @@ pub struct CommunityConfig {
     pub nodes: Vec<NodeEntry>,
     /// Whether the supernode relays for this community (false: `relay_policy = "direct-only"`).
     pub relay: bool,
+    /// The data-plane cipher every member must be configured with.
+    pub cipher: Cipher,
 }
 
 /// Supernode configuration.
@@ -84,6 +86,7 @@ struct Community {
     by_id: HashMap<u32, usize>,
     epoch: u64,
     relay: bool,
+    cipher: Cipher,
 }
 
 /// A refusal, for the log.
@@ -252,6 +255,7 @@ impl Supernode {
                 by_id: HashMap::new(),
                 epoch: 1,
                 relay: c.relay,
+                cipher: c.cipher,
             };
             for entry in c.nodes {
                 let i = comm.nodes.len();
@@ -324,12 +328,15 @@ impl Supernode {
             instance,
             timestamp,
             endpoints,
+            cipher,
             ..
         }) = Control::decode(&payload)
         else {
             return self.drops.add(DropReason::Malformed);
         };
-        let verdict = self.check_registration(&community, &remote, address, mac);
+        let verdict = self
+            .check_registration(&community, &remote, address, mac)
+            .and_then(|x| self.check_cipher(x.0, &remote, cipher).map(|()| x));
         let (c, n) = match verdict {
             Ok(x) => x,
             Err((code, reason)) => {
@@ -429,6 +436,24 @@ impl Supernode {
             });
             self.push_lists(c, Some(n), out);
         }
+    }
+
+    /// Both ends must use the community's cipher: refuse an edge configured otherwise, with
+    /// a message naming the key to set (peers could never complete a handshake with it).
+    fn check_cipher(&self, c: usize, key: &PublicKey, code: u8) -> Result<(), (NakCode, String)> {
+        let want = self.communities[c].cipher;
+        if code == want.code() {
+            return Ok(());
+        }
+        let have =
+            Cipher::from_code(code).map_or("a cipher this supernode does not know", Cipher::name);
+        Err((
+            NakCode::CipherMismatch,
+            format!(
+                "refused key {key}: community '{}' uses cipher {want} but this edge is configured                  with {have} (set cipher = \"{want}\" in the edge config, or change the                  community's cipher on the supernode)",
+                self.communities[c].name
+            ),
+        ))
     }
 
     fn check_registration(
@@ -534,12 +559,14 @@ impl Supernode {
                 mac,
                 instance,
                 endpoints,
+                cipher,
                 ..
             } => {
                 let key = self.communities[c].nodes[n].entry.key;
                 let same_community = self.communities[c].name == community;
                 if let Err((code, message)) = self
                     .check_registration(&community, &key, address, mac)
+                    .and_then(|x| self.check_cipher(x.0, &key, cipher).map(|()| x))
                     .and_then(|x| {
                         if x == (c, n) && same_community {
                             Ok(x)

@@ -33,6 +33,7 @@ struct RawCommunity {
     name: String,
     network: String,
     relay_policy: Option<String>,
+    cipher: Option<String>,
     #[serde(default)]
     node: Vec<RawNode>,
 }
@@ -257,11 +258,13 @@ fn check_community(
     }
     let relay =
         metalvpc_common::parse_relay_policy(file, &at("relay_policy"), c.relay_policy.as_deref())?;
+    let cipher = metalvpc_common::parse_cipher(file, &at("cipher"), c.cipher.as_deref())?;
     Ok(CommunityConfig {
         name: c.name,
         network,
         nodes,
         relay,
+        cipher,
     })
 }
 
@@ -322,6 +325,16 @@ mod tests {
             "10.244.0.0/16"
         );
         assert_eq!(c.management, MgmtAddr::Unix(DEFAULT_MANAGEMENT.into()));
+        assert_eq!(c.core.communities[0].cipher, Default::default());
+        let p = write(
+            &d,
+            "sn.toml",
+            &base(&pk, "").replace("network = ", "cipher = \"aes-256-gcm\"\nnetwork = "),
+        );
+        assert_eq!(
+            load(&p).unwrap().core.communities[0].cipher,
+            metalvpc_protocol::crypto::Cipher::Aes256Gcm
+        );
     }
 
     #[test]
@@ -361,6 +374,10 @@ mod tests {
             (
                 base(&pk, "").replace("sn.key", "missing.key"),
                 "private_key_file",
+            ),
+            (
+                base(&pk, "").replace("network = ", "cipher = \"aes128\"\nnetwork = "),
+                "community[0].cipher",
             ),
         ];
         for (text, needle) in cases {
