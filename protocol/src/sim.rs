@@ -767,8 +767,8 @@ fn aes_community_works_and_a_cipher_mismatch_is_refused_with_the_fix() {
     )]);
     net.sn_cfg.communities[0].cipher = Cipher::Aes256Gcm;
     net.restart_supernode();
-    for i in 0..3 {
-        net.add_edge("prod", &keys[i], [10, 0, 0, 1 + i as u8]);
+    for (i, key) in keys.iter().enumerate() {
+        net.add_edge("prod", key, [10, 0, 0, 1 + i as u8]);
     }
     // a and b are configured for AES like the community; c keeps the default.
     for i in 0..2 {
