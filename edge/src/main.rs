@@ -428,10 +428,7 @@ fn flush(
     tap: &tap::Tap,
     out: &mut Output,
 ) {
-    for f in &out.frames {
-        // A full TAP queue drops the frame, as a full NIC queue would; TCP recovers.
-        let _ = tap.write(&out.buf[f.clone()]);
-    }
+    tap.write_frames(out);
     udp.send_all(transport, out);
     out.clear();
 }

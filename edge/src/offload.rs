@@ -205,6 +205,147 @@ pub fn frames_from_tap(
     }
 }
 
+/// The parts of a TCP segment that decide whether it can be coalesced with its neighbours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpSeg {
+    v4: bool,
+    /// Offset of the TCP header (Ethernet + IP header).
+    l4: usize,
+    /// Ethernet + IP + TCP header bytes.
+    pub hdr_len: usize,
+    seq: u32,
+    flags: u8,
+    /// Payload bytes after the headers.
+    pub payload: usize,
+}
+
+impl TcpSeg {
+    /// The TCP flags byte.
+    pub fn flags_byte(&self) -> u8 {
+        self.flags
+    }
+}
+
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_PSH: u8 = 0x08;
+const TCP_URG: u8 = 0x20;
+
+/// Parses an Ethernet frame as a plain TCP segment that may be coalesced (IPv4 without
+/// options or fragments, or IPv6 without extension headers; no SYN, RST, FIN or URG; with
+/// payload). Anything else is `None` and is written on its own.
+pub fn parse_tcp(f: &[u8]) -> Option<TcpSeg> {
+    if f.len() < ETH_LEN + 40 {
+        return None;
+    }
+    let (v4, l4) = match [f[12], f[13]] {
+        [0x08, 0x00] => {
+            let ip = &f[ETH_LEN..];
+            let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+            let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff; // MF and offset
+            if ip[0] != 0x45 || ip[9] != 6 || frag != 0 || total != f.len() - ETH_LEN {
+                return None;
+            }
+            (true, ETH_LEN + 20)
+        }
+        [0x86, 0xdd] => {
+            let ip = &f[ETH_LEN..];
+            let plen = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+            if ip[0] >> 4 != 6
+                || ip[6] != 6
+                || f.len() < ETH_LEN + 60
+                || plen != f.len() - ETH_LEN - 40
+            {
+                return None;
+            }
+            (false, ETH_LEN + 40)
+        }
+        _ => return None,
+    };
+    let thl = usize::from(f[l4 + 12] >> 4) * 4;
+    let flags = f[l4 + 13];
+    if thl < 20 || l4 + thl >= f.len() || flags & (TCP_FIN | TCP_SYN | TCP_RST | TCP_URG) != 0 {
+        return None;
+    }
+    Some(TcpSeg {
+        v4,
+        l4,
+        hdr_len: l4 + thl,
+        seq: u32::from_be_bytes(f[l4 + 4..l4 + 8].try_into().expect("4 bytes")),
+        flags,
+        payload: f.len() - l4 - thl,
+    })
+}
+
+/// Whether segment `b` continues `a` in a way the kernel's own GRO would merge: same
+/// addresses, ports, IP fields and TCP options, the next sequence number, and `a` is not
+/// the end of a push. Sizes are checked by the caller (all but the last must be equal).
+pub fn continues(fa: &[u8], a: &TcpSeg, fb: &[u8], b: &TcpSeg) -> bool {
+    if a.v4 != b.v4 || a.hdr_len != b.hdr_len || a.flags & TCP_PSH != 0 {
+        return false;
+    }
+    if b.seq != a.seq.wrapping_add(a.payload as u32) || a.flags != b.flags & !TCP_PSH {
+        return false;
+    }
+    let l4 = a.l4;
+    // Ethernet addresses and type; the IP header except length, id and checksum.
+    let same_ip = if a.v4 {
+        fa[..ETH_LEN + 2] == fb[..ETH_LEN + 2]
+            && fa[ETH_LEN + 6..ETH_LEN + 10] == fb[ETH_LEN + 6..ETH_LEN + 10]
+            && fa[ETH_LEN + 12..l4] == fb[ETH_LEN + 12..l4]
+    } else {
+        fa[..ETH_LEN + 4] == fb[..ETH_LEN + 4] && fa[ETH_LEN + 6..l4] == fb[ETH_LEN + 6..l4]
+    };
+    // TCP: ports, ack number, and every option byte (timestamps included) equal.
+    same_ip
+        && fa[l4..l4 + 4] == fb[l4..l4 + 4]
+        && fa[l4 + 8..l4 + 12] == fb[l4 + 8..l4 + 12]
+        && fa[l4 + 20..a.hdr_len] == fb[l4 + 20..b.hdr_len]
+}
+
+/// Builds the headers of one large frame made of `first`'s headers followed by
+/// `total_payload` bytes of coalesced payload, into `out` (which must hold `first.hdr_len`
+/// bytes), and the virtio-net header that makes the kernel treat it as a GSO frame of
+/// `mss`-byte segments with a partial checksum. `last_flags` are the last segment's TCP
+/// flags (its PSH is kept).
+pub fn coalesced_headers(
+    f: &[u8],
+    first: &TcpSeg,
+    total_payload: usize,
+    mss: usize,
+    last_flags: u8,
+    out: &mut [u8],
+) -> [u8; VNET_HDR_LEN] {
+    let (l4, hl) = (first.l4, first.hdr_len);
+    out[..hl].copy_from_slice(&f[..hl]);
+    let tcp_len = hl - l4 + total_payload;
+    let addr_sum = if first.v4 {
+        let ip = &mut out[ETH_LEN..l4];
+        ip[2..4].copy_from_slice(&((20 + tcp_len) as u16).to_be_bytes());
+        ip[10..12].copy_from_slice(&[0, 0]);
+        let c = !fold(sum(ip, 0));
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        sum(&ip[12..20], 0)
+    } else {
+        out[ETH_LEN + 4..ETH_LEN + 6].copy_from_slice(&(tcp_len as u16).to_be_bytes());
+        sum(&out[ETH_LEN + 8..ETH_LEN + 40], 0)
+    };
+    out[l4 + 13] = first.flags | (last_flags & TCP_PSH);
+    // CHECKSUM_PARTIAL convention: the folded pseudo-header sum, not complemented.
+    let pseudo = fold(addr_sum + 6 + tcp_len as u64);
+    out[l4 + 16..l4 + 18].copy_from_slice(&pseudo.to_be_bytes());
+    VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type: if first.v4 { GSO_TCPV4 } else { GSO_TCPV6 },
+        hdr_len: hl as u16,
+        gso_size: mss as u16,
+        csum_start: l4 as u16,
+        csum_offset: 16,
+    }
+    .encode()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,5 +533,75 @@ mod tests {
             &mut seg,
             |_| panic!()
         ));
+    }
+
+    #[test]
+    fn segments_coalesce_back_into_the_original_stream() {
+        let payload = 1348 * 5 + 77;
+        let frame = tcp4_frame(payload, 0x18); // PSH ACK
+        let hdr = VnetHdr {
+            gso_type: GSO_TCPV4,
+            gso_size: 1348,
+            csum_start: 34,
+            csum_offset: 16,
+            ..Default::default()
+        };
+        let mut seg = Vec::new();
+        let mut segs: Vec<Vec<u8>> = Vec::new();
+        assert!(segment_tcp(&hdr, &frame, &mut seg, |s| segs.push(s.to_vec())));
+        let parsed: Vec<TcpSeg> = segs
+            .iter()
+            .map(|s| parse_tcp(s).expect("plain TCP"))
+            .collect();
+        for i in 1..segs.len() {
+            assert!(
+                continues(&segs[i - 1], &parsed[i - 1], &segs[i], &parsed[i]),
+                "{i}"
+            );
+        }
+        // Out of order, another flow, or after a PSH: no.
+        assert!(!continues(&segs[1], &parsed[1], &segs[0], &parsed[0]));
+        let mut other = segs[1].clone();
+        other[34] ^= 1; // source port
+        assert!(!continues(
+            &segs[0],
+            &parsed[0],
+            &other,
+            &parse_tcp(&other).unwrap()
+        ));
+        let last = segs.len() - 1;
+        assert!(!continues(&segs[last], &parsed[last], &segs[1], &parsed[1]));
+        // The big frame: headers from the first, payloads in order, lengths and checksums
+        // consistent. Finishing its partial checksum as the kernel would gives a valid one.
+        let mut h = [0u8; 128];
+        let v = coalesced_headers(
+            &segs[0],
+            &parsed[0],
+            payload,
+            1348,
+            parsed[last].flags,
+            &mut h,
+        );
+        let v = VnetHdr::parse(&v);
+        assert_eq!(
+            (v.gso_type, v.gso_size, v.csum_start, v.hdr_len),
+            (GSO_TCPV4, 1348, 34, 66)
+        );
+        let mut big = h[..66].to_vec();
+        for (s, p) in segs.iter().zip(&parsed) {
+            big.extend_from_slice(&s[p.hdr_len..]);
+        }
+        assert_eq!(big[66..], frame[66..]);
+        assert!(finish_csum(&mut big, 34, 16));
+        check_segment(&big);
+        assert_eq!(big[47], 0x18, "PSH of the last segment kept");
+        // SYN, FIN, fragments and non-TCP are never coalesced.
+        let mut syn = segs[0].clone();
+        syn[47] |= TCP_SYN;
+        assert!(parse_tcp(&syn).is_none());
+        let mut frag = segs[0].clone();
+        frag[20] |= 0x20; // MF
+        assert!(parse_tcp(&frag).is_none());
+        assert!(parse_tcp(&segs[0][..40]).is_none());
     }
 }

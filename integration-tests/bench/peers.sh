@@ -10,7 +10,8 @@ sys_raw() {
 }
 
 # metalvpc: supernode on the coordinator, an edge on a and b. $1: cipher, $2: "relay" to
-# block the direct path so that everything goes through the supernode.
+# block the direct path so that everything goes through the supernode, or "plain" for a
+# direct path without the offloads and batching (METALVPC_OFFLOAD=0), for comparison.
 sys_metalvpc() {
   local cipher=$1 mode=${2:-direct} d="$WORK/metalvpc" net=10.99.1 mtu=$MTU
   # Relayed packets carry 36 more bytes; 1390 keeps them within the 1500-byte underlay.
@@ -62,9 +63,11 @@ T
   [ "$mode" = relay ] && block_direct
   spawn mv-sn "$NS_C" "$BIN/metalvpc-supernode" run --config "$d/sn.toml"
   local sn=$SPAWNED
-  spawn mv-a "$NS_A" "$BIN/metalvpc-edge" run --config "$d/a.toml"
+  local off=1
+  [ "$mode" = plain ] && { off=0; mode=direct; }
+  spawn mv-a "$NS_A" env METALVPC_OFFLOAD=$off "$BIN/metalvpc-edge" run --config "$d/a.toml"
   local a=$SPAWNED
-  spawn mv-b "$NS_B" "$BIN/metalvpc-edge" run --config "$d/b.toml"
+  spawn mv-b "$NS_B" env METALVPC_OFFLOAD=$off "$BIN/metalvpc-edge" run --config "$d/b.toml"
   local b=$SPAWNED
   DAEMONS=("$a" "$b") DST=$net.12
   [ "$mode" = relay ] && DAEMONS+=("$sn")

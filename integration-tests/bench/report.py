@@ -57,6 +57,7 @@ SYSTEMS = [
     ("metalvpc", "metalvpc chacha20-poly1305"),
     ("metalvpc-aes", "metalvpc aes-256-gcm"),
     ("metalvpc-relay", "metalvpc relayed (supernode)"),
+    ("metalvpc-plain", "metalvpc without offloads/batching"),
     ("boringtun", "boringtun-cli"),
     ("wireguard-go", "wireguard-go"),
     ("nebula", "nebula (aes)"),

@@ -76,6 +76,7 @@ metalvpc_memory() {
 run_system raw sys_raw
 run_system metalvpc sys_metalvpc chacha20-poly1305
 run_system metalvpc-aes sys_metalvpc aes-256-gcm
+run_system metalvpc-plain sys_metalvpc chacha20-poly1305 plain
 TCP_ONLY=1 run_system metalvpc-relay sys_metalvpc chacha20-poly1305 relay
 run_system boringtun sys_boringtun
 run_system wireguard-go sys_wireguard_go
