@@ -199,3 +199,68 @@ sys_n2n() {
   DST=$net.12
   wait_ping "$NS_A" "$DST" 30
 }
+
+# metalvpc's memory: an edge's RSS idle (registered, no traffic), and after it learned 1,000
+# peers (fake members registered by fake_members from the coordinator host). Records
+# rss_idle, rss_1000_peers (VmRSS) and hwm_1000_peers (VmHWM) of edge a, in MB.
+mv_memory() {
+  local d="$WORK/mvmem" n=1000
+  rm -rf "$d"; mkdir -p "$d"; chmod 700 "$d"
+  (umask 077
+   "$BIN/metalvpc-supernode" genkey >"$d/sn.key"
+   "$BIN/metalvpc-edge" genkey >"$d/a.key")
+  local snpub apub
+  snpub=$("$BIN/metalvpc-supernode" pubkey <"$d/sn.key")
+  apub=$("$BIN/metalvpc-edge" pubkey <"$d/a.key")
+  "$FAKE" gen $n 10.98 "$d"
+  cat >"$d/sn.toml" <<T
+listen = "0.0.0.0:7654"
+private_key_file = "sn.key"
+management = "$d/sn.sock"
+register_interval = 60
+[[community]]
+name = "mem"
+network = "10.98.0.0/16"
+[[community.node]]
+name = "a"
+public_key = "$apub"
+address = "10.98.0.11"
+$(cat "$d/nodes.toml")
+T
+  cat >"$d/a.toml" <<T
+community = "mem"
+private_key_file = "a.key"
+management = "$d/a.sock"
+[[supernode]]
+address = "$U_C:7654"
+public_key = "$snpub"
+[interface]
+name = "mvm"
+address = "10.98.0.11/16"
+T
+  spawn mvmem-sn "$NS_C" "$BIN/metalvpc-supernode" run --config "$d/sn.toml"
+  local sn=$SPAWNED
+  spawn mvmem-a "$NS_A" "$BIN/metalvpc-edge" run --config "$d/a.toml"
+  local a=$SPAWNED end=$((SECONDS + 20))
+  until inns "$NS_A" "$BIN/metalvpc-edge" status --config "$d/a.toml" --json 2>/dev/null | grep -q '"registered":true'; do
+    [ $SECONDS -gt $end ] && { echo "bench: memory edge never registered" >&2; return 1; }
+    sleep 0.3
+  done
+  sleep 2
+  record metalvpc rss_idle "$(rss_mb "$a")"
+  spawn mvmem-fake "$NS_C" "$FAKE" run "$d" "$U_C:7654" "$snpub" mem 10.98 "$U_C" 200
+  local fake=$SPAWNED c0 f0
+  c0=$(cpu_ticks "$sn"); f0=$(cpu_ticks "$fake")
+  end=$((SECONDS + ${MEM_SECS:-120}))
+  local peers=0
+  while [ "$peers" -lt $n ] && [ $SECONDS -lt $end ]; do
+    sleep 1
+    peers=$(inns "$NS_A" "$BIN/metalvpc-edge" status --config "$d/a.toml" --json 2>/dev/null |
+      python3 -c 'import json,sys; print(len(json.load(sys.stdin)["peers"]))' 2>/dev/null || echo 0)
+  done
+  echo "bench: memory edge knows $peers peers; CPU ticks: supernode $(( $(cpu_ticks "$sn") - c0 )), fake members $(( $(cpu_ticks "$fake") - f0 ))"
+  record metalvpc peers_known "$peers"
+  record metalvpc rss_1000_peers "$(rss_mb "$a")"
+  record metalvpc hwm_1000_peers "$(hwm_mb "$a")"
+  [ "$peers" -ge $n ]
+}

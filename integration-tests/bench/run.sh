@@ -37,8 +37,10 @@ fi
 BORINGTUN=$(command -v boringtun-cli || echo "$HOME/.cargo/bin/boringtun-cli")
 
 echo "bench: building the release daemons"
-(cd "$ROOT" && cargo build --release -q -p metalvpc-edge -p metalvpc-supernode)
+(cd "$ROOT" && cargo build --release -q -p metalvpc-edge -p metalvpc-supernode &&
+  cargo build --release -q -p metalvpc-integration-tests --example fake_members)
 BIN="$ROOT/target/release"
+FAKE="$BIN/examples/fake_members"
 
 P="mvb$(printf '%04x' $((RANDOM % 65536)))"
 WORK=$(mktemp -d "/tmp/$P.XXXX")
@@ -78,6 +80,11 @@ run_system metalvpc sys_metalvpc chacha20-poly1305
 run_system metalvpc-aes sys_metalvpc aes-256-gcm
 run_system metalvpc-plain sys_metalvpc chacha20-poly1305 plain
 TCP_ONLY=1 run_system metalvpc-relay sys_metalvpc chacha20-poly1305 relay
+if wanted metalvpc-memory; then
+  echo "bench: === metalvpc-memory ==="
+  mv_memory || echo "bench: the memory measurement did not complete (logs in $WORK)" >&2
+  stop_all
+fi
 run_system boringtun sys_boringtun
 run_system wireguard-go sys_wireguard_go
 run_system nebula sys_nebula
