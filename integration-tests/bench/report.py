@@ -153,6 +153,37 @@ def table(results, out, machine):
             f"{ratio(num(m, 'udp64_pps'), num(p, 'udp64_pps'))} | {ratio(overhead(m), overhead(p))} | "
             f"{ratio(cpu_per_gb(m), cpu_per_gb(p))} |"
         )
+    # The targets, against the best peer of each figure in this run.
+    peers = [p for p in PEERS if p in data and "tcp1" in data[p]]
+    if peers:
+        def best(f, pick):
+            vals = [(f(p), p) for p in peers if f(p) is not None]
+            return pick(vals) if vals else (None, None)
+        t1 = best(lambda p: gbit(p, "tcp1"), max)
+        t4 = best(lambda p: gbit(p, "tcp4"), max)
+        lat = best(overhead, min)
+        cpu = best(cpu_per_gb, min)
+        rows.append("")
+        rows.append("Targets against the best peer of each figure in this run:")
+        rows.append("")
+        rows.append("| metalvpc | TCP 1 ≥ 4x best | TCP 4 ≥ 4x best | latency overhead ≤ best | CPU s/GB ≤ 0.25x best |")
+        rows.append("|---|---|---|---|---|")
+
+        def verdict(r, ok):
+            return "–" if r is None else f"{r:.2f}x ({'met' if ok(r) else 'missed'})"
+        for m in ("metalvpc", "metalvpc-aes"):
+            if m not in data or "tcp1" not in data[m]:
+                continue
+            def rr(a, b):
+                return None if a is None or b in (None, 0) else a / b
+            r1 = rr(gbit(m, "tcp1"), t1[0])
+            r4 = rr(gbit(m, "tcp4"), t4[0])
+            rl = rr(overhead(m), lat[0])
+            rc = rr(cpu_per_gb(m), cpu[0])
+            rows.append(
+                f"| {m} | {verdict(r1, lambda r: r >= 4)} vs {t1[1]} | {verdict(r4, lambda r: r >= 4)} vs {t4[1]} | "
+                f"{verdict(rl, lambda r: r <= 1)} vs {lat[1]} | {verdict(rc, lambda r: r <= 0.25)} vs {cpu[1]} |")
+
     mv = data.get("metalvpc", {})
     if "rss_idle" in mv:
         rows.append("")
