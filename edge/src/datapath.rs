@@ -222,17 +222,12 @@ impl Udp {
         let mut i = 0;
         while i < out.transmits.len() {
             let t = &out.transmits[i];
-            if transport.tcp.contains_key(&t.dst) {
-                // Rare (a supernode reached over TCP): the transport's own path.
-                let single = Output {
-                    buf: out.bytes(t).to_vec(),
-                    transmits: vec![metalvpc_protocol::Transmit {
-                        dst: t.dst,
-                        range: 0..t.range.len(),
-                    }],
-                    frames: vec![],
-                };
-                transport.send_all(&single);
+            if let Some(conn) = transport.tcp.get_mut(&t.dst) {
+                // Rare (a supernode reached over TCP): its connection, as Transport does.
+                if !conn.send(out.bytes(t)) {
+                    warn!("TCP connection with {} broke", t.dst);
+                    transport.tcp.remove(&t.dst);
+                }
                 i += 1;
                 continue;
             }
