@@ -248,7 +248,7 @@ T
   done
   sleep 2
   record metalvpc rss_idle "$(rss_mb "$a")"
-  spawn mvmem-fake "$NS_C" "$FAKE" run "$d" "$U_C:7654" "$snpub" mem 10.98 "$U_C" 200
+  spawn mvmem-fake "$NS_C" "$FAKE" run "$d" "$U_C:7654" "$snpub" mem 10.98 "$U_C" $((${MEM_SECS:-120} + 60))
   local fake=$SPAWNED c0 f0
   c0=$(cpu_ticks "$sn"); f0=$(cpu_ticks "$fake")
   end=$((SECONDS + ${MEM_SECS:-120}))
