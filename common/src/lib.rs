@@ -133,6 +133,27 @@ pub fn parse_relay_policy(path: &Path, key: &str, v: Option<&str>) -> Result<boo
     }
 }
 
+/// Parses a `cipher` key (edge config, or a community on the supernode); `None` means the
+/// default, ChaCha20-Poly1305.
+pub fn parse_cipher(
+    path: &Path,
+    key: &str,
+    v: Option<&str>,
+) -> Result<metalvpc_protocol::crypto::Cipher> {
+    use metalvpc_protocol::crypto::Cipher;
+    match v {
+        None => Ok(Cipher::default()),
+        Some(name) => Cipher::from_name(name).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: key `{key}` = \"{name}\": must be \"chacha20-poly1305\" (the default, fast on any CPU) \
+                 or \"aes-256-gcm\" (faster where every member's CPU has AES instructions); \
+                 every edge of a community must use the community's cipher",
+                path.display()
+            )
+        }),
+    }
+}
+
 /// For the short-lived commands (`status | head`): die quietly on a closed pipe, as Unix
 /// tools do, instead of panicking. The daemons keep Rust's default (SIGPIPE ignored), so a
 /// management client that hangs up cannot kill them.

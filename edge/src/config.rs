@@ -29,6 +29,7 @@ struct RawConfig {
     join_secret_file: Option<String>,
     admin_key: Option<String>,
     membership_cache: Option<String>,
+    cipher: Option<String>,
     #[serde(default)]
     supernode: Vec<RawSupernode>,
     interface: RawInterface,
@@ -89,6 +90,8 @@ pub struct Loaded {
     pub admin_key: Option<AdminPublicKey>,
     /// `membership_cache`: where the newest signed list is kept across restarts.
     pub membership_cache: Option<PathBuf>,
+    /// Data-plane cipher (must match the community's on the supernode).
+    pub cipher: metalvpc_protocol::crypto::Cipher,
 }
 
 fn read_text(path: &Path) -> Result<String> {
@@ -299,10 +302,16 @@ pub fn load_from_str(
         .membership_cache
         .as_deref()
         .map(|m| relative_to(path, m));
+    let cipher = p.ok(metalvpc_common::parse_cipher(
+        path,
+        "cipher",
+        raw.cipher.as_deref(),
+    ));
     p.finish(path)?;
     let missing = || anyhow!("{f}: internal: a checked value is missing");
     Ok(Loaded {
         relay: relay.ok_or_else(missing)?,
+        cipher: cipher.ok_or_else(missing)?,
         log_level: log_level.ok_or_else(missing)?,
         neighbor_suppression: raw.neighbor_suppression.unwrap_or(true),
         mss_clamp: raw.mss_clamp.unwrap_or(true),
@@ -361,6 +370,15 @@ mod tests {
         let c = load(&p).unwrap();
         assert_eq!(c.mtu, 1390);
         assert!(c.relay);
+        assert_eq!(
+            c.cipher,
+            metalvpc_protocol::crypto::Cipher::ChaCha20Poly1305
+        );
+        std::fs::write(&p, format!("cipher = \"aes-256-gcm\"\n{}", base())).unwrap();
+        assert_eq!(
+            load(&p).unwrap().cipher,
+            metalvpc_protocol::crypto::Cipher::Aes256Gcm
+        );
         assert_eq!(c.listen_port, DEFAULT_LISTEN_PORT);
         assert_eq!(c.if_name, "mv-prod");
         assert_eq!(c.mac, c.private_key.public_key().derived_mac());
@@ -409,6 +427,10 @@ mod tests {
             (
                 format!("membership_cache = \"m\"\n{}", base()),
                 "membership_cache",
+            ),
+            (
+                format!("cipher = \"aes\"\n{}", base()),
+                "`cipher` = \"aes\"",
             ),
         ];
         for (text, needle) in cases {

@@ -3,7 +3,9 @@
 //! the other members, end-to-end encrypted, directly when possible and relayed otherwise.
 
 use metalvpc_edge::config;
+mod datapath;
 mod ipv6;
+mod offload;
 mod tap;
 
 use anyhow::Result;
@@ -526,6 +528,7 @@ fn run(path: PathBuf) -> Result<()> {
                 .membership_cache
                 .as_deref()
                 .and_then(read_membership_cache),
+            cipher: cfg.cipher,
         },
         Instant::now(),
         common::unix_micros(),
@@ -542,6 +545,13 @@ fn run(path: PathBuf) -> Result<()> {
         cfg.management
     );
     let mut transport = common::Transport::new(sock)?;
+    let mut udp = datapath::Udp::new(&transport.udp);
+    let mut tap_rx = tap::TapRx::default();
+    info!(
+        "data path: TAP offloads (TSO, checksum) {}, {}",
+        if tap.offload { "on" } else { "off" },
+        udp.describe()
+    );
     // TCP fallback: connections are opened on helper threads (a connect can take seconds)
     // and handed to the loop through this channel.
     let (tcp_tx, tcp_rx) =
@@ -550,7 +560,6 @@ fn run(path: PathBuf) -> Result<()> {
         Default::default();
     let mut next_fallback_check = Instant::now();
     let mut out = Output::default();
-    let mut buf = vec![0u8; 65_536];
     let mut reloads = common::ReloadStats::default();
     let mut sd = common::systemd::Service::from_env();
     while !waker.stopping() {
@@ -577,33 +586,27 @@ fn run(path: PathBuf) -> Result<()> {
             sd.reloaded();
         }
         if ready[0].0 {
-            for _ in 0..256 {
-                match transport.udp.recv_from(&mut buf) {
-                    Ok((n, src)) => {
-                        core.handle_udp(
-                            Instant::now(),
-                            common::canonical(src),
-                            &mut buf[..n],
-                            &mut out,
-                        );
-                        if out.transmits.len() + out.frames.len() >= 64 {
-                            flush(&mut transport, &tap, &mut out);
-                        }
-                    }
-                    Err(_) => break,
+            // Up to 256 datagrams per wake (GRO hands over many per call).
+            for _ in 0..8 {
+                let now = Instant::now();
+                let n = udp.recv_batch(64, |src, pkt| core.handle_udp(now, src, pkt, &mut out));
+                flush(&mut transport, &mut udp, &tap, &mut out);
+                if n < 64 {
+                    break;
                 }
             }
         }
         if ready[1].0 {
-            for _ in 0..256 {
-                match tap.read(&mut buf) {
-                    Ok(Some(n)) => {
-                        core.handle_frame(Instant::now(), &buf[..n], &mut out);
+            // Up to 64 reads per wake; with TSO one read can be 45 frames.
+            for _ in 0..64 {
+                let now = Instant::now();
+                match tap.read_frames(&mut tap_rx, |f| core.handle_frame(now, f, &mut out)) {
+                    Ok(true) => {
                         if out.transmits.len() >= 64 {
-                            flush(&mut transport, &tap, &mut out);
+                            flush(&mut transport, &mut udp, &tap, &mut out);
                         }
                     }
-                    Ok(None) => break,
+                    Ok(false) => break,
                     Err(e) => {
                         warn!("reading {}: {e}", tap.name);
                         break;
@@ -653,7 +656,7 @@ fn run(path: PathBuf) -> Result<()> {
             }
         }
         core.handle_timeout(Instant::now(), &mut out);
-        flush(&mut transport, &tap, &mut out);
+        flush(&mut transport, &mut udp, &tap, &mut out);
         if let Some((a, prefix)) = log_events(&mut core, cfg.membership_cache.as_deref()) {
             match tap.configure(cfg.mac, cfg.mtu, a, prefix) {
                 Ok(()) => info.address = format!("{a}/{prefix}"),
@@ -926,11 +929,13 @@ fn reload(
     Some(new.keepalive)
 }
 
-fn flush(transport: &mut common::Transport, tap: &tap::Tap, out: &mut Output) {
-    for f in &out.frames {
-        // A full TAP queue drops the frame, as a full NIC queue would; TCP recovers.
-        let _ = tap.write(&out.buf[f.clone()]);
-    }
-    transport.send_all(out);
+fn flush(
+    transport: &mut common::Transport,
+    udp: &mut datapath::Udp,
+    tap: &tap::Tap,
+    out: &mut Output,
+) {
+    tap.write_frames(out);
+    udp.send_all(transport, out);
     out.clear();
 }

@@ -113,6 +113,7 @@ fn main() {
             instance: 9,
             timestamp: 1_700_000_000_000_000,
             endpoints: vec!["192.168.1.4:7655".parse().unwrap()],
+            cipher: 1,
             join: None,
         },
         Control::RegisterAck {

@@ -86,6 +86,7 @@ pub fn arb_control(u: &mut Unstructured<'_>) -> Result<Control> {
             instance: u.arbitrary()?,
             timestamp: u.arbitrary()?,
             endpoints: arb_vec(u, MAX_ENDPOINTS + 4, arb_sockaddr)?,
+            cipher: u.arbitrary()?,
             join: u.arbitrary()?,
         },
         1 => Control::RegisterAck {
@@ -185,6 +186,7 @@ pub fn as_encoded(m: &Control) -> Control {
             instance,
             timestamp,
             endpoints,
+            cipher,
             join,
         } => Control::Register {
             max_version: *max_version,
@@ -194,6 +196,7 @@ pub fn as_encoded(m: &Control) -> Control {
             instance: *instance,
             timestamp: *timestamp,
             endpoints: endpoints.iter().take(MAX_ENDPOINTS).copied().collect(),
+            cipher: *cipher,
             join: *join,
         },
         Control::PeerRemoved { keys } => Control::PeerRemoved {
@@ -360,6 +363,7 @@ pub fn supernode_config(relay: bool) -> SupernodeConfig {
             relay,
             signed: None,
             enrolment: None,
+            cipher: Default::default(),
         }],
         register_interval: 10,
     }
@@ -383,6 +387,7 @@ pub fn edge_config(key_n: u8, community: &str, address: IpAddr, relay: bool) -> 
         join_secret: None,
         admin_key: None,
         membership: None,
+        cipher: Default::default(),
     }
 }
 

@@ -34,6 +34,8 @@ pub enum NakCode {
     UnknownCommunity = 3,
     /// Another registered member already uses the claimed MAC.
     MacInUse = 4,
+    /// The edge is configured with another data-plane cipher than the community.
+    CipherMismatch = 5,
     /// Anything else.
     Other = 255,
 }
@@ -45,6 +47,7 @@ impl NakCode {
             2 => NakCode::AddressNotOwned,
             3 => NakCode::UnknownCommunity,
             4 => NakCode::MacInUse,
+            5 => NakCode::CipherMismatch,
             _ => NakCode::Other,
         }
     }
@@ -102,6 +105,9 @@ pub enum Control {
         timestamp: u64,
         /// Local underlay endpoints (for peers on the same LAN).
         endpoints: Vec<SocketAddr>,
+        /// The data-plane cipher the edge is configured with ([`crate::crypto::Cipher::code`]);
+        /// appended in a later revision, so an edge that does not send it means ChaCha20-Poly1305 (1).
+        cipher: u8,
         /// Enrolment: proof that the edge holds the community's join secret (see
         /// [`join_proof`]); with `address` unspecified it asks for an address from the pool.
         /// Appended field: a presence byte, then 32 bytes.
@@ -309,6 +315,7 @@ impl Control {
                 instance,
                 timestamp,
                 endpoints,
+                cipher,
                 join,
             } => {
                 w.u8(T_REGISTER)
@@ -322,6 +329,7 @@ impl Control {
                 for e in eps {
                     w.sockaddr(*e);
                 }
+                w.u8(*cipher);
                 match join {
                     Some(proof) => w.u8(1).raw(proof),
                     None => w.u8(0),
@@ -434,6 +442,7 @@ impl Control {
                 instance: r.u64()?,
                 timestamp: r.u64()?,
                 endpoints: get_endpoints(&mut r)?,
+                cipher: if r.remaining() > 0 { r.u8()? } else { 1 },
                 join: if r.remaining() >= 33 && r.u8()? == 1 {
                     Some(r.array()?)
                 } else {
@@ -562,6 +571,7 @@ mod tests {
                 instance: 9,
                 timestamp: 1_700_000_000_000_000,
                 endpoints: vec!["192.168.1.4:7655".parse().unwrap()],
+                cipher: 2,
                 join: None,
             },
             Control::Register {
@@ -572,6 +582,7 @@ mod tests {
                 instance: 9,
                 timestamp: 1_700_000_000_000_000,
                 endpoints: vec![],
+                cipher: 1,
                 join: Some([7; 32]),
             },
             Control::RegisterAck {

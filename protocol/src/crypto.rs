@@ -8,18 +8,76 @@
 //! as nonce: `snow`'s transport mode would copy and rebuild the cipher per packet.
 
 use crate::keys::{PrivateKey, PublicKey};
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, CHACHA20_POLY1305};
 
 /// The Noise protocol name, fixed for protocol version 1.
 pub const NOISE_PARAMS: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
 /// Bound into every handshake hash, so a handshake of another protocol never validates.
 pub const PROLOGUE: &[u8] = b"metalvpc protocol 1";
+/// The prologue of peer handshakes in a community using AES-256-GCM: two edges configured
+/// with different ciphers can never complete a handshake, so they never disagree silently.
+pub const PROLOGUE_AES: &[u8] = b"metalvpc protocol 1 aes-256-gcm";
 /// Size of Noise IK message 1 without payload: e (32) + s (32 + 16) + payload tag (16).
 pub const INIT_NOISE_OVERHEAD: usize = 96;
 /// Size of Noise IK message 2 without payload: e (32) + payload tag (16).
 pub const RESP_NOISE_OVERHEAD: usize = 48;
 
-/// A one-direction ChaCha20-Poly1305 key.
+/// The data-plane AEAD of a community (`cipher` in the configs). Both have a 16-byte tag
+/// and a 12-byte nonce, so the wire format is the same for both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum Cipher {
+    /// ChaCha20-Poly1305: fast on any CPU; the default.
+    #[default]
+    ChaCha20Poly1305,
+    /// AES-256-GCM: faster where every member has AES and carry-less multiply instructions.
+    Aes256Gcm,
+}
+
+impl Cipher {
+    /// Every cipher, for error messages and benchmarks.
+    pub const ALL: [Cipher; 2] = [Cipher::ChaCha20Poly1305, Cipher::Aes256Gcm];
+
+    /// The name used in config files and status.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cipher::ChaCha20Poly1305 => "chacha20-poly1305",
+            Cipher::Aes256Gcm => "aes-256-gcm",
+        }
+    }
+
+    /// Parses a config name.
+    pub fn from_name(s: &str) -> Option<Cipher> {
+        Cipher::ALL.into_iter().find(|c| c.name() == s)
+    }
+
+    /// The code carried in control messages.
+    pub fn code(self) -> u8 {
+        match self {
+            Cipher::ChaCha20Poly1305 => 1,
+            Cipher::Aes256Gcm => 2,
+        }
+    }
+
+    /// The cipher for a control-message code; `None` for a code this build does not know.
+    pub fn from_code(c: u8) -> Option<Cipher> {
+        Cipher::ALL.into_iter().find(|x| x.code() == c)
+    }
+
+    fn algorithm(self) -> &'static ring::aead::Algorithm {
+        match self {
+            Cipher::ChaCha20Poly1305 => &CHACHA20_POLY1305,
+            Cipher::Aes256Gcm => &AES_256_GCM,
+        }
+    }
+}
+
+impl std::fmt::Display for Cipher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A one-direction data-plane key (ChaCha20-Poly1305 or AES-256-GCM).
 pub struct AeadKey(LessSafeKey);
 
 fn nonce(counter: u64) -> Nonce {
@@ -29,10 +87,15 @@ fn nonce(counter: u64) -> Nonce {
 }
 
 impl AeadKey {
-    /// Wraps 32 raw key bytes.
+    /// Wraps 32 raw key bytes as a ChaCha20-Poly1305 key.
     pub fn new(key: &[u8; 32]) -> Self {
+        Self::with_cipher(Cipher::ChaCha20Poly1305, key)
+    }
+
+    /// Wraps 32 raw key bytes for `cipher`.
+    pub fn with_cipher(cipher: Cipher, key: &[u8; 32]) -> Self {
         Self(LessSafeKey::new(
-            UnboundKey::new(&CHACHA20_POLY1305, key).expect("32-byte key"),
+            UnboundKey::new(cipher.algorithm(), key).expect("both ciphers take 32-byte keys"),
         ))
     }
 
@@ -41,7 +104,7 @@ impl AeadKey {
         let tag = self
             .0
             .seal_in_place_separate_tag(nonce(counter), Aad::from(aad), data)
-            .expect("ChaCha20-Poly1305 seal cannot fail for in-range lengths");
+            .expect("sealing cannot fail for lengths below the AEAD limits");
         tag.as_ref().try_into().unwrap()
     }
 
@@ -54,8 +117,8 @@ impl AeadKey {
     }
 }
 
-/// A Noise handshake in progress.
-pub struct Handshake(snow::HandshakeState);
+/// A Noise handshake in progress, and the data-plane cipher its keys will be used with.
+pub struct Handshake(snow::HandshakeState, Cipher);
 
 /// A handshake failed (bad message, wrong key, decryption failure).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -68,11 +131,15 @@ impl From<snow::Error> for HandshakeError {
     }
 }
 
-fn builder(local: &PrivateKey) -> Result<snow::Builder<'_>, HandshakeError> {
+fn builder(local: &PrivateKey, cipher: Cipher) -> Result<snow::Builder<'_>, HandshakeError> {
     let params = NOISE_PARAMS.parse().map_err(|_| HandshakeError)?;
+    let prologue = match cipher {
+        Cipher::ChaCha20Poly1305 => PROLOGUE,
+        Cipher::Aes256Gcm => PROLOGUE_AES,
+    };
     Ok(snow::Builder::new(params)
         .local_private_key(&local.0)?
-        .prologue(PROLOGUE)?)
+        .prologue(prologue)?)
 }
 
 /// Keys of a finished handshake.
@@ -84,21 +151,33 @@ pub struct SessionKeys {
 }
 
 impl Handshake {
-    /// Starts as initiator towards `remote`, appending message 1 (with `payload`) to `out`.
+    /// Starts as initiator towards `remote`, appending message 1 (with `payload`) to `out`;
+    /// the session will use ChaCha20-Poly1305.
     pub fn initiate(
         local: &PrivateKey,
         remote: &PublicKey,
         payload: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<Handshake, HandshakeError> {
-        let mut hs = builder(local)?
+        Self::initiate_with(Cipher::ChaCha20Poly1305, local, remote, payload, out)
+    }
+
+    /// [`Handshake::initiate`] for a session using `cipher` (bound into the handshake).
+    pub fn initiate_with(
+        cipher: Cipher,
+        local: &PrivateKey,
+        remote: &PublicKey,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Handshake, HandshakeError> {
+        let mut hs = builder(local, cipher)?
             .remote_public_key(&remote.0)?
             .build_initiator()?;
         let start = out.len();
         out.resize(start + INIT_NOISE_OVERHEAD + payload.len(), 0);
         let n = hs.write_message(payload, &mut out[start..])?;
         out.truncate(start + n);
-        Ok(Handshake(hs))
+        Ok(Handshake(hs, cipher))
     }
 
     /// Reads message 1 as responder. Returns the state, the initiator's static key and the
@@ -107,7 +186,17 @@ impl Handshake {
         local: &PrivateKey,
         msg: &[u8],
     ) -> Result<(Handshake, PublicKey, Vec<u8>), HandshakeError> {
-        let mut hs = builder(local)?.build_responder()?;
+        Self::respond_with(Cipher::ChaCha20Poly1305, local, msg)
+    }
+
+    /// [`Handshake::respond`] for a session using `cipher`; an initiation made for another
+    /// cipher fails.
+    pub fn respond_with(
+        cipher: Cipher,
+        local: &PrivateKey,
+        msg: &[u8],
+    ) -> Result<(Handshake, PublicKey, Vec<u8>), HandshakeError> {
+        let mut hs = builder(local, cipher)?.build_responder()?;
         let mut payload = vec![0u8; msg.len()];
         let n = hs.read_message(msg, &mut payload)?;
         payload.truncate(n);
@@ -116,7 +205,7 @@ impl Handshake {
             .ok_or(HandshakeError)?
             .try_into()
             .map_err(|_| HandshakeError)?;
-        Ok((Handshake(hs), PublicKey(rs), payload))
+        Ok((Handshake(hs, cipher), PublicKey(rs), payload))
     }
 
     /// Responder: appends message 2 (with `payload`) to `out` and returns the session keys.
@@ -131,8 +220,8 @@ impl Handshake {
         out.truncate(start + n);
         let (i2r, r2i) = self.0.dangerously_get_raw_split();
         Ok(SessionKeys {
-            send: AeadKey::new(&r2i),
-            recv: AeadKey::new(&i2r),
+            send: AeadKey::with_cipher(self.1, &r2i),
+            recv: AeadKey::with_cipher(self.1, &i2r),
         })
     }
 
@@ -150,8 +239,8 @@ impl Handshake {
         let (i2r, r2i) = self.0.dangerously_get_raw_split();
         Ok((
             SessionKeys {
-                send: AeadKey::new(&i2r),
-                recv: AeadKey::new(&r2i),
+                send: AeadKey::with_cipher(self.1, &i2r),
+                recv: AeadKey::with_cipher(self.1, &r2i),
             },
             payload,
         ))
@@ -188,6 +277,32 @@ mod tests {
         let mut again = data.to_vec();
         again.extend_from_slice(&tag);
         assert_eq!(kb.recv.open(8, b"hdr", &mut again), None);
+    }
+
+    #[test]
+    fn aes_sessions_work_and_a_cipher_mismatch_never_completes() {
+        let (a, b) = (PrivateKey::generate(), PrivateKey::generate());
+        let mut m1 = Vec::new();
+        let init =
+            Handshake::initiate_with(Cipher::Aes256Gcm, &a, &b.public_key(), b"", &mut m1).unwrap();
+        // A ChaCha20 responder cannot read an AES initiation (the prologues differ).
+        assert!(Handshake::respond_with(Cipher::ChaCha20Poly1305, &b, &m1).is_err());
+        let (resp, _, _) = Handshake::respond_with(Cipher::Aes256Gcm, &b, &m1).unwrap();
+        let mut m2 = Vec::new();
+        let kb = resp.finish_response(b"", &mut m2).unwrap();
+        let (ka, _) = init.finish_initiation(&m2).unwrap();
+        let mut data = *b"aes frame";
+        let tag = ka.send.seal(1, b"h", &mut data);
+        // The sealed bytes are AES-GCM: a ChaCha20 key with the same bytes does not open them.
+        let mut wire = data.to_vec();
+        wire.extend_from_slice(&tag);
+        assert_eq!(kb.recv.open(1, b"h", &mut wire.clone()), Some(9));
+        assert_eq!(Cipher::from_name("aes-256-gcm"), Some(Cipher::Aes256Gcm));
+        assert_eq!(
+            Cipher::from_code(Cipher::Aes256Gcm.code()),
+            Some(Cipher::Aes256Gcm)
+        );
+        assert_eq!(Cipher::from_name("aes"), None);
     }
 
     #[test]

@@ -13,7 +13,7 @@
 
 use crate::control::{Control, PeerRecord, Query};
 use crate::cookie::{self, CookieGuard, Verdict};
-use crate::crypto::Handshake;
+use crate::crypto::{Cipher, Handshake};
 use crate::eth::{self, SourceIp};
 use crate::io::{DropCounters, DropReason, Output, Traffic};
 use crate::keys::{Mac, PrivateKey, PublicKey};
@@ -107,6 +107,9 @@ pub struct EdgeConfig {
     /// A signed membership kept from an earlier run (`membership_cache`): the floor for
     /// rollback protection and the member list until a supernode sends a newer one.
     pub membership: Option<Vec<u8>>,
+    /// The community's data-plane cipher for peer sessions (the supernode refuses a
+    /// registration whose cipher differs from the community's).
+    pub cipher: Cipher,
 }
 
 /// Where a packet came from or goes to.
@@ -995,10 +998,11 @@ impl Edge {
     }
 
     fn on_init(&mut self, now: Instant, path: Path, sender: u32, noise: &[u8], out: &mut Output) {
-        let (hs, remote, payload) = match Handshake::respond(&self.cfg.private_key, noise) {
-            Ok(x) => x,
-            Err(_) => return self.drops.add(DropReason::HandshakeFailed),
-        };
+        let (hs, remote, payload) =
+            match Handshake::respond_with(self.cfg.cipher, &self.cfg.private_key, noise) {
+                Ok(x) => x,
+                Err(_) => return self.drops.add(DropReason::HandshakeFailed),
+            };
         let Some(&p) = self.by_key.get(&remote) else {
             // Not vouched for by a supernode (yet): ask, and let the initiator retry.
             self.drops.add(DropReason::UnknownPeer);
@@ -2062,7 +2066,8 @@ impl Edge {
         let peer = self.peers[p].as_mut().expect("caller checked");
         let mut msg = Vec::with_capacity(160);
         wire::put_init_header(&mut msg, local_index);
-        let hs = match Handshake::initiate(
+        let hs = match Handshake::initiate_with(
+            self.cfg.cipher,
             &self.cfg.private_key,
             &peer.key,
             &ts.to_le_bytes(),
@@ -2152,6 +2157,7 @@ impl Edge {
             instance: self.instance,
             timestamp: ts,
             endpoints: self.cfg.local_endpoints.clone(),
+            cipher: self.cfg.cipher.code(),
             join: self
                 .cfg
                 .join_secret

@@ -83,6 +83,7 @@ impl Net {
                 relay: true,
                 signed: None,
                 enrolment: None,
+                cipher: Default::default(),
             })
             .collect();
         let sn_cfg = SupernodeConfig {
@@ -127,6 +128,7 @@ impl Net {
             join_secret: None,
             admin_key: self.admin,
             membership: None,
+            cipher: Default::default(),
         };
         let edge = Edge::new(cfg.clone(), self.now, 1_700_000_000_000_000);
         self.edges.push(SimEdge {
@@ -1521,4 +1523,40 @@ fn enrolment_hands_out_stable_addresses_from_the_pool() {
         .clone()
         .unwrap_or_default();
     assert!(err.contains("exhausted"), "{err}");
+}
+
+#[test]
+fn aes_community_works_and_a_cipher_mismatch_is_refused_with_the_fix() {
+    use crate::crypto::Cipher;
+    let (mut net, keys) = Net::new(&[(
+        "prod",
+        &[
+            ("a", [10, 0, 0, 1]),
+            ("b", [10, 0, 0, 2]),
+            ("c", [10, 0, 0, 3]),
+        ],
+    )]);
+    net.sn_cfg.communities[0].cipher = Cipher::Aes256Gcm;
+    net.restart_supernode();
+    for (i, key) in keys.iter().enumerate() {
+        net.add_edge("prod", key, [10, 0, 0, 1 + i as u8]);
+    }
+    // a and b are configured for AES like the community; c keeps the default.
+    for i in 0..2 {
+        net.edges[i].cfg.cipher = Cipher::Aes256Gcm;
+        net.restart_edge(i);
+    }
+    net.run(Duration::from_secs(3));
+    assert!(net.edges[0].edge.is_registered() && net.edges[1].edge.is_registered());
+    assert!(net.unicast(0, 1, b"over aes-256-gcm"));
+    assert!(net.unicast(1, 0, b"and back"));
+    assert_eq!(net.path(0, 1), "direct");
+    let st = net.edges[2].edge.status(net.now);
+    assert!(!st.supernodes[0].registered);
+    let err = st.supernodes[0].error.as_deref().unwrap();
+    assert!(
+        err.contains("uses cipher aes-256-gcm") && err.contains("chacha20-poly1305"),
+        "{err}"
+    );
+    assert!(!net.unicast(2, 0, b"never"));
 }

@@ -6,7 +6,7 @@
 
 use crate::control::{chunk_records, Control, NakCode, PeerRecord, Query, KEYS_PER_REMOVAL};
 use crate::cookie::{self, CookieGuard, Verdict};
-use crate::crypto::{Handshake, RESP_NOISE_OVERHEAD};
+use crate::crypto::{Cipher, Handshake, RESP_NOISE_OVERHEAD};
 use crate::io::{DropCounters, DropReason, Output, Traffic};
 use crate::keys::{Mac, PrivateKey, PublicKey};
 use crate::membership::{SignedBlob, CHUNK_BYTES};
@@ -49,6 +49,8 @@ pub struct CommunityConfig {
     pub nodes: Vec<NodeEntry>,
     /// Whether the supernode relays for this community (false: `relay_policy = "direct-only"`).
     pub relay: bool,
+    /// The data-plane cipher every member must be configured with.
+    pub cipher: Cipher,
     /// The administrator-signed member list the supernode carries to edges (already verified
     /// by whoever loaded it; `nodes` are its members). None: membership is the supernode's word.
     pub signed: Option<SignedBlob>,
@@ -107,6 +109,7 @@ struct Community {
     by_id: HashMap<u32, usize>,
     epoch: u64,
     relay: bool,
+    cipher: Cipher,
     /// Keys removed by a reload, newest last (bounded by [`REMEMBERED_REMOVALS`]).
     removed: VecDeque<PublicKey>,
     enrolment: Option<Enrolment>,
@@ -377,6 +380,7 @@ impl Supernode {
                 removed,
                 signed: cfg.signed,
                 enrolment: cfg.enrolment,
+                cipher: cfg.cipher,
             };
             let mut gone = Vec::new();
             for entry in cfg.nodes {
@@ -567,6 +571,7 @@ impl Supernode {
             timestamp,
             endpoints,
             join,
+            cipher,
             ..
         }) = Control::decode(&payload)
         else {
@@ -582,7 +587,9 @@ impl Supernode {
         };
         let verdict = match enrolled {
             Err(e) => Err(e),
-            Ok(_) => self.check_registration(&community, &remote, address, mac),
+            Ok(_) => self
+                .check_registration(&community, &remote, address, mac)
+                .and_then(|x| self.check_cipher(x.0, &remote, cipher).map(|()| x)),
         };
         let (c, n) = match verdict {
             Ok(x) => x,
@@ -764,6 +771,24 @@ impl Supernode {
         Ok(Some((address, prefix)))
     }
 
+    /// Both ends must use the community's cipher: refuse an edge configured otherwise, with
+    /// a message naming the key to set (peers could never complete a handshake with it).
+    fn check_cipher(&self, c: usize, key: &PublicKey, code: u8) -> Result<(), (NakCode, String)> {
+        let want = self.communities[c].cipher;
+        if code == want.code() {
+            return Ok(());
+        }
+        let have =
+            Cipher::from_code(code).map_or("a cipher this supernode does not know", Cipher::name);
+        Err((
+            NakCode::CipherMismatch,
+            format!(
+                "refused key {key}: community '{}' uses cipher {want} but this edge is configured                  with {have} (set cipher = \"{want}\" in the edge config, or change the                  community's cipher on the supernode)",
+                self.communities[c].name
+            ),
+        ))
+    }
+
     fn check_registration(
         &self,
         community: &str,
@@ -867,12 +892,14 @@ impl Supernode {
                 mac,
                 instance,
                 endpoints,
+                cipher,
                 ..
             } => {
                 let key = self.communities[c].nodes[n].entry.key;
                 let same_community = self.communities[c].name == community;
                 if let Err((code, message)) = self
                     .check_registration(&community, &key, address, mac)
+                    .and_then(|x| self.check_cipher(x.0, &key, cipher).map(|()| x))
                     .and_then(|x| {
                         if x == (c, n) && same_community {
                             Ok(x)
@@ -1215,6 +1242,7 @@ mod tests {
                     relay: true,
                     signed: None,
                     enrolment: None,
+                    cipher: Default::default(),
                 }],
                 register_interval: 10,
             },

@@ -57,6 +57,7 @@ struct RawCommunity {
     /// as a compromised supernode would (edges with `admin_key` refuse what is not signed).
     #[serde(default)]
     insecure_unsigned_nodes: bool,
+    cipher: Option<String>,
     #[serde(default)]
     node: Vec<RawNode>,
 }
@@ -422,6 +423,11 @@ fn check_community(
         &at("relay_policy"),
         c.relay_policy.as_deref(),
     ));
+    let cipher = p.ok(metalvpc_common::parse_cipher(
+        file,
+        &at("cipher"),
+        c.cipher.as_deref(),
+    ));
     let signed = if load_signed {
         signed_membership(file, &at, &c, &mut nodes, p)
     } else {
@@ -441,6 +447,7 @@ fn check_community(
         relay: relay?,
         signed,
         enrolment,
+        cipher: cipher?,
     })
 }
 
@@ -745,6 +752,16 @@ mod tests {
             "10.244.0.0/16"
         );
         assert_eq!(c.management, MgmtAddr::Unix(default_management().into()));
+        assert_eq!(c.core.communities[0].cipher, Default::default());
+        let p = write(
+            &d,
+            "sn.toml",
+            &base(&pk, "").replace("network = ", "cipher = \"aes-256-gcm\"\nnetwork = "),
+        );
+        assert_eq!(
+            load(&p).unwrap().core.communities[0].cipher,
+            metalvpc_protocol::crypto::Cipher::Aes256Gcm
+        );
     }
 
     #[test]
@@ -806,6 +823,10 @@ mod tests {
             (
                 base(&pk, "").replace("sn.key", "missing.key"),
                 "private_key_file",
+            ),
+            (
+                base(&pk, "").replace("network = ", "cipher = \"aes128\"\nnetwork = "),
+                "community[0].cipher",
             ),
         ];
         for (text, needle) in cases {

@@ -58,6 +58,7 @@ fn main() {
                     instance: 1,
                     timestamp: 1,
                     endpoints: vec![],
+                    cipher: 1,
                     join: None,
                 };
                 let mut p = Vec::new();
