@@ -767,11 +767,12 @@ fn metrics(v: &serde_json::Value) -> String {
     ] {
         m.family(metric, kind, help);
         for p in peers.iter().filter(|p| !p[field].is_null()) {
-            let scale = if field == "rtt_ms" { 1e-3 } else { 1.0 };
+            // Milliseconds to seconds by division: 0.142 / 1000 prints as 0.000142.
+            let divisor = if field == "rtt_ms" { 1000.0 } else { 1.0 };
             m.sample(
                 metric,
                 &[("peer", &label(p)), ("address", &s(&p["address"]))],
-                n(&p[field]) * scale,
+                n(&p[field]) / divisor,
             );
         }
     }
