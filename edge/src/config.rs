@@ -72,6 +72,8 @@ pub struct Loaded {
     pub address: Ipv4Net,
     /// TAP MTU.
     pub mtu: u32,
+    /// `interface.mtu` was given; otherwise `run` derives it from the route to the supernodes.
+    pub mtu_explicit: bool,
     /// TAP MAC.
     pub mac: Mac,
     /// May use supernode relays.
@@ -315,6 +317,7 @@ pub fn load_from_str(
         log_level: log_level.ok_or_else(missing)?,
         neighbor_suppression: raw.neighbor_suppression.unwrap_or(true),
         mss_clamp: raw.mss_clamp.unwrap_or(true),
+        mtu_explicit: raw.interface.mtu.is_some(),
         join_secret,
         address6,
         management: management(path, &raw),

@@ -160,36 +160,76 @@ fn check(path: PathBuf) -> Result<()> {
     // The MTU arithmetic, against the underlay MTU of the route to each supernode.
     let mut problems = common::Problems::default();
     for (addr, _) in &c.supernodes {
-        let ip_header = if addr.is_ipv6() { 40 } else { 20 };
-        let overhead = ip_header
-            + 8
-            + metalvpc_protocol::wire::DATA_OVERHEAD
-            + metalvpc_protocol::wire::RELAY_OVERHEAD
-            + metalvpc_protocol::eth::ETH_HEADER_LEN;
-        let Some((dev, underlay)) = route_mtu(addr.ip()) else {
+        let Some(fit) = underlay_fit(*addr) else {
             println!(
                 "supernode {addr}: no route found to check the MTU against (is the network up?)"
             );
             continue;
         };
         println!(
-            "supernode {addr} via {dev} (MTU {underlay}): {underlay} - {ip_header} IP - 8 UDP - {} data header and tag - {} relay envelope and tag - {} inner Ethernet = {} largest TAP MTU; configured {}",
+            "supernode {addr} via {} (MTU {}): {} - {} IP - 8 UDP - {} data header and tag - {} relay envelope and tag - {} inner Ethernet = {} largest TAP MTU; {}",
+            fit.dev,
+            fit.underlay,
+            fit.underlay,
+            fit.ip_header,
             metalvpc_protocol::wire::DATA_OVERHEAD,
             metalvpc_protocol::wire::RELAY_OVERHEAD,
             metalvpc_protocol::eth::ETH_HEADER_LEN,
-            underlay.saturating_sub(overhead as u32),
-            c.mtu
+            fit.largest,
+            if c.mtu_explicit {
+                format!("configured {}", c.mtu)
+            } else {
+                format!("`interface.mtu` not set: the edge uses {}", auto_mtu(&c.supernodes).unwrap_or(c.mtu))
+            }
         );
-        if c.mtu + overhead as u32 > underlay {
+        if c.mtu_explicit && c.mtu > fit.largest {
             problems.push(format!(
-                "{}: key `interface.mtu` = {} is too large for the route to supernode {addr} via {dev} (MTU {underlay}): set mtu = {} or less, or frames will be dropped",
+                "{}: key `interface.mtu` = {} is too large for the route to supernode {addr} via {} (MTU {}): set mtu = {} or less (or remove it: the edge then derives it), or frames will be dropped",
                 path.display(),
                 c.mtu,
-                underlay.saturating_sub(overhead as u32)
+                fit.dev,
+                fit.underlay,
+                fit.largest
             ));
         }
     }
     problems.finish(&path)
+}
+
+/// How a TAP MTU fits the route to one supernode.
+struct Fit {
+    dev: String,
+    underlay: u32,
+    ip_header: u32,
+    largest: u32,
+}
+
+/// The largest TAP MTU whose frames, with our overhead, fit the route to `addr`.
+fn underlay_fit(addr: std::net::SocketAddr) -> Option<Fit> {
+    let ip_header = if addr.is_ipv6() { 40 } else { 20 };
+    let overhead = ip_header
+        + 8
+        + metalvpc_protocol::wire::DATA_OVERHEAD as u32
+        + metalvpc_protocol::wire::RELAY_OVERHEAD as u32
+        + metalvpc_protocol::eth::ETH_HEADER_LEN as u32;
+    let (dev, underlay) = route_mtu(addr.ip())?;
+    Some(Fit {
+        dev,
+        underlay,
+        ip_header,
+        largest: underlay.saturating_sub(overhead),
+    })
+}
+
+/// Without `interface.mtu`: the largest TAP MTU that fits the routes to every supernode
+/// (relay overhead included), within 576–9000. None if no route is known.
+fn auto_mtu(supernodes: &[(std::net::SocketAddr, metalvpc_protocol::PublicKey)]) -> Option<u32> {
+    supernodes
+        .iter()
+        .filter_map(|(a, _)| underlay_fit(*a))
+        .map(|f| f.largest)
+        .min()
+        .map(|m| m.clamp(576, 9000))
 }
 
 /// The interface and MTU of the route to `ip` (`ip route get`), if there is one.
@@ -470,8 +510,20 @@ fn log_events(
 }
 
 fn run(path: PathBuf) -> Result<()> {
-    let cfg = config::load(&path)?;
+    let mut cfg = config::load(&path)?;
     common::init_logging(&cfg.log_level);
+    // No `interface.mtu`: follow the underlay (the route to the supernodes) and our overhead.
+    if !cfg.mtu_explicit {
+        if let Some(m) = auto_mtu(&cfg.supernodes) {
+            if m != cfg.mtu {
+                info!(
+                    "interface MTU {m}, from the route to the supernodes (the default {} assumes a 1500-byte underlay); set interface.mtu to choose",
+                    cfg.mtu
+                );
+            }
+            cfg.mtu = m;
+        }
+    }
     let tap = tap::Tap::open(&cfg.if_name)?;
     // An enrolling edge has no address until the supernode assigns one: a link-local /32
     // stands in (no route, nothing to reach) until then.
@@ -896,7 +948,11 @@ fn reload(
         ),
         ("interface.name", new.if_name != running.if_name),
         ("interface.address", new.address != running.address),
-        ("interface.mtu", new.mtu != running.mtu),
+        (
+            "interface.mtu",
+            new.mtu_explicit != running.mtu_explicit
+                || (new.mtu_explicit && new.mtu != running.mtu),
+        ),
         ("interface.mac", new.mac != running.mac),
         ("relay_policy", new.relay != running.relay),
         ("admin_key", new.admin_key != running.admin_key),

@@ -251,14 +251,13 @@ fn check_compares_the_mtu_with_the_route() {
     ] {
         ns.run(&cmd.split(' ').collect::<Vec<_>>()).unwrap();
     }
-    let (_, out) = s.run(
-        &edge_bin(),
-        "check",
-        "edge-mtu.toml",
-        &s.edge_toml(&s.sn_pub),
-    );
+    // An explicit MTU that does not fit is refused, with the value that would.
+    let explicit = s
+        .edge_toml(&s.sn_pub)
+        .replace("[interface]", "[interface]\nmtu = 1390");
+    let (_, out) = s.run(&edge_bin(), "check", "edge-mtu.toml", &explicit);
     println!(
-        "[config_errors] check, default mtu over a 1400 link:\n{}{}",
+        "[config_errors] check, mtu = 1390 over a 1400 link:\n{}{}",
         out.stdout, out.stderr
     );
     assert!(!out.success());
@@ -279,4 +278,17 @@ fn check_compares_the_mtu_with_the_route() {
         "{}",
         out.stdout
     );
+    // Without `interface.mtu` the edge follows the route: 1290 here.
+    let (_, out) = s.run(
+        &edge_bin(),
+        "check",
+        "edge-mtu.toml",
+        &s.edge_toml(&s.sn_pub),
+    );
+    println!(
+        "[config_errors] check, no mtu over a 1400 link:\n{}",
+        out.stdout
+    );
+    assert!(out.success(), "{out:#?}");
+    assert!(out.stdout.contains("the edge uses 1290"), "{}", out.stdout);
 }

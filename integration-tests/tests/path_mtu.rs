@@ -1,6 +1,6 @@
 //! MTU done right (issue 4): the underlay's MTU is lowered on one host's link to 1400, where
-//! nothing tells the other side (no ICMP: a black hole for full-size packets). The edges'
-//! path MTU probe finds 1400; a don't-fragment ping one byte over what fits gets an ICMP
+//! nothing tells the other side (no ICMP: a black hole for full-size packets). That host's TAP
+//! MTU follows its route (1290); the other side's path MTU probe finds 1400; a don't-fragment ping one byte over what fits gets an ICMP
 //! "fragmentation needed" on the TAP instead of vanishing; a bulk TCP transfer (whose SYNs
 //! also get their MSS clamped) completes with the data intact.
 
@@ -32,12 +32,20 @@ fn a_smaller_underlay_mtu_is_found_and_handled() {
     )]);
     lab.start_edges(&edges);
     lab.wait_ping(&a, &b, Duration::from_secs(15));
+    // b's own link is 1400: its TAP MTU follows the route (1400 - 110 = 1290), so its
+    // largest probe (1290 + 14 + 60 = 1364) already fits. a's TAP keeps 1390 and its probe
+    // finds the 1400 that its side does not know about.
+    let b_mtu = lab.edge_status(&b).unwrap()["mtu"].clone();
+    assert_eq!(
+        b_mtu, 1290,
+        "b's TAP MTU does not follow its 1400-byte underlay"
+    );
     let found = wait_until(Duration::from_secs(20), || {
         lab.peer_entry(&a, &b)
             .is_some_and(|p| p["path_mtu"] == 1400)
             && lab
                 .peer_entry(&b, &a)
-                .is_some_and(|p| p["path_mtu"] == 1400)
+                .is_some_and(|p| p["path_mtu"] == 1364)
     });
     assert!(
         found.is_some(),
@@ -45,7 +53,7 @@ fn a_smaller_underlay_mtu_is_found_and_handled() {
         lab.peer_entry(&a, &b).map(|p| p["path_mtu"].clone()),
         lab.peer_entry(&b, &a).map(|p| p["path_mtu"].clone())
     );
-    println!("[{TEST}] both edges found path MTU 1400 within {found:.2?}");
+    println!("[{TEST}] b's TAP MTU 1290 from its route; a found path MTU 1400 to b (b: 1364, its largest) within {found:.2?}");
     assert!(
         lab.log("a").contains("path MTU to peer 'b' is 1400"),
         "{}",

@@ -1401,6 +1401,9 @@ impl Edge {
             .filter(|s| usize::from(*s) <= largest && usize::from(*s) > hdr + 23)
             .collect();
         sizes.dedup();
+        // Smallest first: each probe then leaves as a datagram of its own (a shell that
+        // batches equal-or-shrinking datagrams into one UDP GSO send cannot merge them).
+        sizes.reverse();
         let (mac, our_mac) = {
             let peer = self.peers[p].as_mut().expect("exists");
             peer.pmtu_round = Some((now, 0));
