@@ -2,8 +2,9 @@
 # Installs what the demo and the integration tests need, only if missing (idempotent).
 #   iproute2 iputils-ping nftables tcpdump iperf3 socat netcat-openbsd procps python3 curl,
 #   systemd (systemd-analyze), systemd-container (systemd-nspawn), man-db, binutils (strip),
-#   g++ (the fuzz targets build libFuzzer, which is C++), and cargo. scripts/fuzz.sh installs
-#   cargo-fuzz.
+#   g++ (the fuzz targets build libFuzzer, which is C++), and cargo (scripts/fuzz.sh installs
+#   cargo-fuzz); for the Kubernetes tests bird2 keepalived etcd-server etcd-client
+#   dnsmasq-base busybox.
 set -euo pipefail
 
 # package:command-that-proves-it-is-there
@@ -59,6 +60,39 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt_install "${missing[@]}"
 else
   echo "deps.sh: system tools present"
+fi
+
+# The real software the Kubernetes tests run on the overlay (integration-tests/tests/k8s_*.rs):
+# bird2 (BGP), keepalived (VRRP), etcd, dnsmasq (DHCP server, without the system service),
+# busybox (its udhcpc is the DHCP client). Optional: a test whose program is missing prints
+# SKIPPED and says which package to install, so a failure here only warns.
+optional=(
+  bird2:bird
+  keepalived:keepalived
+  etcd-server:etcd
+  etcd-client:etcdctl
+  dnsmasq-base:dnsmasq
+  busybox:busybox
+)
+missing=()
+for pair in "${optional[@]}"; do
+  pkg=${pair%%:*} cmd=${pair##*:}
+  if ! PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null 2>&1; then
+    missing+=("$pkg")
+  fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "deps.sh: installing for the Kubernetes tests: ${missing[*]}"
+  # The tests start these programs themselves inside network namespaces; keep the packages'
+  # own services (bird, keepalived, etcd) from starting on this machine while installing.
+  made_policy=0
+  if [ "$(id -u)" -eq 0 ] && [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && made_policy=1
+  fi
+  apt_install "${missing[@]}" || echo "deps.sh: WARNING: could not install ${missing[*]}; the tests that need them will print SKIPPED" >&2
+  if [ "$made_policy" -eq 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
+else
+  echo "deps.sh: Kubernetes test tools present"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -5,6 +5,7 @@
 use metalvpc_edge::config;
 mod datapath;
 mod ipv6;
+mod kubernetes;
 mod offload;
 mod tap;
 
@@ -120,6 +121,30 @@ enum Cmd {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Print this node's Kubernetes settings for the overlay: kubelet --node-ip, kubeadm
+    /// snippets, kube-proxy, Calico/Flannel/Cilium (MTU arithmetic shown), public ports to close.
+    #[command(alias = "k8s")]
+    Kubernetes {
+        /// The community's TOML file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print JSON for scripts instead of text.
+        #[arg(long)]
+        json: bool,
+        /// host:port of the cluster's API server (a VIP or the first control plane);
+        /// default: this node's overlay address, port 6443.
+        #[arg(long)]
+        control_plane_endpoint: Option<String>,
+        /// The cluster's pod network (kubeadm podSubnet).
+        #[arg(long, default_value = "10.244.0.0/16")]
+        pod_network: String,
+        /// The cluster's service network (kubeadm serviceSubnet).
+        #[arg(long, default_value = "10.96.0.0/12")]
+        service_network: String,
+        /// This node's own pod block (for Calico without encapsulation and allowed_cidrs).
+        #[arg(long)]
+        pod_cidr: Option<String>,
+    },
 }
 
 fn main() {
@@ -134,6 +159,23 @@ fn main() {
         Cmd::Check { config } => check(config),
         Cmd::Status { config, json } => status(config, json),
         Cmd::Man { dir } => common::write_man_pages(<Cli as clap::CommandFactory>::command(), &dir),
+        Cmd::Kubernetes {
+            config,
+            json,
+            control_plane_endpoint,
+            pod_network,
+            service_network,
+            pod_cidr,
+        } => kubernetes::cmd(
+            &config,
+            kubernetes::Args {
+                json,
+                control_plane_endpoint,
+                pod_network,
+                service_network,
+                pod_cidr,
+            },
+        ),
     };
     if let Err(e) = result {
         eprintln!("metalvpc-edge: error: {e:#}");

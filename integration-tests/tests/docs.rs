@@ -38,6 +38,9 @@ fn every_command_in_the_docs_is_run_by_a_test() {
         "docs/troubleshooting.md",
         "docs/configuration.md",
         "docs/install.md",
+        "docs/kubernetes.md",
+        "docs/security.md",
+        "docs/signed-membership.md",
     ] {
         let Ok(text) = std::fs::read_to_string(root.join(page)) else {
             assert_ne!(page, "docs/quickstart.md", "missing {page}");

@@ -75,7 +75,13 @@ pub fn source_ip(f: &[u8]) -> SourceIp {
             if p.len() < 20 || p[0] >> 4 != 4 {
                 return SourceIp::Truncated;
             }
-            SourceIp::Addr(IpAddr::V4(Ipv4Addr::new(p[12], p[13], p[14], p[15])))
+            let src = Ipv4Addr::new(p[12], p[13], p[14], p[15]);
+            if src.is_unspecified() && is_dhcp_client_request(p) {
+                // A DHCP client has no address yet: DISCOVER and REQUEST come from 0.0.0.0
+                // (RFC 2131 4.1). Bound by the MAC check; nothing else may use 0.0.0.0.
+                return SourceIp::None;
+            }
+            SourceIp::Addr(IpAddr::V4(src))
         }
         ETHERTYPE_ARP => {
             // htype(2) ptype(2) hlen(1) plen(1) oper(2) sha(6) spa(4) …
@@ -105,6 +111,18 @@ pub fn source_ip(f: &[u8]) -> SourceIp {
         0x8100 | 0x88a8 | 0x9100 => SourceIp::Unsupported,
         _ => SourceIp::None,
     }
+}
+
+/// An IPv4 packet (`p`, from the IP header on) that is UDP from port 68 to port 67, unfragmented:
+/// a DHCP client's message to servers.
+fn is_dhcp_client_request(p: &[u8]) -> bool {
+    let ihl = usize::from(p[0] & 0x0f) * 4;
+    let fragment = u16::from_be_bytes([p[6], p[7]]) & 0x3fff != 0;
+    if ihl < 20 || p[9] != 17 || fragment || p.len() < ihl + 8 {
+        return false;
+    }
+    let udp = &p[ihl..];
+    u16::from_be_bytes([udp[0], udp[1]]) == 68 && u16::from_be_bytes([udp[2], udp[3]]) == 67
 }
 
 #[cfg(test)]
@@ -148,6 +166,42 @@ mod tests {
         assert_eq!(
             source_ip(&frame(ETHERTYPE_IPV6, &v6)),
             SourceIp::Addr("fd00::1".parse().unwrap())
+        );
+
+        // 0.0.0.0 is accepted (MAC check only) for a DHCP client's UDP 68 -> 67 only.
+        let mut dhcp = vec![0u8; 28];
+        dhcp[0] = 0x45;
+        dhcp[9] = 17;
+        dhcp[16..20].copy_from_slice(&[255, 255, 255, 255]);
+        dhcp[20..24].copy_from_slice(&[0, 68, 0, 67]);
+        let zero = SourceIp::Addr("0.0.0.0".parse().unwrap());
+        assert_eq!(source_ip(&frame(ETHERTYPE_IPV4, &dhcp)), SourceIp::None);
+        let mut other = dhcp.clone();
+        other[23] = 53; // to port 53
+        assert_eq!(source_ip(&frame(ETHERTYPE_IPV4, &other)), zero);
+        let mut other = dhcp.clone();
+        other[21] = 67; // from port 67 (a server's port)
+        assert_eq!(source_ip(&frame(ETHERTYPE_IPV4, &other)), zero);
+        let mut other = dhcp.clone();
+        other[9] = 6; // TCP
+        assert_eq!(source_ip(&frame(ETHERTYPE_IPV4, &other)), zero);
+        let mut other = dhcp.clone();
+        other[7] = 1; // a later fragment: its "ports" are payload
+        assert_eq!(source_ip(&frame(ETHERTYPE_IPV4, &other)), zero);
+        // The UDP header cut off, or a header length pointing past the packet.
+        assert_eq!(source_ip(&frame(ETHERTYPE_IPV4, &dhcp[..24])), zero);
+        let mut other = dhcp.clone();
+        other[0] = 0x4f;
+        assert_eq!(source_ip(&frame(ETHERTYPE_IPV4, &other)), zero);
+        let mut other = dhcp.clone();
+        other[0] = 0x41; // header length below 20
+        assert_eq!(source_ip(&frame(ETHERTYPE_IPV4, &other)), zero);
+        // Another source address with the DHCP ports is checked as usual.
+        let mut other = dhcp.clone();
+        other[12..16].copy_from_slice(&[10, 0, 0, 9]);
+        assert_eq!(
+            source_ip(&frame(ETHERTYPE_IPV4, &other)),
+            SourceIp::Addr("10.0.0.9".parse().unwrap())
         );
 
         assert_eq!(source_ip(&frame(0x8100, &[0; 30])), SourceIp::Unsupported);
