@@ -620,6 +620,33 @@ pub struct MgmtRequest {
     pub reply: mpsc::Sender<(u16, &'static str, String)>,
 }
 
+impl MgmtRequest {
+    /// Answers from the daemon's status document: `/status` as JSON, `/metrics` as the
+    /// Prometheus page `metrics` renders from the same document (with `reloads` added).
+    pub fn answer(
+        self,
+        status: impl FnOnce() -> serde_json::Value,
+        reloads: &ReloadStats,
+        metrics: impl FnOnce(&serde_json::Value) -> String,
+    ) {
+        let doc = || {
+            let mut v = status();
+            v["reloads"] = reloads.json();
+            v
+        };
+        let reply = match self.path.as_str() {
+            "/status" | "/status.json" => (200, "application/json", doc().to_string()),
+            "/metrics" => (200, "text/plain; version=0.0.4", metrics(&doc())),
+            _ => (
+                404,
+                "text/plain",
+                "unknown path; try /status or /metrics\n".to_string(),
+            ),
+        };
+        let _ = self.reply.send(reply);
+    }
+}
+
 /// Starts the management server on a thread. Requests are handed to the poll loop through
 /// the returned receiver (and a wake-up), so the loop owns all state and nothing is locked.
 pub fn serve_management(addr: &MgmtAddr, waker: WakeHandle) -> Result<mpsc::Receiver<MgmtRequest>> {

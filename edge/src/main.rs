@@ -946,24 +946,11 @@ fn answer(
     transport: &common::Transport,
     reloads: &common::ReloadStats,
 ) {
-    let reply = match req.path.as_str() {
-        "/status" | "/status.json" => {
-            let mut v = status_json(&core.status(Instant::now()), info, transport);
-            v["reloads"] = reloads.json();
-            (200, "application/json", v.to_string())
-        }
-        "/metrics" => {
-            let mut v = status_json(&core.status(Instant::now()), info, transport);
-            v["reloads"] = reloads.json();
-            (200, "text/plain; version=0.0.4", metrics(&v))
-        }
-        _ => (
-            404,
-            "text/plain",
-            "unknown path; try /status or /metrics\n".to_string(),
-        ),
-    };
-    let _ = req.reply.send(reply);
+    req.answer(
+        || status_json(&core.status(Instant::now()), info, transport),
+        reloads,
+        metrics,
+    );
 }
 
 /// Re-reads the config and applies the supernode list and keepalive. A config with an

@@ -675,24 +675,11 @@ fn answer(
     tcp_connections: usize,
     reloads: &common::ReloadStats,
 ) {
-    let reply = match req.path.as_str() {
-        "/status" | "/status.json" => {
-            let mut v = status_json(&core.status(Instant::now()), listen, tcp_connections);
-            v["reloads"] = reloads.json();
-            (200, "application/json", v.to_string())
-        }
-        "/metrics" => {
-            let mut v = status_json(&core.status(Instant::now()), listen, tcp_connections);
-            v["reloads"] = reloads.json();
-            (200, "text/plain; version=0.0.4", metrics(&v))
-        }
-        _ => (
-            404,
-            "text/plain",
-            "unknown path; try /status or /metrics\n".to_string(),
-        ),
-    };
-    let _ = req.reply.send(reply);
+    req.answer(
+        || status_json(&core.status(Instant::now()), listen, tcp_connections),
+        reloads,
+        metrics,
+    );
 }
 
 fn log_events(core: &mut Supernode, state_dir: &std::path::Path) {
