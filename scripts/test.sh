@@ -14,7 +14,7 @@ cargo build --release -p metalvpc-edge -p metalvpc-supernode
 
 # --show-output prints each passing test's figures (RTT, throughput, timings) after it;
 # two threads keep timing-sensitive tests from starving each other on small machines.
-cargo test --workspace -- --test-threads=2 --show-output
+cargo test --workspace --no-fail-fast -- --test-threads=2 --show-output
 
 # Every fuzz target for a bounded time (docs/fuzzing.md); non-zero on any crash.
 bash scripts/fuzz.sh "${METALVPC_FUZZ_SECONDS:-15}"
