@@ -1984,20 +1984,28 @@ impl Edge {
     }
 
     fn send_keepalive(&mut self, now: Instant, p: usize, path: Path, out: &mut Output) {
-        self.send_small(now, p, &[], path, out);
+        if self.send_small(now, p, &[], path, out) {
+            self.peers[p].as_mut().expect("caller checked").last_tx = Some(now);
+        }
     }
 
-    /// Sends a keepalive (empty) or a one-byte probe/pong on the current session.
-    fn send_small(&mut self, now: Instant, p: usize, payload: &[u8], path: Path, out: &mut Output) {
+    /// Sends a keepalive (empty) or a one-byte probe/pong on the current session; says
+    /// whether it went out. It does not count as traffic on the peer's path (`last_tx`): a
+    /// relayed peer is probed at endpoints that may never answer, and those probes must not
+    /// stand in for the keepalives that travel through the relay.
+    fn send_small(
+        &mut self,
+        now: Instant,
+        p: usize,
+        payload: &[u8],
+        path: Path,
+        out: &mut Output,
+    ) -> bool {
         let peer = self.peers[p].as_mut().expect("caller checked");
         let Some(session) = peer.current.as_mut().filter(|s| s.usable(now)) else {
-            return;
+            return false;
         };
-        if emit(out, &mut self.links, path, |b| {
-            session.seal_data(payload, b)
-        }) {
-            peer.last_tx = Some(now);
-        }
+        emit(out, &mut self.links, path, |b| session.seal_data(payload, b))
     }
 
     /// Probes straight to each of the peer's endpoints: the relay-to-direct upgrade and the

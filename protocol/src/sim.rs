@@ -402,6 +402,27 @@ fn blocked_direct_path_relays_ciphertext_then_upgrades() {
 }
 
 #[test]
+fn an_idle_relayed_peer_stays_up() {
+    // Found in the demo: probes to a relayed peer's (blocked) endpoints counted as traffic,
+    // so no keepalive went through the relay, and after DEAD_AFTER an idle but healthy
+    // relayed peer was shown as down.
+    let (mut net, keys) = Net::new(&[("prod", &[("a", [10, 0, 0, 1]), ("b", [10, 0, 0, 2])])]);
+    net.add_edge("prod", &keys[0], [10, 0, 0, 1]);
+    net.add_edge("prod", &keys[1], [10, 0, 0, 2]);
+    net.block(0, 1);
+    net.run(Duration::from_secs(3));
+    assert!(net.unicast(0, 1, b"hello"));
+    net.run(crate::edge::DEAD_AFTER * 3);
+    for (a, b) in [(0, 1), (1, 0)] {
+        let key = net.edges[b].key.public_key();
+        let st = net.edges[a].edge.status(net.now);
+        let p = st.peers.iter().find(|p| p.public_key == key).unwrap();
+        assert_eq!(p.path, "relay", "{}", p.path_reason);
+        assert!(p.last_rx_secs.is_some_and(|s| s < 12.0), "{:?}", p.last_rx_secs);
+    }
+}
+
+#[test]
 fn replayed_data_packet_is_dropped_and_counted() {
     let mut net = two_edges();
     assert!(net.unicast(0, 1, b"original"));
