@@ -119,45 +119,6 @@ impl FramedTcp {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::net::TcpListener;
-
-    #[test]
-    fn frames_round_trip_and_garbage_closes() {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        let c = TcpStream::connect(addr).unwrap();
-        let (s, peer) = l.accept().unwrap();
-        let mut a = FramedTcp::new(c, addr).unwrap();
-        let mut b = FramedTcp::new(s, peer).unwrap();
-        for i in 1..=50u8 {
-            assert!(a.send(&vec![i; usize::from(i) * 20]));
-        }
-        let mut got = Vec::new();
-        let deadline = Instant::now() + std::time::Duration::from_secs(5);
-        while got.len() < 50 && Instant::now() < deadline {
-            assert!(b.read_frames(|p| got.push(p.to_vec())));
-            a.flush();
-        }
-        assert_eq!(got.len(), 50);
-        assert!(got
-            .iter()
-            .enumerate()
-            .all(|(i, p)| p.len() == (i + 1) * 20 && p[0] == (i + 1) as u8));
-        // A zero length is not our framing: the connection is finished.
-        let mut raw = a.stream.try_clone().unwrap();
-        raw.write_all(&[0, 0]).unwrap();
-        let deadline = Instant::now() + std::time::Duration::from_secs(5);
-        let mut alive = true;
-        while alive && Instant::now() < deadline {
-            alive = b.read_frames(|_| {});
-        }
-        assert!(!alive);
-    }
-}
-
 /// Where the daemons send their datagrams: the UDP socket, except to an address reached
 /// over a TCP fallback connection.
 pub struct Transport {
@@ -228,5 +189,44 @@ impl Transport {
             tracing::info!("TCP connection with {addr} closed");
             self.tcp.remove(&addr);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn frames_round_trip_and_garbage_closes() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let c = TcpStream::connect(addr).unwrap();
+        let (s, peer) = l.accept().unwrap();
+        let mut a = FramedTcp::new(c, addr).unwrap();
+        let mut b = FramedTcp::new(s, peer).unwrap();
+        for i in 1..=50u8 {
+            assert!(a.send(&vec![i; usize::from(i) * 20]));
+        }
+        let mut got = Vec::new();
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        while got.len() < 50 && Instant::now() < deadline {
+            assert!(b.read_frames(|p| got.push(p.to_vec())));
+            a.flush();
+        }
+        assert_eq!(got.len(), 50);
+        assert!(got
+            .iter()
+            .enumerate()
+            .all(|(i, p)| p.len() == (i + 1) * 20 && p[0] == (i + 1) as u8));
+        // A zero length is not our framing: the connection is finished.
+        let mut raw = a.stream.try_clone().unwrap();
+        raw.write_all(&[0, 0]).unwrap();
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        let mut alive = true;
+        while alive && Instant::now() < deadline {
+            alive = b.read_frames(|_| {});
+        }
+        assert!(!alive);
     }
 }

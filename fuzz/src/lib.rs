@@ -77,7 +77,7 @@ fn arb_record(u: &mut Unstructured<'_>) -> Result<PeerRecord> {
 /// Any control message, including ones the encoder has to cut (strings over 255 bytes,
 /// lists over their limits).
 pub fn arb_control(u: &mut Unstructured<'_>) -> Result<Control> {
-    Ok(match u.int_in_range(0..=9u8)? {
+    Ok(match u.int_in_range(0..=10u8)? {
         0 => Control::Register {
             max_version: u.arbitrary()?,
             community: u.arbitrary()?,
@@ -143,10 +143,18 @@ pub fn arb_control(u: &mut Unstructured<'_>) -> Result<Control> {
                 Ok(metalvpc_protocol::PublicKey(u.arbitrary()?))
             })?,
         },
+        9 => Control::PeerUpdate {
+            from: u.arbitrary()?,
+            epoch: u.arbitrary()?,
+            records: arb_vec(u, RECORDS_PER_LIST + 2, arb_record)?,
+            gone: arb_vec(u, metalvpc_protocol::control::KEYS_PER_REMOVAL + 4, |u| {
+                Ok(metalvpc_protocol::PublicKey(u.arbitrary()?))
+            })?,
+        },
         _ => {
-            // Type bytes 1..=11 are known messages; an unknown one is anything else.
+            // Type bytes 1..=12 are known messages; an unknown one is anything else.
             let t: u8 = u.arbitrary()?;
-            Control::Unknown(if (1..=11).contains(&t) { t + 100 } else { t })
+            Control::Unknown(if (1..=12).contains(&t) { t + 100 } else { t })
         }
     })
 }
@@ -231,6 +239,25 @@ pub fn as_encoded(m: &Control) -> Control {
         },
         Control::PeerNotify { record } => Control::PeerNotify {
             record: cut_record(record),
+        },
+        Control::PeerUpdate {
+            from,
+            epoch,
+            records,
+            gone,
+        } => Control::PeerUpdate {
+            from: *from,
+            epoch: *epoch,
+            records: records
+                .iter()
+                .take(RECORDS_PER_LIST)
+                .map(cut_record)
+                .collect(),
+            gone: gone
+                .iter()
+                .take(metalvpc_protocol::control::KEYS_PER_REMOVAL)
+                .copied()
+                .collect(),
         },
         other => other.clone(),
     }

@@ -194,6 +194,21 @@ pub enum Control {
         /// The bytes of this chunk (at most [`MAX_SIGNED_CHUNK`]).
         data: Vec<u8>,
     },
+    /// Supernode → edge: what changed in the member list between epochs `from` and `epoch`
+    /// (a member registered, moved or restarted; members whose registration ended). An edge
+    /// applies it only if its copy is at `from`; otherwise it asks for the whole list
+    /// (`SyncRequest`). This keeps a registration wave linear in bytes instead of quadratic.
+    PeerUpdate {
+        /// The epoch this change applies to.
+        from: u64,
+        /// The epoch after it.
+        epoch: u64,
+        /// Members added or changed (at most [`RECORDS_PER_LIST`]).
+        records: Vec<PeerRecord>,
+        /// Members no longer registered (at most [`KEYS_PER_REMOVAL`]). Unlike
+        /// `PeerRemoved`, this is no revocation: the supernode just cannot relay to them.
+        gone: Vec<PublicKey>,
+    },
     /// A type this build does not know; ignored.
     Unknown(u8),
 }
@@ -212,6 +227,7 @@ const T_NOTIFY: u8 = 8;
 const T_REMOVED: u8 = 9;
 const T_SIGNED_REQUEST: u8 = 10;
 const T_SIGNED_LIST: u8 = 11;
+const T_UPDATE: u8 = 12;
 
 /// The enrolment proof an edge with public key `key` sends: a BLAKE2s MAC, under a key
 /// derived from the community's join secret, of its key, the community and the Register's
@@ -409,6 +425,24 @@ impl Control {
             Control::SignedListRequest => {
                 w.u8(T_SIGNED_REQUEST);
             }
+            Control::PeerUpdate {
+                from,
+                epoch,
+                records,
+                gone,
+            } => {
+                w.u8(T_UPDATE).u64(*from).u64(*epoch);
+                let recs = &records[..records.len().min(RECORDS_PER_LIST)];
+                w.u8(recs.len() as u8);
+                for r in recs {
+                    put_record(&mut w, r);
+                }
+                let gone = &gone[..gone.len().min(KEYS_PER_REMOVAL)];
+                w.u8(gone.len() as u8);
+                for k in gone {
+                    w.raw(&k.0);
+                }
+            }
             Control::SignedList {
                 version,
                 chunk,
@@ -516,6 +550,24 @@ impl Control {
                 Control::PeerRemoved { keys }
             }
             T_SIGNED_REQUEST => Control::SignedListRequest,
+            T_UPDATE => {
+                let from = r.u64()?;
+                let epoch = r.u64()?;
+                let n = r.count(RECORDS_PER_LIST)?;
+                let records = (0..n)
+                    .map(|_| get_record(&mut r))
+                    .collect::<Result<_, _>>()?;
+                let n = r.count(KEYS_PER_REMOVAL)?;
+                let gone = (0..n)
+                    .map(|_| r.array().map(PublicKey))
+                    .collect::<Result<_, _>>()?;
+                Control::PeerUpdate {
+                    from,
+                    epoch,
+                    records,
+                    gone,
+                }
+            }
             T_SIGNED_LIST => {
                 let version = r.u64()?;
                 let chunk = r.u16()?;
@@ -645,6 +697,18 @@ mod tests {
                 chunk: 2,
                 chunks: 3,
                 data: vec![7; 960],
+            },
+            Control::PeerUpdate {
+                from: 6,
+                epoch: 7,
+                records: vec![record(6)],
+                gone: vec![PublicKey([5; 32])],
+            },
+            Control::PeerUpdate {
+                from: 7,
+                epoch: 8,
+                records: vec![],
+                gone: vec![],
             },
             Control::Unknown(200),
         ];

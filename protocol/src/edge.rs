@@ -48,6 +48,9 @@ pub const QUEUE_LIMIT: usize = 32;
 /// A peer that sent nothing authenticated (not even a keepalive) for this long is shown as
 /// down in `status` (3 keepalives at the default interval, plus margin).
 pub const DEAD_AFTER: Duration = Duration::from_secs(20);
+/// Least time between two requests for the whole member list made because our copy fell out
+/// of step with the supernode's updates.
+const SYNC_RETRY: Duration = Duration::from_secs(1);
 /// A peer no supernode lists and that sent nothing for this long is forgotten.
 pub const PEER_EXPIRY: Duration = Duration::from_secs(120);
 /// One-byte edge-to-edge messages inside a data packet (a frame is at least 14 bytes, a
@@ -156,6 +159,8 @@ struct Link {
     registered_at: Option<Instant>,
     epoch_applied: Option<u64>,
     staging: Option<ListStaging>,
+    /// When we last asked for the whole member list because our copy was out of step.
+    sync_sent: Option<Instant>,
     /// The supernode relays for our community (from its acknowledgement).
     relays: bool,
     /// When an authenticated answer last came from it.
@@ -191,6 +196,7 @@ impl Link {
             registered_at: None,
             epoch_applied: None,
             staging: None,
+            sync_sent: None,
             relays: true,
             last_answer: None,
             retired: false,
@@ -1554,6 +1560,11 @@ impl Edge {
                 link.last_ack = Some(now);
                 link.next_register = now + link.interval;
                 if first {
+                    // A new registration (ours or a restarted supernode's): epochs from
+                    // before mean nothing now, so start from a whole list.
+                    link.epoch_applied = None;
+                    link.staging = None;
+                    link.sync_sent = None;
                     link.registered_at = Some(now);
                     self.events.push(Event::Registered {
                         supernode: link.addr,
@@ -1561,10 +1572,37 @@ impl Edge {
                     });
                 }
                 if link.epoch_applied != Some(epoch) {
-                    self.send_control(l, &Control::SyncRequest, out);
+                    self.request_sync(now, l, out);
                 }
             }
             Control::RegisterNak { message, .. } => self.refused(now, l, message),
+            Control::PeerUpdate {
+                from,
+                epoch,
+                records,
+                gone,
+            } => {
+                let link = &mut self.links[l];
+                if link.epoch_applied == Some(from) {
+                    link.epoch_applied = Some(epoch);
+                    for r in records {
+                        self.upsert_peer(now, l, r, out);
+                    }
+                    // Not registered with this supernode any more: it cannot relay to them.
+                    // Sessions stay, as for a peer missing from a whole list.
+                    for key in gone {
+                        if let Some(&p) = self.by_key.get(&key) {
+                            let peer = self.peers[p].as_mut().expect("indexed peer exists");
+                            if let Some(id) = peer.relay_ids.get_mut(l) {
+                                *id = None;
+                            }
+                        }
+                    }
+                } else if link.epoch_applied != Some(epoch) {
+                    // We missed a step (a lost update) or a whole list is on its way.
+                    self.request_sync(now, l, out);
+                }
+            }
             Control::PeerList {
                 epoch,
                 chunk,
@@ -2005,7 +2043,9 @@ impl Edge {
         let Some(session) = peer.current.as_mut().filter(|s| s.usable(now)) else {
             return false;
         };
-        emit(out, &mut self.links, path, |b| session.seal_data(payload, b))
+        emit(out, &mut self.links, path, |b| {
+            session.seal_data(payload, b)
+        })
     }
 
     /// Probes straight to each of the peer's endpoints: the relay-to-direct upgrade and the
@@ -2020,6 +2060,20 @@ impl Edge {
         }
     }
 
+    /// Asks supernode `l` for the whole member list, at most once per [`SYNC_RETRY`] (a
+    /// burst of updates we cannot apply must not become a burst of whole lists).
+    fn request_sync(&mut self, now: Instant, l: usize, out: &mut Output) {
+        let link = &mut self.links[l];
+        if link
+            .sync_sent
+            .is_some_and(|t| now.saturating_duration_since(t) < SYNC_RETRY)
+        {
+            return;
+        }
+        link.sync_sent = Some(now);
+        self.send_control(l, &Control::SyncRequest, out);
+    }
+
     fn send_control(&mut self, l: usize, msg: &Control, out: &mut Output) {
         let link = &mut self.links[l];
         let Some(session) = link.session.as_mut() else {
@@ -2028,6 +2082,12 @@ impl Edge {
         let start = out.buf.len();
         session.seal_data(&msg.encode(), &mut out.buf);
         out.transmit_from(start, link.addr);
+    }
+
+    /// The member-list epoch our copy from supernode `l` is at.
+    #[cfg(test)]
+    pub(crate) fn test_epoch(&self, l: usize) -> Option<u64> {
+        self.links[l].epoch_applied
     }
 
     #[cfg(test)]

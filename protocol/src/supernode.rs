@@ -696,7 +696,7 @@ impl Supernode {
                 member: label(node),
                 endpoint: src,
             });
-            self.push_lists(c, Some(n), out);
+            self.push_update(c, n, Some(n), out);
         }
     }
 
@@ -923,7 +923,7 @@ impl Supernode {
                 reg.locals = endpoints;
                 if changed {
                     comm.epoch += 1;
-                    self.push_lists(c, Some(n), out);
+                    self.push_update(c, n, Some(n), out);
                 }
                 let comm = &self.communities[c];
                 let node = &comm.nodes[n];
@@ -969,6 +969,7 @@ impl Supernode {
             | Control::PeerNotify { .. }
             | Control::PeerRemoved { .. }
             | Control::SignedList { .. }
+            | Control::PeerUpdate { .. }
             | Control::Unknown(_) => {}
         }
     }
@@ -1015,7 +1016,7 @@ impl Supernode {
         if reg.endpoint != src {
             reg.endpoint = src;
             comm.epoch += 1;
-            self.push_lists(c, None, out);
+            self.push_update(c, n, None, out);
         }
     }
 
@@ -1065,10 +1066,15 @@ impl Supernode {
     }
 
     fn send(&mut self, c: usize, n: usize, msg: &Control, out: &mut Output) {
+        self.send_encoded(c, n, &msg.encode(), out);
+    }
+
+    /// Seals an encoded control message to member (c, n); no-op if it is not registered.
+    fn send_encoded(&mut self, c: usize, n: usize, msg: &[u8], out: &mut Output) {
         let node = &mut self.communities[c].nodes[n];
         let Some(reg) = node.reg.as_mut() else { return };
         let start = out.buf.len();
-        reg.session.seal_data(&msg.encode(), &mut out.buf);
+        reg.session.seal_data(msg, &mut out.buf);
         out.transmit_from(start, reg.endpoint);
         node.traffic.tx_packets += 1;
     }
@@ -1100,6 +1106,34 @@ impl Supernode {
         }
     }
 
+    /// Tells every registered member except `skip` that member `n` registered or changed:
+    /// the step from the previous epoch to the current one, one record. Members whose copy is
+    /// not at the previous epoch ask for the whole list. A registration costs the supernode
+    /// one record per member instead of the whole list per member.
+    fn push_update(&mut self, c: usize, n: usize, skip: Option<usize>, out: &mut Output) {
+        let comm = &self.communities[c];
+        let Some(r) = record(&comm.nodes[n]) else {
+            return;
+        };
+        let msg = Control::PeerUpdate {
+            from: comm.epoch.saturating_sub(1),
+            epoch: comm.epoch,
+            records: vec![r],
+            gone: Vec::new(),
+        };
+        self.send_to_all(c, skip, &msg, out);
+    }
+
+    /// Sends `msg` to every registered member of community `c` except `skip`.
+    fn send_to_all(&mut self, c: usize, skip: Option<usize>, msg: &Control, out: &mut Output) {
+        let bytes = msg.encode();
+        for node in 0..self.communities[c].nodes.len() {
+            if Some(node) != skip {
+                self.send_encoded(c, node, &bytes, out);
+            }
+        }
+    }
+
     /// Sends the member list to every registered member except `skip` (which asks by itself
     /// when its acknowledgement shows a new epoch).
     fn push_lists(&mut self, c: usize, skip: Option<usize>, out: &mut Output) {
@@ -1123,7 +1157,7 @@ impl Supernode {
         self.next_tick = now + TICK;
         let expiry = Duration::from_secs(u64::from(self.interval) * 3 + 5);
         for c in 0..self.communities.len() {
-            let mut changed = false;
+            let mut gone = Vec::new();
             let comm = &mut self.communities[c];
             for node in comm.nodes.iter_mut() {
                 if node
@@ -1138,12 +1172,21 @@ impl Supernode {
                         community: comm.name.clone(),
                         member: label(node),
                     });
-                    changed = true;
+                    gone.push(node.entry.key);
                 }
             }
-            if changed {
+            if gone.len() > KEYS_PER_REMOVAL {
                 comm.epoch += 1;
                 self.push_lists(c, None, out);
+            } else if !gone.is_empty() {
+                comm.epoch += 1;
+                let msg = Control::PeerUpdate {
+                    from: comm.epoch - 1,
+                    epoch: comm.epoch,
+                    records: Vec::new(),
+                    gone,
+                };
+                self.send_to_all(c, None, &msg, out);
             }
         }
     }

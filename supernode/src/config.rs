@@ -916,7 +916,7 @@ mod tests {
         for (text, needle) in &cases {
             let err = format!(
                 "{:#}",
-                load(&write(&d, "c.toml", &text))
+                load(&write(&d, "c.toml", text))
                     .err()
                     .unwrap_or_else(|| panic!("accepted: {text}"))
             );

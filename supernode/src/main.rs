@@ -201,10 +201,7 @@ fn enrolled(action: EnrolAction) -> Result<()> {
                         .unwrap_or_default(),
                     file.display()
                 );
-                println!(
-                    "  {:<20} {:<16} {:<46} {}",
-                    "NAME", "ADDRESS", "KEY", "ENROLLED"
-                );
+                println!("  {:<20} {:<16} {:<46} ENROLLED", "NAME", "ADDRESS", "KEY");
                 for n in &store.node {
                     println!(
                         "  {:<20} {:<16} {:<46} {}",
