@@ -861,12 +861,18 @@ fn metrics(v: &serde_json::Value) -> String {
     ] {
         m.family(metric, kind, help);
         for p in peers.iter().filter(|p| !p[field].is_null()) {
-            // Milliseconds to seconds by division: 0.142 / 1000 prints as 0.000142.
-            let divisor = if field == "rtt_ms" { 1000.0 } else { 1.0 };
+            // Milliseconds to seconds through whole nanoseconds: an integer divided by 1e9
+            // is the double nearest the decimal, so 0.141 ms prints as 0.000141 (0.141 / 1000
+            // printed 0.00014099999999999998).
+            let value = if field == "rtt_ms" {
+                (n(&p[field]) * 1e6).round() / 1e9
+            } else {
+                n(&p[field])
+            };
             m.sample(
                 metric,
                 &[("peer", &label(p)), ("address", &s(&p["address"]))],
-                n(&p[field]) / divisor,
+                value,
             );
         }
     }
@@ -1024,4 +1030,27 @@ fn flush(
     tap.write_frames(out);
     udp.send_all(transport, out);
     out.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metrics;
+
+    #[test]
+    fn rtt_is_printed_in_seconds_without_float_noise() {
+        let status = serde_json::json!({
+            "peers": [
+                {"name": "b", "address": "10.0.0.2", "rtt_ms": 0.141, "path": "direct"},
+                {"name": "c", "address": "10.0.0.3", "rtt_ms": 12.345, "path": "direct"},
+            ],
+        });
+        let page = metrics(&status);
+        let rtt: Vec<&str> = page
+            .lines()
+            .filter(|l| l.starts_with("metalvpc_edge_peer_rtt_seconds{"))
+            .collect();
+        assert_eq!(rtt.len(), 2, "{page}");
+        assert!(rtt[0].ends_with(" 0.000141"), "{}", rtt[0]);
+        assert!(rtt[1].ends_with(" 0.012345"), "{}", rtt[1]);
+    }
 }
