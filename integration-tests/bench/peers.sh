@@ -252,14 +252,17 @@ T
   local fake=$SPAWNED c0 f0
   c0=$(cpu_ticks "$sn"); f0=$(cpu_ticks "$fake")
   end=$((SECONDS + ${MEM_SECS:-120}))
-  local peers=0
+  local peers=0 t0=$SECONDS
   while [ "$peers" -lt $n ] && [ $SECONDS -lt $end ]; do
     sleep 1
     peers=$(inns "$NS_A" "$BIN/metalvpc-edge" status --config "$d/a.toml" --json 2>/dev/null |
       python3 -c 'import json,sys; print(len(json.load(sys.stdin)["peers"]))' 2>/dev/null || echo 0)
   done
-  echo "bench: memory edge knows $peers peers; CPU ticks: supernode $(( $(cpu_ticks "$sn") - c0 )), fake members $(( $(cpu_ticks "$fake") - f0 ))"
+  local sn_ticks=$(( $(cpu_ticks "$sn") - c0 ))
+  echo "bench: memory edge knows $peers peers after $((SECONDS - t0)) s; CPU ticks: supernode $sn_ticks, fake members $(( $(cpu_ticks "$fake") - f0 ))"
   record metalvpc peers_known "$peers"
+  [ "$peers" -ge $n ] && record metalvpc peers_secs "$((SECONDS - t0))"
+  record metalvpc sn_cpu_secs "$(python3 -c "print(round($sn_ticks / $(getconf CLK_TCK), 1))")"
   record metalvpc rss_1000_peers "$(rss_mb "$a")"
   record metalvpc hwm_1000_peers "$(hwm_mb "$a")"
   [ "$peers" -ge $n ]

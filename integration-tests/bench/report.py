@@ -191,6 +191,8 @@ def table(results, out, machine):
             f"metalvpc edge memory (VmRSS): idle {mv['rss_idle']} MB (target < 20); "
             f"with {mv.get('peers_known', '?')} peers known {mv.get('rss_1000_peers', '–')} MB, "
             f"peak {mv.get('hwm_1000_peers', '–')} MB (target < 64 with 1,000)"
+            + (f", all known {mv['peers_secs']} s after the fake members started, "
+               f"supernode CPU {mv.get('sn_cpu_secs', '–')} s" if "peers_secs" in mv else "")
             + extrapolate(mv) + f"; after the transfers {mv.get('rss_after_load_edge_a', '–')} MB.")
     text = "\n".join(rows) + "\n"
     if machine:
