@@ -856,7 +856,7 @@ fn metrics(v: &serde_json::Value) -> String {
             "metalvpc_edge_peer_rtt_seconds",
             "gauge",
             "rtt_ms",
-            "Round-trip time of the direct path (from probes).",
+            "Round-trip time of the path in use (direct: probes; relayed: pings through the supernode).",
         ),
     ] {
         m.family(metric, kind, help);

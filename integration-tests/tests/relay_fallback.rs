@@ -44,6 +44,31 @@ fn relay_when_blocked_then_direct() {
             p.avg_ms.unwrap_or(f64::NAN)
         );
     }
+    // The relayed path's round trip shows in status (pings through the supernode every
+    // keepalive interval, 5 s by default).
+    for (x, y) in [(a, b), (b, a)] {
+        let mut rtt = None;
+        metalvpc_integration_tests::wait_until(Duration::from_secs(12), || {
+            rtt = lab
+                .peer_entry(x, y)
+                .filter(|p| p["path"] == "relay")
+                .and_then(|p| p["rtt_ms"].as_f64());
+            rtt.is_some()
+        });
+        let rtt = rtt.unwrap_or_else(|| {
+            panic!(
+                "{} shows no relayed RTT for {}: {:?}",
+                x.name,
+                y.name,
+                lab.peer_entry(x, y)
+            )
+        });
+        println!(
+            "[{TEST}] status: relayed RTT {} -> {} {rtt:.3} ms",
+            x.name, y.name
+        );
+        assert!(rtt > 0.0 && rtt < 50.0, "relayed RTT {rtt} ms");
+    }
     let sn = lab.supernode_status().expect("supernode status");
     assert!(
         json_u64(&sn["relay"], "packets") > 0,

@@ -58,6 +58,10 @@ pub const PEER_EXPIRY: Duration = Duration::from_secs(120);
 /// only once a pong came back over it, which proves both directions.
 const MSG_PROBE: u8 = 1;
 const MSG_PONG: u8 = 2;
+/// Through the relay: "answer me back the same way" (the relayed path's RTT; also the
+/// relayed keepalive), and that answer. Older edges ignore one-byte relayed messages.
+const MSG_RELAY_PING: u8 = 3;
+const MSG_RELAY_PONG: u8 = 4;
 /// How often a direct path's MTU is probed again.
 pub const PMTU_INTERVAL: Duration = Duration::from_secs(600);
 /// How long a probe round waits for acknowledgements.
@@ -260,6 +264,12 @@ struct Peer {
     awaiting_pong: bool,
     /// Round-trip time of the direct path, from the last periodic probe and its pong.
     rtt: Option<Duration>,
+    /// When the last ping through the relay went out, while its pong is awaited.
+    relay_ping: Option<Instant>,
+    /// When the last ping through the relay went out (answered or not).
+    last_relay_ping: Option<Instant>,
+    /// Round-trip time through the relay, from the last ping and its pong.
+    relay_rtt: Option<Duration>,
     /// The direct path's MTU (largest outer IP packet acknowledged by the peer), once probed.
     pmtu: Option<u16>,
     /// A path MTU probe round in progress: when it started and the largest size acknowledged.
@@ -332,8 +342,9 @@ pub struct PeerStatus {
     pub last_handshake_secs: Option<f64>,
     /// Seconds since the last authenticated packet.
     pub last_rx_secs: Option<f64>,
-    /// Round-trip time of the direct path in seconds (from probes; None while relayed and
-    /// until the first pong).
+    /// Round-trip time of the path in use, in seconds: a direct path's from probes and their
+    /// pongs, a relayed one's from pings through the supernode (None until the first answer,
+    /// and while the peer is down).
     pub rtt_secs: Option<f64>,
     /// The direct path's MTU (largest outer IP packet that gets through), once probed.
     pub path_mtu: Option<u16>,
@@ -1288,7 +1299,10 @@ impl Edge {
                 let msg = pkt[range.start];
                 return self.on_edge_message(now, p, msg, src, out);
             }
-            (1, Path::Relay { .. }) => {}
+            (1, Path::Relay { .. }) => {
+                let msg = pkt[range.start];
+                return self.on_relayed_message(now, p, msg, path, out);
+            }
             (n, _) if n < eth::ETH_HEADER_LEN => {
                 return self.drop_peer(Some(p), DropReason::Malformed)
             }
@@ -1486,6 +1500,29 @@ impl Edge {
                 }
                 peer.direct = Some(src);
                 peer.last_direct_rx = Some(now);
+            }
+            _ => {} // a later version's message: ignore
+        }
+    }
+
+    /// A one-byte message that came through a relay.
+    fn on_relayed_message(
+        &mut self,
+        now: Instant,
+        p: usize,
+        msg: u8,
+        path: Path,
+        out: &mut Output,
+    ) {
+        match msg {
+            MSG_RELAY_PING => {
+                self.send_small(now, p, &[MSG_RELAY_PONG], path, out);
+            }
+            MSG_RELAY_PONG => {
+                let peer = self.peers[p].as_mut().expect("exists");
+                if let Some(sent) = peer.relay_ping.take() {
+                    peer.relay_rtt = Some(now.saturating_duration_since(sent));
+                }
             }
             _ => {} // a later version's message: ignore
         }
@@ -1801,6 +1838,9 @@ impl Edge {
                     last_probe: None,
                     awaiting_pong: false,
                     rtt: None,
+                    relay_ping: None,
+                    last_relay_ping: None,
+                    relay_rtt: None,
                     pmtu: None,
                     pmtu_round: None,
                     pmtu_next: None,
@@ -2395,6 +2435,23 @@ impl Edge {
                 self.start_mtu_round(now, p, ep, out);
             }
         }
+        // Relayed: a ping through the relay every keepalive interval, whatever else is sent
+        // (the relayed path's RTT); it is the keepalive too.
+        let peer = self.peers[p].as_ref().expect("exists");
+        if direct.is_none()
+            && peer
+                .last_relay_ping
+                .is_none_or(|t| now.saturating_duration_since(t) >= keepalive)
+        {
+            if let Some(path @ Path::Relay { .. }) = relay_path(peer, &self.links, self.cfg.relay) {
+                if self.send_small(now, p, &[MSG_RELAY_PING], path, out) {
+                    let peer = self.peers[p].as_mut().expect("exists");
+                    peer.last_tx = Some(now);
+                    peer.last_relay_ping = Some(now);
+                    peer.relay_ping = Some(now);
+                }
+            }
+        }
         let peer = self.peers[p].as_ref().expect("exists");
         if direct.is_none()
             && peer
@@ -2496,7 +2553,12 @@ impl Edge {
                     endpoints: peer.endpoints.clone(),
                     last_handshake_secs: secs(peer.last_handshake),
                     last_rx_secs: secs(peer.last_rx),
-                    rtt_secs: peer.rtt.map(|d| d.as_secs_f64()),
+                    rtt_secs: match path {
+                        "direct" => peer.rtt,
+                        "relay" => peer.relay_rtt,
+                        _ => None,
+                    }
+                    .map(|d| d.as_secs_f64()),
                     path_mtu: peer.pmtu,
                     session: peer.current.is_some(),
                     traffic: peer.traffic,

@@ -424,6 +424,12 @@ fn an_idle_relayed_peer_stays_up() {
             "{:?}",
             p.last_rx_secs
         );
+        // Pings through the relay measure its round trip (the simulator delivers at once).
+        assert!(
+            p.rtt_secs.is_some_and(|r| r < 0.1),
+            "relayed RTT {:?}",
+            p.rtt_secs
+        );
     }
 }
 
