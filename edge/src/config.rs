@@ -32,6 +32,8 @@ struct RawConfig {
     cipher: Option<String>,
     #[serde(default)]
     supernode: Vec<RawSupernode>,
+    /// Optional as a whole for an enrolling edge (its address comes from the supernode).
+    #[serde(default)]
     interface: RawInterface,
 }
 
@@ -42,7 +44,7 @@ struct RawSupernode {
     public_key: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawInterface {
     name: Option<String>,
@@ -169,8 +171,14 @@ pub fn load_from_str(
     let raw = parse(path, text)?;
     let f = path.display();
     let mut p = Problems::default();
-    if raw.community.is_empty() || raw.community.len() > 64 {
-        p.push(format!("{f}: key `community` must be 1 to 64 characters: the name of a community on the supernode"));
+    if raw.community.is_empty()
+        || raw.community.len() > 64
+        || !raw
+            .community
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+    {
+        p.push(format!("{f}: key `community` = \"{}\": a community name is 1 to 64 letters, digits, '-', '_' or '.', as on the supernode", raw.community));
     }
     if raw.supernode.is_empty() {
         p.push(format!("{f}: no supernode: add at least one [[supernode]] table with `address` (\"host:port\") and `public_key`"));
@@ -435,6 +443,14 @@ mod tests {
                 format!("cipher = \"aes\"\n{}", base()),
                 "`cipher` = \"aes\"",
             ),
+            (
+                base().replace("community = \"prod\"", "community = \"prod east\""),
+                "`community` = \"prod east\"",
+            ),
+            (
+                base().replace("[interface]\naddress = \"10.10.0.2/24\"\n", ""),
+                "interface.address",
+            ),
         ];
         for (text, needle) in cases {
             std::fs::write(&p, &text).unwrap();
@@ -445,6 +461,21 @@ mod tests {
             assert!(err.contains("prod.toml"), "{err}");
             assert!(err.contains(needle), "expected {needle:?} in: {err}");
         }
+    }
+
+    #[test]
+    fn an_enrolling_edge_needs_no_interface_table() {
+        let d = setup("enrol");
+        let secret = d.0.join("prod.join");
+        std::fs::write(&secret, "a-long-random-join-secret").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let p = d.0.join("prod.toml");
+        let text = format!("join_secret_file = \"prod.join\"\n{}", base())
+            .replace("[interface]\naddress = \"10.10.0.2/24\"\n", "");
+        std::fs::write(&p, text).unwrap();
+        let c = load(&p).unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(c.join_secret.is_some());
+        assert_eq!(c.if_name, "mv-prod");
     }
 
     #[test]
