@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub mod datapath;
 pub mod metrics;
 pub mod systemd;
 pub mod tcp;

@@ -3,7 +3,6 @@
 //! the other members, end-to-end encrypted, directly when possible and relayed otherwise.
 
 use metalvpc_edge::config;
-mod datapath;
 mod ipv6;
 mod kubernetes;
 mod offload;
@@ -639,7 +638,7 @@ fn run(path: PathBuf) -> Result<()> {
         cfg.management
     );
     let mut transport = common::Transport::new(sock)?;
-    let mut udp = datapath::Udp::new(&transport.udp);
+    let mut udp = metalvpc_common::datapath::Udp::new(&transport.udp);
     let mut tap_rx = tap::TapRx::default();
     info!(
         "data path: TAP offloads (TSO, checksum) {}, {}",
@@ -1023,7 +1022,7 @@ fn reload(
 
 fn flush(
     transport: &mut common::Transport,
-    udp: &mut datapath::Udp,
+    udp: &mut metalvpc_common::datapath::Udp,
     tap: &tap::Tap,
     out: &mut Output,
 ) {

@@ -1,4 +1,4 @@
-//! Batched UDP for the edge's data path: many datagrams per system call in both directions.
+//! Batched UDP for both daemons' data paths: many datagrams per system call in both directions.
 //!
 //! * Send: consecutive datagrams of the core's [`Output`] to one destination are contiguous
 //!   in its arena and, for a bulk flow, of equal size; such a run goes out in one `sendmsg`
@@ -9,7 +9,7 @@
 //!
 //! If the kernel refuses either option, we fall back to one datagram per call and say so once.
 
-use metalvpc_common::Transport;
+use crate::Transport;
 use metalvpc_protocol::Output;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, RawFd};
@@ -23,7 +23,7 @@ const MAX_SEGMENTS: usize = 64;
 /// Bytes per GSO send: the payload of one IP datagram at most.
 const MAX_GSO_BYTES: usize = 65_000;
 
-/// The batched UDP side of the edge.
+/// The batched UDP side of a daemon (edge or supernode).
 pub struct Udp {
     fd: RawFd,
     v6: bool,
@@ -189,7 +189,7 @@ impl Udp {
             let Some(src) = from_sockaddr(&ss) else {
                 continue;
             };
-            let src = metalvpc_common::canonical(src);
+            let src = crate::canonical(src);
             let mut seg = n;
             // SAFETY: walking the control messages the kernel wrote into `cmsg`, with the
             // libc macros, within msg_controllen.
@@ -237,7 +237,7 @@ impl Udp {
                 (i + 1, 0)
             };
             let bytes = &out.buf[t.range.start..out.transmits[end - 1].range.end];
-            let dst = metalvpc_common::for_socket(self.v6, t.dst);
+            let dst = crate::for_socket(self.v6, t.dst);
             if end - i > 1 {
                 match self.send(dst, bytes, Some(seg as u16)) {
                     Ok(()) => {}
