@@ -284,6 +284,13 @@ struct Peer {
 }
 
 impl Peer {
+    /// Supernode `l` no longer lists this peer: it cannot relay to it (sessions stay).
+    fn unlisted_by(&mut self, l: usize) {
+        if let Some(id) = self.relay_ids.get_mut(l) {
+            *id = None;
+        }
+    }
+
     fn direct_active(&self, now: Instant) -> Option<SocketAddr> {
         let last = self.last_direct_rx?;
         (now.saturating_duration_since(last) < DIRECT_TIMEOUT).then_some(self.direct?)
@@ -1629,10 +1636,10 @@ impl Edge {
                     // Sessions stay, as for a peer missing from a whole list.
                     for key in gone {
                         if let Some(&p) = self.by_key.get(&key) {
-                            let peer = self.peers[p].as_mut().expect("indexed peer exists");
-                            if let Some(id) = peer.relay_ids.get_mut(l) {
-                                *id = None;
-                            }
+                            self.peers[p]
+                                .as_mut()
+                                .expect("indexed peer exists")
+                                .unlisted_by(l);
                         }
                     }
                 } else if link.epoch_applied != Some(epoch) {
@@ -1780,9 +1787,7 @@ impl Edge {
         // stays: a supernode restart must not cut tunnels that work without it.
         for peer in self.peers.iter_mut().flatten() {
             if !listed.contains(&peer.key) {
-                if let Some(id) = peer.relay_ids.get_mut(l) {
-                    *id = None;
-                }
+                peer.unlisted_by(l);
             }
         }
     }

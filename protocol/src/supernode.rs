@@ -696,7 +696,7 @@ impl Supernode {
                 member: label(node),
                 endpoint: src,
             });
-            self.push_update(c, n, Some(n), out);
+            self.push_member(c, n, Some(n), out);
         }
     }
 
@@ -923,7 +923,7 @@ impl Supernode {
                 reg.locals = endpoints;
                 if changed {
                     comm.epoch += 1;
-                    self.push_update(c, n, Some(n), out);
+                    self.push_member(c, n, Some(n), out);
                 }
                 let comm = &self.communities[c];
                 let node = &comm.nodes[n];
@@ -1016,7 +1016,7 @@ impl Supernode {
         if reg.endpoint != src {
             reg.endpoint = src;
             comm.epoch += 1;
-            self.push_update(c, n, None, out);
+            self.push_member(c, n, None, out);
         }
     }
 
@@ -1110,16 +1110,28 @@ impl Supernode {
     /// the step from the previous epoch to the current one, one record. Members whose copy is
     /// not at the previous epoch ask for the whole list. A registration costs the supernode
     /// one record per member instead of the whole list per member.
-    fn push_update(&mut self, c: usize, n: usize, skip: Option<usize>, out: &mut Output) {
-        let comm = &self.communities[c];
-        let Some(r) = record(&comm.nodes[n]) else {
-            return;
-        };
+    fn push_member(&mut self, c: usize, n: usize, skip: Option<usize>, out: &mut Output) {
+        if let Some(r) = record(&self.communities[c].nodes[n]) {
+            self.push_update(c, vec![r], Vec::new(), skip, out);
+        }
+    }
+
+    /// Sends every registered member except `skip` the step from the previous epoch to the
+    /// current one: `records` added or changed, `gone` no longer registered.
+    fn push_update(
+        &mut self,
+        c: usize,
+        records: Vec<PeerRecord>,
+        gone: Vec<PublicKey>,
+        skip: Option<usize>,
+        out: &mut Output,
+    ) {
+        let epoch = self.communities[c].epoch;
         let msg = Control::PeerUpdate {
-            from: comm.epoch.saturating_sub(1),
-            epoch: comm.epoch,
-            records: vec![r],
-            gone: Vec::new(),
+            from: epoch.saturating_sub(1),
+            epoch,
+            records,
+            gone,
         };
         self.send_to_all(c, skip, &msg, out);
     }
@@ -1175,18 +1187,14 @@ impl Supernode {
                     gone.push(node.entry.key);
                 }
             }
+            if gone.is_empty() {
+                continue;
+            }
+            comm.epoch += 1;
             if gone.len() > KEYS_PER_REMOVAL {
-                comm.epoch += 1;
                 self.push_lists(c, None, out);
-            } else if !gone.is_empty() {
-                comm.epoch += 1;
-                let msg = Control::PeerUpdate {
-                    from: comm.epoch - 1,
-                    epoch: comm.epoch,
-                    records: Vec::new(),
-                    gone,
-                };
-                self.send_to_all(c, None, &msg, out);
+            } else {
+                self.push_update(c, Vec::new(), gone, None, out);
             }
         }
     }
