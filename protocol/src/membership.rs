@@ -143,6 +143,20 @@ impl fmt::Display for AdminPublicKey {
     }
 }
 
+/// One member as the community file states it (the supernode's configuration; a signed
+/// list's [`SignedMember`] converts to and from it).
+#[derive(Debug, Clone)]
+pub struct NodeEntry {
+    /// Static key.
+    pub key: PublicKey,
+    /// Human name (may be empty).
+    pub name: String,
+    /// Overlay address it owns.
+    pub address: IpAddr,
+    /// Extra source ranges it owns.
+    pub allowed_cidrs: Vec<IpNet>,
+}
+
 /// One member as the administrator signed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedMember {
@@ -156,8 +170,8 @@ pub struct SignedMember {
     pub allowed_cidrs: Vec<IpNet>,
 }
 
-impl From<&crate::supernode::NodeEntry> for SignedMember {
-    fn from(n: &crate::supernode::NodeEntry) -> SignedMember {
+impl From<&NodeEntry> for SignedMember {
+    fn from(n: &NodeEntry) -> SignedMember {
         SignedMember {
             key: n.key,
             name: n.name.clone(),
@@ -167,9 +181,9 @@ impl From<&crate::supernode::NodeEntry> for SignedMember {
     }
 }
 
-impl From<&SignedMember> for crate::supernode::NodeEntry {
-    fn from(m: &SignedMember) -> crate::supernode::NodeEntry {
-        crate::supernode::NodeEntry {
+impl From<&SignedMember> for NodeEntry {
+    fn from(m: &SignedMember) -> NodeEntry {
+        NodeEntry {
             key: m.key,
             name: m.name.clone(),
             address: m.address,

@@ -1,0 +1,401 @@
+//! The supernode state machine: membership checks, registrations, member lists, lookups,
+//! hole-punch notices and the relay of end-to-end encrypted packets.
+//!
+//! The supernode never holds an edge-to-edge key: it authenticates the relay envelope with
+//! its own session to each member and forwards the inner packet untouched.
+//!
+//! # Calling contract
+//!
+//! One owner (the shell's event loop thread) drives a [`Supernode`]; nothing in it blocks,
+//! reads a clock or touches a socket. Every call that can act takes `now`, and `now` only
+//! moves forward from one call to the next.
+//!
+//! Inputs:
+//! - [`Supernode::handle_udp`] for every datagram that arrives, over UDP or as a frame over a
+//!   TCP fallback connection (the source is the connection's peer address).
+//! - [`Supernode::handle_timeout`] when [`Supernode::poll_timeout`] is due (calling it early
+//!   is harmless); ask `poll_timeout` again after every call.
+//! - [`Supernode::reload`] with a new membership (SIGHUP).
+//! - [`Supernode::tcp_opened`] when the shell accepts a TCP fallback connection and
+//!   [`Supernode::tcp_closed`] when one breaks or the peer closes it.
+//!
+//! Outputs:
+//! - the [`Output`] each call is given: datagrams to send (a destination that is a TCP
+//!   connection's peer goes over that connection);
+//! - [`Supernode::drain_events`]: things worth a log line (and an enrolment to persist);
+//! - [`Supernode::drain_commands`]: what the shell must do, e.g. close a TCP connection that
+//!   stayed silent for [`TCP_IDLE`].
+//!
+//! The code is split by role: `handshake` (initiations, cookies, refusals), `register`
+//! (registration checks, acknowledgements, expiry), `enrol` (join-secret enrolment),
+//! `members` (member lists, pushes, updates, signed lists, lookups), `reload`, `relay`,
+//! `tcp` (TCP fallback idle expiry) and `status`; `table` holds the communities and nodes.
+
+mod enrol;
+mod handshake;
+mod members;
+mod register;
+mod relay;
+mod reload;
+mod status;
+mod table;
+mod tcp;
+
+pub use crate::membership::NodeEntry;
+pub use status::{CommunityStatus, MemberStatus, SupernodeStatus};
+pub use tcp::{Command, MAX_TCP, TCP_IDLE};
+
+use crate::control::Control;
+use crate::cookie::{self, CookieGuard, Verdict};
+use crate::crypto::Cipher;
+use crate::io::{DropCounters, DropReason, Output};
+use crate::keys::{PrivateKey, PublicKey};
+use crate::membership::SignedBlob;
+use crate::wire::{self, Packet, WireError};
+use ipnet::IpNet;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+use table::{NodeRef, Table};
+
+/// Timer granularity.
+pub const TICK: Duration = Duration::from_millis(500);
+/// Default registration interval told to edges.
+pub const DEFAULT_REGISTER_INTERVAL: u16 = 10;
+/// Removed keys a community remembers, to repeat the revocation to edges that missed it
+/// (they ask for the member list when their registration shows a new epoch).
+pub const REMEMBERED_REMOVALS: usize = 256;
+
+/// One community as configured.
+#[derive(Debug, Clone)]
+pub struct CommunityConfig {
+    /// Name edges register with.
+    pub name: String,
+    /// The overlay network.
+    pub network: IpNet,
+    /// Members.
+    pub nodes: Vec<NodeEntry>,
+    /// Whether the supernode relays for this community (false: `relay_policy = "direct-only"`).
+    pub relay: bool,
+    /// The data-plane cipher every member must be configured with.
+    pub cipher: Cipher,
+    /// The administrator-signed member list the supernode carries to edges (already verified
+    /// by whoever loaded it; `nodes` are its members). None: membership is the supernode's word.
+    pub signed: Option<SignedBlob>,
+    /// Enrolment with a join secret (None: only listed keys join).
+    pub enrolment: Option<Enrolment>,
+}
+
+/// Enrolment: a key that is not listed may join if it proves it holds the join secret; it
+/// gets the next free address of the pool, and keeps it (the shell persists each
+/// [`Event::Enrolled`] and lists those nodes in `nodes` at the next start or reload).
+#[derive(Debug, Clone)]
+pub struct Enrolment {
+    /// The join secret (what `join_secret_file` holds).
+    pub secret: Vec<u8>,
+    /// Addresses handed out, inside the community's network.
+    pub pool: IpNet,
+    /// Keys that may not enrol again (revoked by the operator).
+    pub revoked: Vec<PublicKey>,
+}
+
+/// Supernode configuration.
+#[derive(Debug, Clone)]
+pub struct SupernodeConfig {
+    /// Our static key.
+    pub private_key: PrivateKey,
+    /// Communities served.
+    pub communities: Vec<CommunityConfig>,
+    /// Seconds between an edge's registrations.
+    pub register_interval: u16,
+}
+
+/// What a [`Supernode::reload`] changed, for the log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadSummary {
+    /// (community, member) pairs added.
+    pub added: Vec<(String, String)>,
+    /// (community, member) pairs removed; their sessions were torn down and every
+    /// registered member of the community was told.
+    pub removed: Vec<(String, String)>,
+    /// (community, member) pairs whose name, address or allowed ranges changed.
+    pub changed: Vec<(String, String)>,
+    /// Communities added.
+    pub communities_added: Vec<String>,
+    /// Communities removed (all their members were cut off).
+    pub communities_removed: Vec<String>,
+}
+
+impl ReloadSummary {
+    /// True if the reload changed nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == ReloadSummary::default()
+    }
+}
+
+/// A refusal, for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Where the handshake came from.
+    pub from: SocketAddr,
+    /// The key that was refused.
+    pub key: PublicKey,
+    /// The community it asked for.
+    pub community: String,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// Something worth a log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A member registered (first time, or with a new instance or endpoint).
+    Registered {
+        /// Community.
+        community: String,
+        /// Member name or key.
+        member: String,
+        /// Observed endpoint.
+        endpoint: SocketAddr,
+    },
+    /// A registration was refused.
+    Refused(Refusal),
+    /// A member stopped refreshing its registration.
+    Expired {
+        /// Community.
+        community: String,
+        /// Member name or key.
+        member: String,
+    },
+    /// A key enrolled with the join secret and got an address: persist it.
+    Enrolled {
+        /// Community.
+        community: String,
+        /// The new member's key.
+        key: PublicKey,
+        /// The address it got from the pool.
+        address: IpAddr,
+        /// The name it is shown with.
+        name: String,
+    },
+}
+
+/// The supernode.
+pub struct Supernode {
+    key: PrivateKey,
+    public: PublicKey,
+    interval: u16,
+    table: Table,
+    drops: DropCounters,
+    refused: u64,
+    registrations: u64,
+    relay_packets: u64,
+    relay_bytes: u64,
+    next_tick: Instant,
+    events: Vec<Event>,
+    guard: CookieGuard,
+    tcp: tcp::TcpSources,
+}
+
+impl Supernode {
+    /// A new supernode.
+    pub fn new(cfg: SupernodeConfig, now: Instant) -> Supernode {
+        let public = cfg.private_key.public_key();
+        let mut sn = Supernode {
+            public,
+            key: cfg.private_key,
+            interval: cfg.register_interval.max(1),
+            table: Table::default(),
+            drops: DropCounters::default(),
+            refused: 0,
+            registrations: 0,
+            relay_packets: 0,
+            relay_bytes: 0,
+            next_tick: now,
+            events: Vec::new(),
+            guard: CookieGuard::new(&public, cookie::DEFAULT_LIMIT, now),
+            tcp: tcp::TcpSources::default(),
+        };
+        sn.reload(
+            cfg.communities,
+            cfg.register_interval,
+            &mut Output::default(),
+        );
+        sn
+    }
+
+    /// Our key.
+    pub fn public_key(&self) -> PublicKey {
+        self.public
+    }
+
+    /// Events since the last call.
+    pub fn drain_events(&mut self) -> std::vec::Drain<'_, Event> {
+        self.events.drain(..)
+    }
+
+    /// Handles one UDP datagram (or one frame from a TCP fallback connection).
+    pub fn handle_udp(&mut self, now: Instant, src: SocketAddr, pkt: &mut [u8], out: &mut Output) {
+        self.tcp.received(now, src);
+        let decoded = match wire::decode(pkt) {
+            Ok(p) => p,
+            Err(WireError::BadVersion(_)) => return self.drops.add(DropReason::BadVersion),
+            Err(WireError::Malformed) => return self.drops.add(DropReason::Malformed),
+        };
+        match decoded {
+            Packet::Init { sender, .. } => match self.guard.check(now, src, pkt, out) {
+                Verdict::Process { end } => {
+                    let noise = pkt[wire::INIT_HEADER_LEN..end].to_vec();
+                    self.on_init(now, src, sender, &noise, out)
+                }
+                Verdict::CookieSent => {}
+                Verdict::BadMac2 => self.drops.add(DropReason::BadCookie),
+            },
+            Packet::Resp { .. } | Packet::CookieReply { .. } => {
+                self.drops.add(DropReason::Malformed)
+            }
+            Packet::Data { receiver, counter } => {
+                self.on_data(now, src, receiver, counter, pkt, out)
+            }
+            Packet::Relay {
+                receiver,
+                counter,
+                peer,
+            } => self.on_relay(now, src, receiver, counter, peer, pkt, out),
+        }
+    }
+
+    /// A data packet: a control message from a registered member.
+    fn on_data(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        receiver: u32,
+        counter: u64,
+        pkt: &mut [u8],
+        out: &mut Output,
+    ) {
+        let Some((r, reg)) = self.table.by_session(receiver) else {
+            return self.drops.add(DropReason::UnknownSession);
+        };
+        let range = match reg.open(receiver, |s| s.open_data(counter, pkt)) {
+            Ok(r) => r,
+            Err(e) => return self.drops.add(e),
+        };
+        self.seen(now, r, src, out);
+        self.table.node_mut(r).traffic.rx_packets += 1;
+        let msg = match Control::decode(&pkt[range]) {
+            Ok(m) => m,
+            Err(_) => return self.drops.add(DropReason::Malformed),
+        };
+        match msg {
+            Control::Register {
+                community,
+                address,
+                mac,
+                instance,
+                endpoints,
+                cipher,
+                ..
+            } => self.on_reregister(
+                r, &community, address, mac, instance, endpoints, cipher, out,
+            ),
+            Control::SyncRequest => self.send_list(r, out),
+            Control::SignedListRequest => self.send_signed(r, out),
+            Control::Lookup { txid, query } => self.on_lookup(r, txid, query, out),
+            Control::RegisterAck { .. }
+            | Control::RegisterNak { .. }
+            | Control::PeerList { .. }
+            | Control::LookupReply { .. }
+            | Control::PeerNotify { .. }
+            | Control::PeerRemoved { .. }
+            | Control::SignedList { .. }
+            | Control::PeerUpdate { .. }
+            | Control::Unknown(_) => {}
+        }
+    }
+
+    /// An authenticated packet from member `r` arrived from `src`: refresh it, and follow
+    /// it if its endpoint moved (roaming, NAT rebinding).
+    fn seen(&mut self, now: Instant, r: NodeRef, src: SocketAddr, out: &mut Output) {
+        let moved = self
+            .table
+            .node_mut(r)
+            .reg_mut()
+            .is_some_and(|reg| reg.seen(now, src));
+        if moved {
+            self.table.community_mut(r.community).epoch += 1;
+            self.push_member(r, None, out);
+        }
+    }
+
+    /// Sends a control message to member `r`; no-op if it is not registered.
+    fn send(&mut self, r: NodeRef, msg: &Control, out: &mut Output) {
+        self.table.node_mut(r).send(&msg.encode(), out);
+    }
+
+    /// Sends a control message to the registered member with `key` (tests play a
+    /// compromised supernode with it).
+    #[cfg(test)]
+    pub(crate) fn test_send(&mut self, key: &PublicKey, msg: &Control, out: &mut Output) {
+        for c in self.table.community_ids().collect::<Vec<_>>() {
+            if let Some(r) = self.table.by_key(c, key) {
+                self.send(r, msg, out);
+            }
+        }
+    }
+
+    /// When the next timer is due.
+    pub fn poll_timeout(&self) -> Instant {
+        self.next_tick
+    }
+
+    /// Expires registrations that stopped refreshing, and asks the shell to close TCP
+    /// fallback connections that fell silent.
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut Output) {
+        if now < self.next_tick {
+            return;
+        }
+        self.next_tick = now + TICK;
+        self.expire_registrations(now, out);
+        self.tcp.expire(now);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A clamped private key made of `n`.
+    pub(crate) fn fixed_key(n: u8) -> PrivateKey {
+        let mut k = [n; 32];
+        k[0] &= 248;
+        k[31] = (k[31] & 127) | 64;
+        PrivateKey(k)
+    }
+
+    /// A supernode with key `fixed_key(1)` and one community "fuzz" of one member
+    /// `fixed_key(2)` at 10.77.0.1.
+    pub(crate) fn one_member(now: Instant) -> Supernode {
+        Supernode::new(
+            SupernodeConfig {
+                private_key: fixed_key(1),
+                communities: vec![CommunityConfig {
+                    name: "fuzz".into(),
+                    network: "10.77.0.0/24".parse().unwrap(),
+                    nodes: vec![NodeEntry {
+                        key: fixed_key(2).public_key(),
+                        name: "m0".into(),
+                        address: "10.77.0.1".parse().unwrap(),
+                        allowed_cidrs: vec![],
+                    }],
+                    relay: true,
+                    signed: None,
+                    enrolment: None,
+                    cipher: Default::default(),
+                }],
+                register_interval: 10,
+            },
+            now,
+        )
+    }
+}
