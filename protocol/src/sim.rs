@@ -1680,3 +1680,27 @@ fn aes_community_works_and_a_cipher_mismatch_is_refused_with_the_fix() {
     );
     assert!(!net.unicast(2, 0, b"never"));
 }
+
+#[test]
+fn a_silent_tcp_fallback_connection_is_closed_after_120_s_and_a_registered_one_is_kept() {
+    use crate::supernode::Command;
+    let mut net = two_edges();
+    // Edge 0's datagrams stand for frames over a TCP fallback connection; another
+    // connection from 198.18.0.99 never sends a frame.
+    let (active, silent) = (net.edges[0].addr, addr(99, 40000));
+    net.sn.tcp_opened(net.now, active);
+    net.sn.tcp_opened(net.now, silent);
+    net.run(Duration::from_secs(119));
+    assert_eq!(
+        net.sn.drain_commands().count(),
+        0,
+        "nothing is idle before 120 s"
+    );
+    net.run(Duration::from_secs(2));
+    let closed: Vec<Command> = net.sn.drain_commands().collect();
+    assert_eq!(closed, vec![Command::CloseTcp(silent)]);
+    // The registered edge refreshes every few seconds: its connection stays.
+    net.run(Duration::from_secs(300));
+    assert_eq!(net.sn.drain_commands().count(), 0);
+    assert!(net.edges[0].edge.is_registered());
+}

@@ -6,12 +6,12 @@ use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use metalvpc_common::{self as common, ago, drops_json, human_bytes, MgmtRequest};
 use metalvpc_protocol::membership::{AdminKey, Membership};
-use metalvpc_protocol::supernode::{Event, Supernode, SupernodeStatus};
+use metalvpc_protocol::supernode::{Command, Event, Supernode, SupernodeStatus, MAX_TCP};
 use metalvpc_protocol::Output;
 use serde_json::json;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tracing::{error, info, warn};
 
 /// metalvpc supernode: admits the members of each community and connects them.
@@ -795,7 +795,7 @@ fn run(path: PathBuf) -> Result<()> {
             }
         }
         if ready[2].0 {
-            accept_tcp(tcp_listener.as_ref(), &mut transport);
+            accept_tcp(tcp_listener.as_ref(), &mut transport, &mut core);
         }
         for (i, (addr, _)) in tcp.iter().enumerate() {
             let (r, w) = ready[3 + i];
@@ -803,17 +803,20 @@ fn run(path: PathBuf) -> Result<()> {
                 transport.service_tcp(*addr, r, |p| {
                     core.handle_udp(Instant::now(), *addr, p, &mut out)
                 });
+                if !transport.tcp.contains_key(addr) {
+                    core.tcp_closed(*addr);
+                }
             }
         }
-        // Edges behind a TCP fallback register every few seconds; a silent one is gone.
-        transport.tcp.retain(|a, c| {
-            let keep = c.last_rx.elapsed() < Duration::from_secs(120);
-            if !keep {
+        core.handle_timeout(Instant::now(), &mut out);
+        // Edges behind a TCP fallback register every few seconds; the core says which
+        // connection fell silent (its frames come through `handle_udp`).
+        for cmd in core.drain_commands() {
+            let Command::CloseTcp(a) = cmd;
+            if transport.tcp.remove(&a).is_some() {
                 info!("closing idle TCP connection from {a}");
             }
-            keep
-        });
-        core.handle_timeout(Instant::now(), &mut out);
+        }
         udp.send_all(&mut transport, &out);
         out.clear();
         log_events(&mut core, &cfg.state_dir);
@@ -906,10 +909,11 @@ fn systemd_state(core: &Supernode, listen: std::net::SocketAddr) -> (bool, Strin
     )
 }
 
-/// Most TCP fallback connections at once.
-const MAX_TCP: usize = 4096;
-
-fn accept_tcp(listener: Option<&std::net::TcpListener>, transport: &mut common::Transport) {
+fn accept_tcp(
+    listener: Option<&std::net::TcpListener>,
+    transport: &mut common::Transport,
+    core: &mut Supernode,
+) {
     let Some(listener) = listener else { return };
     while let Ok((stream, peer)) = listener.accept() {
         if transport.tcp.len() >= MAX_TCP {
@@ -919,6 +923,7 @@ fn accept_tcp(listener: Option<&std::net::TcpListener>, transport: &mut common::
         match common::FramedTcp::new(stream, peer) {
             Ok(c) => {
                 info!("TCP fallback connection from {peer}");
+                core.tcp_opened(Instant::now(), c.peer);
                 transport.tcp.insert(c.peer, c);
             }
             Err(e) => warn!("TCP connection from {peer}: {e}"),
