@@ -163,9 +163,10 @@ impl Node {
         self.reg.as_mut()
     }
 
-    /// A reload gives a kept node its new entry (same key): true if its address moved, in
-    /// which case its registration is dropped (it registers anew with the new one). Only
-    /// for a node out of its table ([`Table::take`]), which reindexes when it goes back.
+    /// A reload gives a kept node its new entry (same key): `(moved, changed)`, where moved
+    /// means its address changed and its registration was dropped (it registers anew with
+    /// the new one), and changed that its name, address or ranges did. Only for a node out
+    /// of its table ([`Table::take`]), which reindexes it when it goes back.
     pub fn reconfigure(&mut self, entry: NodeEntry) -> (bool, bool) {
         let moved = self.entry.address != entry.address;
         if moved {
@@ -404,5 +405,82 @@ impl Table {
     /// Live session indices (for `table_sizes`).
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{AeadKey, SessionKeys};
+
+    fn session(index: u32, now: Instant) -> Session {
+        let keys = SessionKeys {
+            send: AeadKey::new(&[1; 32]),
+            recv: AeadKey::new(&[2; 32]),
+        };
+        Session::new(index, 7, keys, now, false)
+    }
+
+    fn announced(instance: u64) -> Announced {
+        Announced {
+            endpoint: "198.18.0.9:7655".parse().unwrap(),
+            locals: Vec::new(),
+            mac: Mac([2, 0, 0, 0, 0, 1]),
+            instance,
+        }
+    }
+
+    fn indexed(t: &mut Table, index: u32) -> Option<NodeRef> {
+        t.by_session(index).map(|(r, _)| r)
+    }
+
+    #[test]
+    fn the_session_index_follows_rekeys_restarts_expiry_and_reloads() {
+        let now = Instant::now();
+        let mut t = Table::default();
+        let cfg = CommunityConfig {
+            name: "c".into(),
+            network: "10.0.0.0/24".parse().unwrap(),
+            nodes: vec![NodeEntry {
+                key: crate::keys::PrivateKey([5; 32]).public_key(),
+                name: "n".into(),
+                address: "10.0.0.1".parse().unwrap(),
+                allowed_cidrs: Vec::new(),
+            }],
+            relay: true,
+            cipher: Cipher::default(),
+            signed: None,
+            enrolment: None,
+        };
+        let (mut comm, nodes) = Community::new(cfg, 1, VecDeque::new());
+        for e in nodes {
+            let id = t.allocate_id();
+            comm.push(Node::new(e, id));
+        }
+        let c = t.push(comm);
+        let r = t.by_id(c, 1).unwrap();
+        assert_eq!(t.by_key(c, &t.node(r).entry.key.clone()), Some(r));
+        // A rekey by the same process keeps the old session for packets in flight.
+        t.register(r, session(10, now), announced(1), now);
+        t.register(r, session(11, now), announced(1), now);
+        assert_eq!(
+            (indexed(&mut t, 10), indexed(&mut t, 11)),
+            (Some(r), Some(r))
+        );
+        t.register(r, session(12, now), announced(1), now);
+        assert_eq!(indexed(&mut t, 10), None, "only one previous session");
+        // A restarted process replaces both at once.
+        t.register(r, session(13, now), announced(2), now);
+        assert_eq!(t.session_count(), 1);
+        assert_eq!(indexed(&mut t, 13), Some(r));
+        // A reload takes the table apart and puts it back: registrations survive.
+        let comms = t.take();
+        assert_eq!(t.session_count(), 0);
+        for comm in comms {
+            t.push(comm);
+        }
+        assert_eq!(indexed(&mut t, 13), Some(r));
+        assert!(t.unregister(r) && !t.unregister(r));
+        assert_eq!(t.session_count(), 0);
     }
 }
