@@ -115,21 +115,13 @@ impl Net {
         let i = self.edges.len();
         let a = addr(11 + i as u8, 7655);
         let cfg = EdgeConfig {
-            community: community.to_string(),
-            private_key: key.clone(),
-            address: std::net::Ipv4Addr::from(address).into(),
-            mac: key.public_key().derived_mac(),
-            supernodes: vec![(self.sn_addr, self.sn_key.public_key())],
-            local_endpoints: vec![],
-            keepalive: crate::edge::DEFAULT_KEEPALIVE,
-            relay: true,
-            neighbor_suppression: true,
-            mtu: 1390,
-            mss_clamp: true,
-            join_secret: None,
             admin_key: self.admin,
-            membership: None,
-            cipher: Default::default(),
+            ..EdgeConfig::new(
+                community,
+                key.clone(),
+                std::net::Ipv4Addr::from(address).into(),
+                vec![(self.sn_addr, self.sn_key.public_key())],
+            )
         };
         let edge = Edge::new(cfg.clone(), self.now, 1_700_000_000_000_000);
         self.edges.push(SimEdge {

@@ -273,3 +273,57 @@ impl SessionIndex {
         self.0.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::PeerRecord;
+    use crate::keys::PrivateKey;
+    use std::time::Instant;
+
+    fn peer(mac: u8) -> Peer {
+        let r = PeerRecord {
+            id: 1,
+            key: PrivateKey::generate().public_key(),
+            name: String::new(),
+            address: [10, 0, 0, mac].into(),
+            mac: Mac([2, 0, 0, 0, 0, mac]),
+            instance: 1,
+            allowed_cidrs: vec![],
+            endpoints: vec![],
+        };
+        Peer::new(&r, 1, Instant::now())
+    }
+
+    #[test]
+    fn the_lookups_follow_inserts_mac_changes_and_removals() {
+        let mut t = PeerTable::default();
+        let (a, b) = (peer(1), peer(2));
+        let (ka, kb) = (a.key, b.key);
+        let pa = t.insert(a);
+        let pb = t.insert(b);
+        assert_eq!((t.by_key(&ka), t.by_key(&kb)), (Some(pa), Some(pb)));
+        assert_eq!(t.by_mac(&Mac([2, 0, 0, 0, 0, 2])), Some(pb));
+        // b moves to a new MAC: the old one no longer leads to it.
+        t.set_mac(pb, Mac([2, 0, 0, 0, 0, 9]));
+        assert_eq!(t.by_mac(&Mac([2, 0, 0, 0, 0, 2])), None);
+        assert_eq!(t.by_mac(&Mac([2, 0, 0, 0, 0, 9])), Some(pb));
+        // a goes: its key and MAC go with it, its slot is reused, its id finds nothing.
+        assert!(t.remove(pa).is_some());
+        assert!(t.get(pa).is_none() && t.remove(pa).is_none());
+        assert_eq!(
+            (t.by_key(&ka), t.by_mac(&Mac([2, 0, 0, 0, 0, 1]))),
+            (None, None)
+        );
+        assert_eq!((t.keys_len(), t.macs_len()), (1, 1));
+        let pc = t.insert(peer(3));
+        assert_eq!((pc, t.slots()), (pa, 2));
+        assert_eq!(t.ids(), vec![pa, pb]);
+    }
+
+    #[test]
+    fn the_edge_can_move_to_another_thread() {
+        fn send<T: Send>() {}
+        send::<crate::edge::Edge>();
+    }
+}
