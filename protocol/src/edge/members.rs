@@ -5,8 +5,7 @@
 use super::paths::relay_path;
 use super::peers::Peer;
 use super::table::{LinkId, PeerId};
-use super::Edge;
-use super::Event;
+use super::{Edge, Event};
 use crate::control::{Control, PeerRecord};
 use crate::eth;
 use crate::io::{DropReason, Output};

@@ -4,8 +4,9 @@
 //! and frames, which must come from the peer's MAC and addresses.
 
 use super::paths::Path;
+use super::peers::Peer;
 use super::table::{LinkId, Owner, PeerId};
-use super::Edge;
+use super::{Edge, Event};
 use crate::control::Control;
 use crate::cookie::Verdict;
 use crate::eth::{self, SourceIp};
@@ -15,8 +16,6 @@ use crate::pmtu;
 use crate::wire::{self, Packet, WireError};
 use std::net::SocketAddr;
 use std::time::Instant;
-
-use super::peers::Peer;
 
 /// Anti-spoofing: the frame must come from the peer's MAC and from an address it owns,
 /// and be addressed to us or to a group.
@@ -238,8 +237,7 @@ impl Edge {
             self.index.retire(old);
             peer.last_handshake = Some(now);
             if peer.previous.is_none() {
-                self.events
-                    .push(super::Event::PeerUp { peer: peer.label() });
+                self.events.push(Event::PeerUp { peer: peer.label() });
             }
         }
         peer.last_rx = Some(now);
