@@ -264,46 +264,36 @@ impl Edge {
     /// Emits a `PathChanged` event when the path to `p` changed (checked once per tick, not
     /// per packet).
     fn note_path(&mut self, now: Instant, p: PeerId) {
-        let Some(peer) = self.peers.get(p) else {
+        let Some(peer) = self.peers.get_mut(p) else {
             return;
         };
         let silent = peer
             .last_rx
             .map(|t| now.saturating_duration_since(t))
             .filter(|d| *d >= DEAD_AFTER);
-        let event = if let Some(silent) = silent {
-            if peer.last_path == Some("down") {
-                return;
-            }
-            (
-                "down",
-                Event::PeerDown {
+        if let Some(silent) = silent {
+            if peer.last_path != Some("down") {
+                peer.last_path = Some("down");
+                self.events.push(Event::PeerDown {
                     peer: peer.label(),
                     silent_secs: silent.as_secs(),
-                },
-            )
-        } else {
-            let (path, endpoint) = match choose_path(peer, &self.links, now, self.cfg.relay) {
-                Some(Path::Direct(ep)) if peer.direct_active(now).is_some() => ("direct", Some(ep)),
-                Some(Path::Relay { link, .. }) => ("relay", Some(self.links[link].addr)),
-                _ => ("none", None),
-            };
-            if peer.last_path == Some(path) || path == "none" {
-                return;
+                });
             }
-            (
-                path,
-                Event::PathChanged {
-                    peer: peer.label(),
-                    path,
-                    endpoint,
-                },
-            )
-        };
-        if let Some(peer) = self.peers.get_mut(p) {
-            peer.last_path = Some(event.0);
+            return;
         }
-        self.events.push(event.1);
+        let (path, endpoint) = match choose_path(peer, &self.links, now, self.cfg.relay) {
+            Some(Path::Direct(ep)) if peer.direct_active(now).is_some() => ("direct", Some(ep)),
+            Some(Path::Relay { link, .. }) => ("relay", Some(self.links[link].addr)),
+            _ => ("none", None),
+        };
+        if peer.last_path != Some(path) && path != "none" {
+            peer.last_path = Some(path);
+            self.events.push(Event::PathChanged {
+                peer: peer.label(),
+                path,
+                endpoint,
+            });
+        }
     }
 
     pub(super) fn send_keepalive(&mut self, now: Instant, p: PeerId, path: Path, out: &mut Output) {
