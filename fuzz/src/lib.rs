@@ -398,23 +398,14 @@ pub fn supernode_config(relay: bool) -> SupernodeConfig {
 
 /// An edge's configuration: `key_n` claiming `address` in `community`.
 pub fn edge_config(key_n: u8, community: &str, address: IpAddr, relay: bool) -> EdgeConfig {
-    let k = key(key_n);
     EdgeConfig {
-        community: community.into(),
-        mac: k.public_key().derived_mac(),
-        private_key: k,
-        address,
-        supernodes: vec![(sn_addr(), key(SN_KEY).public_key())],
-        local_endpoints: vec![],
-        keepalive: Duration::from_secs(5),
         relay,
-        neighbor_suppression: true,
-        mtu: 1390,
-        mss_clamp: true,
-        join_secret: None,
-        admin_key: None,
-        membership: None,
-        cipher: Default::default(),
+        ..EdgeConfig::new(
+            community,
+            key(key_n),
+            address,
+            vec![(sn_addr(), key(SN_KEY).public_key())],
+        )
     }
 }
 

@@ -9,8 +9,7 @@
 //! Bounded: at most 5000 members, and `run` stops after SECONDS. The members only read
 //! their sockets until they are registered (see `run`).
 
-use metalvpc_protocol::crypto::Cipher;
-use metalvpc_protocol::edge::{Edge, EdgeConfig, DEFAULT_KEEPALIVE};
+use metalvpc_protocol::edge::{Edge, EdgeConfig};
 use metalvpc_protocol::{Output, PrivateKey, PublicKey};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant, SystemTime};
@@ -73,23 +72,7 @@ fn run(a: &[String]) {
             let key = PrivateKey::from_base64(k).expect("key");
             let sock = UdpSocket::bind(SocketAddr::new(bind, 0)).expect("bind");
             sock.set_nonblocking(true).unwrap();
-            let cfg = EdgeConfig {
-                community: a[3].clone(),
-                mac: key.public_key().derived_mac(),
-                private_key: key,
-                address: addr(&a[4], i),
-                supernodes: vec![(sn, sn_key)],
-                local_endpoints: vec![],
-                keepalive: DEFAULT_KEEPALIVE,
-                relay: true,
-                cipher: Cipher::default(),
-                neighbor_suppression: true,
-                mtu: 1390,
-                mss_clamp: true,
-                join_secret: None,
-                admin_key: None,
-                membership: None,
-            };
+            let cfg = EdgeConfig::new(a[3].clone(), key, addr(&a[4], i), vec![(sn, sn_key)]);
             (sock, Edge::new(cfg, now, unix))
         })
         .collect();

@@ -12,7 +12,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use metalvpc_protocol::crypto::{AeadKey, Cipher, Handshake};
-use metalvpc_protocol::edge::{Edge, EdgeConfig, DEFAULT_KEEPALIVE};
+use metalvpc_protocol::edge::{Edge, EdgeConfig};
 use metalvpc_protocol::supernode::{CommunityConfig, NodeEntry, Supernode, SupernodeConfig};
 use metalvpc_protocol::{Output, PrivateKey};
 use std::collections::VecDeque;
@@ -113,21 +113,13 @@ impl Pair {
         let edge = |i: usize| {
             Edge::new(
                 EdgeConfig {
-                    community: "bench".into(),
-                    private_key: keys[i].clone(),
-                    address: std::net::Ipv4Addr::from(ips[i]).into(),
-                    mac: keys[i].public_key().derived_mac(),
-                    supernodes: vec![(addrs[0], sn_key.public_key())],
-                    local_endpoints: vec![],
-                    keepalive: DEFAULT_KEEPALIVE,
-                    relay: true,
                     cipher,
-                    neighbor_suppression: true,
-                    mtu: 1390,
-                    mss_clamp: true,
-                    join_secret: None,
-                    admin_key: None,
-                    membership: None,
+                    ..EdgeConfig::new(
+                        "bench",
+                        keys[i].clone(),
+                        std::net::Ipv4Addr::from(ips[i]).into(),
+                        vec![(addrs[0], sn_key.public_key())],
+                    )
                 },
                 now,
                 1_700_000_000_000_000,

@@ -115,21 +115,13 @@ impl Net {
         let i = self.edges.len();
         let a = addr(11 + i as u8, 7655);
         let cfg = EdgeConfig {
-            community: community.to_string(),
-            private_key: key.clone(),
-            address: std::net::Ipv4Addr::from(address).into(),
-            mac: key.public_key().derived_mac(),
-            supernodes: vec![(self.sn_addr, self.sn_key.public_key())],
-            local_endpoints: vec![],
-            keepalive: crate::edge::DEFAULT_KEEPALIVE,
-            relay: true,
-            neighbor_suppression: true,
-            mtu: 1390,
-            mss_clamp: true,
-            join_secret: None,
             admin_key: self.admin,
-            membership: None,
-            cipher: Default::default(),
+            ..EdgeConfig::new(
+                community,
+                key.clone(),
+                std::net::Ipv4Addr::from(address).into(),
+                vec![(self.sn_addr, self.sn_key.public_key())],
+            )
         };
         let edge = Edge::new(cfg.clone(), self.now, 1_700_000_000_000_000);
         self.edges.push(SimEdge {
@@ -280,12 +272,36 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
-fn two_edges() -> Net {
-    let (mut net, keys) = Net::new(&[("prod", &[("a", [10, 0, 0, 1]), ("b", [10, 0, 0, 2])])]);
-    net.add_edge("prod", &keys[0], [10, 0, 0, 1]);
-    net.add_edge("prod", &keys[1], [10, 0, 0, 2]);
+/// Community "prod" with the first `n` of the members a (10.0.0.1), b (10.0.0.2) and
+/// c (10.0.0.3); no edges yet.
+fn prod(n: usize) -> (Net, Vec<PrivateKey>) {
+    let members = [
+        ("a", [10, 0, 0, 1]),
+        ("b", [10, 0, 0, 2]),
+        ("c", [10, 0, 0, 3]),
+    ];
+    Net::new(&[("prod", &members[..n])])
+}
+
+impl Net {
+    /// An edge of "prod" for each of `keys`, the i-th at 10.0.0.(1 + i) (as in [`prod`]).
+    fn add_edges(&mut self, keys: &[PrivateKey]) {
+        for (i, k) in keys.iter().enumerate() {
+            self.add_edge("prod", k, [10, 0, 0, 1 + i as u8]);
+        }
+    }
+}
+
+/// [`prod`] with an edge for each of its `n` members, run for 3 s (registered, sessions up).
+fn prod_edges(n: usize) -> (Net, Vec<PrivateKey>) {
+    let (mut net, keys) = prod(n);
+    net.add_edges(&keys);
     net.run(Duration::from_secs(3));
-    net
+    (net, keys)
+}
+
+fn two_edges() -> Net {
+    prod_edges(2).0
 }
 
 #[test]
@@ -307,18 +323,7 @@ fn edges_register_and_talk_directly() {
 
 #[test]
 fn broadcast_reaches_every_peer_once() {
-    let (mut net, keys) = Net::new(&[(
-        "prod",
-        &[
-            ("a", [10, 0, 0, 1]),
-            ("b", [10, 0, 0, 2]),
-            ("c", [10, 0, 0, 3]),
-        ],
-    )]);
-    for (i, k) in keys.iter().enumerate() {
-        net.add_edge("prod", k, [10, 0, 0, 1 + i as u8]);
-    }
-    net.run(Duration::from_secs(3));
+    let (mut net, _) = prod_edges(3);
     let f = ip_frame(Mac::BROADCAST, net.mac(0), net.ip(0), b"who has");
     net.send_frame(0, &f);
     net.run(Duration::from_millis(200));
@@ -335,10 +340,7 @@ fn broadcast_reaches_every_peer_once() {
 
 #[test]
 fn learning_a_peer_or_its_new_mac_refreshes_the_kernels_neighbour_entry() {
-    let (mut net, keys) = Net::new(&[("prod", &[("a", [10, 0, 0, 1]), ("b", [10, 0, 0, 2])])]);
-    net.add_edge("prod", &keys[0], [10, 0, 0, 1]);
-    net.add_edge("prod", &keys[1], [10, 0, 0, 2]);
-    net.run(Duration::from_secs(3));
+    let mut net = two_edges();
     let garp = crate::eth::gratuitous_arp(net.mac(1), [10, 0, 0, 2].into());
     let count = |net: &Net| {
         net.edges[0]
@@ -362,9 +364,8 @@ fn learning_a_peer_or_its_new_mac_refreshes_the_kernels_neighbour_entry() {
 
 #[test]
 fn first_frame_before_any_session_is_queued_not_lost() {
-    let (mut net, keys) = Net::new(&[("prod", &[("a", [10, 0, 0, 1]), ("b", [10, 0, 0, 2])])]);
-    net.add_edge("prod", &keys[0], [10, 0, 0, 1]);
-    net.add_edge("prod", &keys[1], [10, 0, 0, 2]);
+    let (mut net, keys) = prod(2);
+    net.add_edges(&keys);
     // Registered, but before the eager handshake could finish: send at once.
     net.run(Duration::from_millis(150));
     let f = ip_frame(net.mac(0), net.mac(1), net.ip(1), b"early");
@@ -375,9 +376,8 @@ fn first_frame_before_any_session_is_queued_not_lost() {
 
 #[test]
 fn blocked_direct_path_relays_ciphertext_then_upgrades() {
-    let (mut net, keys) = Net::new(&[("prod", &[("a", [10, 0, 0, 1]), ("b", [10, 0, 0, 2])])]);
-    net.add_edge("prod", &keys[0], [10, 0, 0, 1]);
-    net.add_edge("prod", &keys[1], [10, 0, 0, 2]);
+    let (mut net, keys) = prod(2);
+    net.add_edges(&keys);
     net.block(0, 1);
     net.run(Duration::from_secs(3));
     let marker = b"SECRET-PAYLOAD-MARKER-0123456789";
@@ -407,9 +407,8 @@ fn an_idle_relayed_peer_stays_up() {
     // Found in the demo: probes to a relayed peer's (blocked) endpoints counted as traffic,
     // so no keepalive went through the relay, and after DEAD_AFTER an idle but healthy
     // relayed peer was shown as down.
-    let (mut net, keys) = Net::new(&[("prod", &[("a", [10, 0, 0, 1]), ("b", [10, 0, 0, 2])])]);
-    net.add_edge("prod", &keys[0], [10, 0, 0, 1]);
-    net.add_edge("prod", &keys[1], [10, 0, 0, 2]);
+    let (mut net, keys) = prod(2);
+    net.add_edges(&keys);
     net.block(0, 1);
     net.run(Duration::from_secs(3));
     assert!(net.unicast(0, 1, b"hello"));
@@ -491,16 +490,8 @@ fn a_registration_costs_the_supernode_one_record_per_member_not_the_whole_list()
 
 #[test]
 fn a_lost_update_is_healed_by_a_whole_list() {
-    let (mut net, keys) = Net::new(&[(
-        "prod",
-        &[
-            ("a", [10, 0, 0, 1]),
-            ("b", [10, 0, 0, 2]),
-            ("c", [10, 0, 0, 3]),
-        ],
-    )]);
-    net.add_edge("prod", &keys[0], [10, 0, 0, 1]);
-    net.add_edge("prod", &keys[1], [10, 0, 0, 2]);
+    let (mut net, keys) = prod(3);
+    net.add_edges(&keys[..2]);
     net.run(Duration::from_secs(2));
     // The supernode's update about c never reaches a: a learns about c from the next
     // update (a step it cannot apply, so it asks for the whole list) or its next
@@ -601,7 +592,7 @@ fn restarted_edge_is_accepted_at_once_and_tunnels_recover() {
 
 #[test]
 fn non_member_and_wrong_address_are_refused() {
-    let (mut net, keys) = Net::new(&[("prod", &[("a", [10, 0, 0, 1]), ("b", [10, 0, 0, 2])])]);
+    let (mut net, keys) = prod(2);
     let stranger = PrivateKey::generate();
     net.add_edge("prod", &stranger, [10, 0, 0, 9]);
     net.add_edge("prod", &keys[1], [10, 0, 0, 1]); // b claims a's address
@@ -725,9 +716,8 @@ fn sessions_rekey_by_time_without_losing_traffic() {
 
 #[test]
 fn lost_handshakes_are_retried() {
-    let (mut net, keys) = Net::new(&[("prod", &[("a", [10, 0, 0, 1]), ("b", [10, 0, 0, 2])])]);
-    net.add_edge("prod", &keys[0], [10, 0, 0, 1]);
-    net.add_edge("prod", &keys[1], [10, 0, 0, 2]);
+    let (mut net, keys) = prod(2);
+    net.add_edges(&keys);
     // The supernode is unreachable at first: edges keep trying with backoff.
     net.sn_down = true;
     net.run(Duration::from_secs(5));
@@ -811,7 +801,7 @@ impl Net {
 
 #[test]
 fn direct_only_community_never_relays_and_says_why() {
-    let (mut net, keys) = Net::new(&[("prod", &[("a", [10, 0, 0, 1]), ("b", [10, 0, 0, 2])])]);
+    let (mut net, keys) = prod(2);
     net.sn_cfg.communities[0].relay = false;
     net.restart_supernode();
     net.add_edge("prod", &keys[0], [10, 0, 0, 1]);
@@ -835,9 +825,8 @@ fn direct_only_community_never_relays_and_says_why() {
 
 #[test]
 fn direct_only_edge_policy_is_honoured_and_status_explains_relay() {
-    let (mut net, keys) = Net::new(&[("prod", &[("a", [10, 0, 0, 1]), ("b", [10, 0, 0, 2])])]);
-    net.add_edge("prod", &keys[0], [10, 0, 0, 1]);
-    net.add_edge("prod", &keys[1], [10, 0, 0, 2]);
+    let (mut net, keys) = prod(2);
+    net.add_edges(&keys);
     net.edges[0].cfg.relay = false;
     net.restart_edge(0);
     net.block(0, 1);
@@ -857,9 +846,8 @@ fn direct_only_edge_policy_is_honoured_and_status_explains_relay() {
 
 #[test]
 fn relay_reason_names_the_endpoints_being_probed() {
-    let (mut net, keys) = Net::new(&[("prod", &[("a", [10, 0, 0, 1]), ("b", [10, 0, 0, 2])])]);
-    net.add_edge("prod", &keys[0], [10, 0, 0, 1]);
-    net.add_edge("prod", &keys[1], [10, 0, 0, 2]);
+    let (mut net, keys) = prod(2);
+    net.add_edges(&keys);
     net.block(0, 1);
     net.run(Duration::from_secs(3));
     assert!(net.unicast(0, 1, b"relayed"));
@@ -876,9 +864,8 @@ fn relay_reason_names_the_endpoints_being_probed() {
 fn one_way_blocked_path_is_not_taken_for_direct() {
     // b may receive from a but cannot send to it (egress filtering on b): a direct path
     // needs both directions, proven by a pong, so both sides must stay relayed.
-    let (mut net, keys) = Net::new(&[("prod", &[("a", [10, 0, 0, 1]), ("b", [10, 0, 0, 2])])]);
-    net.add_edge("prod", &keys[0], [10, 0, 0, 1]);
-    net.add_edge("prod", &keys[1], [10, 0, 0, 2]);
+    let (mut net, keys) = prod(2);
+    net.add_edges(&keys);
     let (a, b) = (net.edges[0].addr, net.edges[1].addr);
     net.blocked.insert((b, a));
     net.run(Duration::from_secs(12));
@@ -959,17 +946,8 @@ fn node(name: &str, key: &PrivateKey, a: [u8; 4]) -> NodeEntry {
 
 #[test]
 fn reload_adds_and_removes_members_without_touching_the_others() {
-    let (mut net, keys) = Net::new(&[(
-        "prod",
-        &[
-            ("a", [10, 0, 0, 1]),
-            ("b", [10, 0, 0, 2]),
-            ("c", [10, 0, 0, 3]),
-        ],
-    )]);
-    for (i, k) in keys.iter().enumerate() {
-        net.add_edge("prod", k, [10, 0, 0, 1 + i as u8]);
-    }
+    let (mut net, keys) = prod(3);
+    net.add_edges(&keys);
     let dkey = PrivateKey::generate();
     let d = net.add_edge("prod", &dkey, [10, 0, 0, 4]);
     net.run(Duration::from_secs(3));
@@ -1017,18 +995,7 @@ fn reload_adds_and_removes_members_without_touching_the_others() {
 
 #[test]
 fn a_lost_removal_is_repeated_when_the_edge_next_syncs() {
-    let (mut net, keys) = Net::new(&[(
-        "prod",
-        &[
-            ("a", [10, 0, 0, 1]),
-            ("b", [10, 0, 0, 2]),
-            ("c", [10, 0, 0, 3]),
-        ],
-    )]);
-    for (i, k) in keys.iter().enumerate() {
-        net.add_edge("prod", k, [10, 0, 0, 1 + i as u8]);
-    }
-    net.run(Duration::from_secs(3));
+    let (mut net, keys) = prod_edges(3);
     assert!(net.unicast(0, 2, b"a->c"));
     let c_key = keys[2].public_key();
     net.reload(|cs| cs[0].nodes.retain(|n| n.key != c_key));
@@ -1053,10 +1020,7 @@ fn a_lost_removal_is_repeated_when_the_edge_next_syncs() {
 
 #[test]
 fn reload_that_changes_an_address_or_ranges_updates_peers() {
-    let (mut net, keys) = Net::new(&[("prod", &[("a", [10, 0, 0, 1]), ("b", [10, 0, 0, 2])])]);
-    net.add_edge("prod", &keys[0], [10, 0, 0, 1]);
-    net.add_edge("prod", &keys[1], [10, 0, 0, 2]);
-    net.run(Duration::from_secs(3));
+    let (mut net, keys) = prod_edges(2);
     // b may now send from 10.9.0.0/24 (a floating address range).
     let frame = ip_frame(net.mac(0), net.mac(1), [10, 9, 0, 5], b"floating");
     net.send_frame(1, &frame);
@@ -1648,14 +1612,7 @@ fn enrolment_hands_out_stable_addresses_from_the_pool() {
 #[test]
 fn aes_community_works_and_a_cipher_mismatch_is_refused_with_the_fix() {
     use crate::crypto::Cipher;
-    let (mut net, keys) = Net::new(&[(
-        "prod",
-        &[
-            ("a", [10, 0, 0, 1]),
-            ("b", [10, 0, 0, 2]),
-            ("c", [10, 0, 0, 3]),
-        ],
-    )]);
+    let (mut net, keys) = prod(3);
     net.sn_cfg.communities[0].cipher = Cipher::Aes256Gcm;
     net.restart_supernode();
     for (i, key) in keys.iter().enumerate() {
