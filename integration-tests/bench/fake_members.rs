@@ -90,7 +90,10 @@ fn run(a: &[String]) {
                 admin_key: None,
                 membership: None,
             };
-            (sock, Edge::new(cfg, now, unix))
+            (
+                sock,
+                Edge::new(cfg, now, unix, metalvpc_protocol::Rng::from_os()),
+            )
         })
         .collect();
     let mut out = Output::default();

@@ -20,6 +20,7 @@ use crate::keys::{Mac, PrivateKey, PublicKey};
 use crate::membership::{AdminPublicKey, Membership, MAX_CHUNKS, MAX_MEMBERSHIP_BYTES};
 use crate::neighbor;
 use crate::pmtu;
+use crate::rng::Rng;
 use crate::session::{Session, REJECT_AFTER_SECS, REKEY_AFTER_SECS};
 use crate::wire::{self, Packet, WireError, RELAY_HEADER_LEN};
 use ipnet::IpNet;
@@ -509,6 +510,8 @@ pub struct Edge {
     events: Vec<Event>,
     last_path: HashMap<usize, &'static str>,
     guard: CookieGuard,
+    /// Session indices, the instance id and handshake ephemerals come from here.
+    rng: Rng,
     neighbor_answered: u64,
     flooded_frames: u64,
     /// The newest valid signed membership (with `admin_key`), and its bytes.
@@ -592,8 +595,9 @@ fn choose_path(peer: &Peer, links: &[Link], now: Instant, allow_relay: bool) -> 
 
 impl Edge {
     /// A new edge. `unix_micros` is the wall clock at `now` (used only to timestamp
-    /// handshakes, so that replayed initiations are recognised).
-    pub fn new(cfg: EdgeConfig, now: Instant, unix_micros: u64) -> Edge {
+    /// handshakes, so that replayed initiations are recognised); `rng` is the edge's only
+    /// source of randomness (the shell seeds it from the OS, tests with a constant).
+    pub fn new(cfg: EdgeConfig, now: Instant, unix_micros: u64, mut rng: Rng) -> Edge {
         let links = cfg
             .supernodes
             .iter()
@@ -603,7 +607,7 @@ impl Edge {
         let mut edge = Edge {
             public,
             cfg,
-            instance: crate::random_u64(),
+            instance: rng.next_u64(),
             base_instant: now,
             base_unix_micros: unix_micros,
             last_timestamp: 0,
@@ -618,7 +622,8 @@ impl Edge {
             lookups: HashMap::new(),
             events: Vec::new(),
             last_path: HashMap::new(),
-            guard: CookieGuard::new(&public, cookie::DEFAULT_LIMIT, now),
+            guard: CookieGuard::new(&public, cookie::DEFAULT_LIMIT, now, rng.fork()),
+            rng,
             neighbor_answered: 0,
             flooded_frames: 0,
             signed: None,
@@ -892,7 +897,7 @@ impl Edge {
 
     fn new_index(&mut self, owner: Owner) -> u32 {
         loop {
-            let i = crate::random_u32();
+            let i = self.rng.next_u32();
             if i != 0 && !self.index.contains_key(&i) {
                 self.index.insert(i, owner);
                 return i;
@@ -1022,11 +1027,15 @@ impl Edge {
     }
 
     fn on_init(&mut self, now: Instant, path: Path, sender: u32, noise: &[u8], out: &mut Output) {
-        let (hs, remote, payload) =
-            match Handshake::respond_with(self.cfg.cipher, &self.cfg.private_key, noise) {
-                Ok(x) => x,
-                Err(_) => return self.drops.add(DropReason::HandshakeFailed),
-            };
+        let (hs, remote, payload) = match Handshake::respond_with(
+            self.cfg.cipher,
+            &self.cfg.private_key,
+            noise,
+            &mut self.rng,
+        ) {
+            Ok(x) => x,
+            Err(_) => return self.drops.add(DropReason::HandshakeFailed),
+        };
         let Some(&p) = self.by_key.get(&remote) else {
             // Not vouched for by a supernode (yet): ask, and let the initiator retry.
             self.drops.add(DropReason::UnknownPeer);
@@ -2188,6 +2197,7 @@ impl Edge {
             &peer.key,
             &ts.to_le_bytes(),
             &mut msg,
+            &mut self.rng,
         ) {
             Ok(hs) => hs,
             Err(_) => {
@@ -2235,8 +2245,14 @@ impl Edge {
         // never larger than the initiation it answers, has room for its whole explanation.
         let mut payload = register.encode();
         payload.resize(payload.len().max(REGISTER_INIT_PAYLOAD_MIN), 0);
-        let hs = match Handshake::initiate(&self.cfg.private_key, &link.key, &payload, &mut out.buf)
-        {
+        let hs = match Handshake::initiate_with(
+            Cipher::ChaCha20Poly1305,
+            &self.cfg.private_key,
+            &link.key,
+            &payload,
+            &mut out.buf,
+            &mut self.rng,
+        ) {
             Ok(hs) => hs,
             Err(_) => {
                 out.buf.truncate(start);

@@ -10,6 +10,7 @@ use crate::crypto::{Cipher, Handshake, RESP_NOISE_OVERHEAD};
 use crate::io::{DropCounters, DropReason, Output, Traffic};
 use crate::keys::{Mac, PrivateKey, PublicKey};
 use crate::membership::{SignedBlob, CHUNK_BYTES};
+use crate::rng::Rng;
 use crate::session::Session;
 use crate::wire::{self, Packet, WireError, RELAY_HEADER_LEN};
 use ipnet::IpNet;
@@ -268,6 +269,7 @@ pub struct Supernode {
     events: Vec<Event>,
     next_id: u32,
     guard: CookieGuard,
+    rng: Rng,
 }
 
 fn label(n: &Node) -> String {
@@ -314,7 +316,9 @@ fn retire(sessions: &mut HashMap<u32, (usize, usize)>, s: Option<Session>) {
 
 impl Supernode {
     /// A new supernode.
-    pub fn new(cfg: SupernodeConfig, now: Instant) -> Supernode {
+    /// `rng` is the supernode's only source of randomness (session indices, cookie secrets,
+    /// handshake ephemerals): the shell seeds it from the OS, tests with a constant.
+    pub fn new(cfg: SupernodeConfig, now: Instant, mut rng: Rng) -> Supernode {
         let public = cfg.private_key.public_key();
         let mut sn = Supernode {
             public,
@@ -330,7 +334,8 @@ impl Supernode {
             next_tick: now,
             events: Vec::new(),
             next_id: 1,
-            guard: CookieGuard::new(&public, cookie::DEFAULT_LIMIT, now),
+            guard: CookieGuard::new(&public, cookie::DEFAULT_LIMIT, now, rng.fork()),
+            rng,
         };
         sn.reload(
             cfg.communities,
@@ -559,7 +564,12 @@ impl Supernode {
         noise: &[u8],
         out: &mut Output,
     ) {
-        let (hs, remote, payload) = match Handshake::respond(&self.key, noise) {
+        let (hs, remote, payload) = match Handshake::respond_with(
+            Cipher::ChaCha20Poly1305,
+            &self.key,
+            noise,
+            &mut self.rng,
+        ) {
             Ok(x) => x,
             Err(_) => return self.drops.add(DropReason::HandshakeFailed),
         };
@@ -631,7 +641,7 @@ impl Supernode {
         }
         node.last_timestamp = timestamp;
         let local_index = loop {
-            let i = crate::random_u32();
+            let i = self.rng.next_u32();
             if i != 0 && !self.sessions.contains_key(&i) {
                 break i;
             }
@@ -1298,6 +1308,7 @@ mod tests {
                 register_interval: 10,
             },
             now,
+            Rng::from_seed([1; 32]),
         );
         let src: SocketAddr = "198.18.0.200:50000".parse().unwrap();
         let mut out = Output::default();
