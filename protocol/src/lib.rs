@@ -11,6 +11,7 @@ pub mod cookie;
 pub mod crypto;
 pub mod edge;
 pub mod eth;
+pub mod fallback;
 pub mod io;
 pub mod keys;
 pub mod membership;
