@@ -625,6 +625,7 @@ fn run(path: PathBuf) -> Result<()> {
         },
         Instant::now(),
         common::unix_micros(),
+        metalvpc_protocol::Rng::from_os(),
     );
     info!(
         "edge {} up: community '{}', interface {} {} mtu {} mac {}, udp port {}, management {}",

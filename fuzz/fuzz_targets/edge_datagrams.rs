@@ -26,6 +26,7 @@ fuzz_target!(|input: (bool, Vec<Op>)| {
         edge_config(MEMBER_KEYS[0], COMMUNITY, member_ip(0), relay),
         now,
         1_700_000_000_000_000,
+        metalvpc_protocol::Rng::from_seed([10; 32]),
     );
     let mut out = Output::default();
     for op in ops.into_iter().take(256) {

@@ -466,12 +466,13 @@ impl Overlay {
         let unix = 1_700_000_000_000_000;
         Overlay {
             now,
-            sn: Supernode::new(supernode_config(relay), now),
+            sn: Supernode::new(supernode_config(relay), now, metalvpc_protocol::Rng::from_seed([1; 32])),
             edges: [0, 1].map(|i| {
                 Edge::new(
                     edge_config(MEMBER_KEYS[i], COMMUNITY, member_ip(i), relay),
                     now,
                     unix,
+                    metalvpc_protocol::Rng::from_seed([10 + i as u8; 32]),
                 )
             }),
             edge_addrs: [underlay(11, 7655), underlay(12, 7655)],

@@ -73,7 +73,10 @@ fn run(a: &[String]) {
             let sock = UdpSocket::bind(SocketAddr::new(bind, 0)).expect("bind");
             sock.set_nonblocking(true).unwrap();
             let cfg = EdgeConfig::new(a[3].clone(), key, addr(&a[4], i), vec![(sn, sn_key)]);
-            (sock, Edge::new(cfg, now, unix))
+            (
+                sock,
+                Edge::new(cfg, now, unix, metalvpc_protocol::Rng::from_os()),
+            )
         })
         .collect();
     let mut out = Output::default();

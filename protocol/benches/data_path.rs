@@ -109,6 +109,7 @@ impl Pair {
                 register_interval: 10,
             },
             now,
+            metalvpc_protocol::Rng::from_seed([1; 32]),
         );
         let edge = |i: usize| {
             Edge::new(
@@ -123,6 +124,7 @@ impl Pair {
                 },
                 now,
                 1_700_000_000_000_000,
+                metalvpc_protocol::Rng::from_seed([10 + i as u8; 32]),
             )
         };
         let edges = [edge(0), edge(1)];

@@ -22,6 +22,7 @@
 //! proves their origin.
 
 use crate::keys::PublicKey;
+use crate::rng::Rng;
 use crate::wire::{self, INIT_HEADER_LEN};
 use blake2::digest::{FixedOutput, KeyInit, Update};
 use blake2::{Blake2s256, Blake2sMac, Digest};
@@ -94,6 +95,7 @@ pub enum Verdict {
 /// The responder's side: load accounting and cookie checks. Pure: time comes in as `now`.
 pub struct CookieGuard {
     key: aead::LessSafeKey,
+    rng: Rng,
     secret: [u8; 32],
     previous: [u8; 32],
     rotated: Instant,
@@ -106,19 +108,15 @@ pub struct CookieGuard {
     pub replies: u64,
 }
 
-fn random_secret() -> [u8; 32] {
-    let mut s = [0u8; 32];
-    getrandom::getrandom(&mut s).expect("the OS random generator failed");
-    s
-}
-
 impl CookieGuard {
-    /// A guard for the responder whose static public key is `us`.
-    pub fn new(us: &PublicKey, limit: u32, now: Instant) -> CookieGuard {
+    /// A guard for the responder whose static public key is `us`; its secrets and nonces
+    /// come from `rng` (the core hands it a child of its own generator).
+    pub fn new(us: &PublicKey, limit: u32, now: Instant, mut rng: Rng) -> CookieGuard {
         CookieGuard {
             key: reply_key(us),
-            secret: random_secret(),
-            previous: random_secret(),
+            secret: rng.bytes32(),
+            previous: rng.bytes32(),
+            rng,
             rotated: now,
             window: now,
             count: 0,
@@ -148,7 +146,7 @@ impl CookieGuard {
     ) -> Verdict {
         if now.saturating_duration_since(self.rotated) >= ROTATE {
             self.previous = self.secret;
-            self.secret = random_secret();
+            self.secret = self.rng.bytes32();
             self.rotated = now;
         }
         if now.saturating_duration_since(self.window) >= Duration::from_secs(1) {
@@ -188,7 +186,7 @@ impl CookieGuard {
         // Reply with a cookie; keep nothing.
         let cookie = Self::cookie(&self.secret, src);
         let mut nonce = [0u8; 12];
-        getrandom::getrandom(&mut nonce).expect("the OS random generator failed");
+        self.rng.fill(&mut nonce);
         let start = out.buf.len();
         out.buf
             .extend_from_slice(&[wire::VERSION, wire::TYPE_COOKIE_REPLY, 0, 0]);
@@ -256,7 +254,7 @@ mod tests {
     fn under_load_a_cookie_round_trip_admits_the_real_sender_only() {
         let now = Instant::now();
         let us = PrivateKey::generate().public_key();
-        let mut g = CookieGuard::new(&us, 3, now);
+        let mut g = CookieGuard::new(&us, 3, now, Rng::from_seed([3; 32]));
         let src: SocketAddr = "198.18.0.5:4000".parse().unwrap();
         let mut out = Output::default();
         let pkt = init(150);
@@ -306,7 +304,7 @@ mod tests {
     fn garbage_with_the_flag_never_panics() {
         let now = Instant::now();
         let us = PrivateKey::generate().public_key();
-        let mut g = CookieGuard::new(&us, 0, now);
+        let mut g = CookieGuard::new(&us, 0, now, Rng::from_seed([4; 32]));
         let src: SocketAddr = "198.18.0.5:4000".parse().unwrap();
         let mut out = Output::default();
         for len in 0..200 {

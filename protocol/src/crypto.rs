@@ -8,6 +8,7 @@
 //! as nonce: `snow`'s transport mode would copy and rebuild the cipher per packet.
 
 use crate::keys::{PrivateKey, PublicKey};
+use crate::rng::Rng;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, CHACHA20_POLY1305};
 
 /// The Noise protocol name, fixed for protocol version 1.
@@ -131,13 +132,18 @@ impl From<snow::Error> for HandshakeError {
     }
 }
 
-fn builder(local: &PrivateKey, cipher: Cipher) -> Result<snow::Builder<'_>, HandshakeError> {
+/// A snow builder whose ephemeral key comes from `rng` (never from the OS inside the core).
+fn builder<'a>(
+    local: &'a PrivateKey,
+    cipher: Cipher,
+    rng: &mut Rng,
+) -> Result<snow::Builder<'a>, HandshakeError> {
     let params = NOISE_PARAMS.parse().map_err(|_| HandshakeError)?;
     let prologue = match cipher {
         Cipher::ChaCha20Poly1305 => PROLOGUE,
         Cipher::Aes256Gcm => PROLOGUE_AES,
     };
-    Ok(snow::Builder::new(params)
+    Ok(snow::Builder::with_resolver(params, rng.noise_resolver())
         .local_private_key(&local.0)?
         .prologue(prologue)?)
 }
@@ -152,25 +158,37 @@ pub struct SessionKeys {
 
 impl Handshake {
     /// Starts as initiator towards `remote`, appending message 1 (with `payload`) to `out`;
-    /// the session will use ChaCha20-Poly1305.
+    /// the session will use ChaCha20-Poly1305. The ephemeral key comes from a generator seeded
+    /// by the OS: for tools and tests. The cores call [`Handshake::initiate_with`] with their
+    /// own seeded generator.
     pub fn initiate(
         local: &PrivateKey,
         remote: &PublicKey,
         payload: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<Handshake, HandshakeError> {
-        Self::initiate_with(Cipher::ChaCha20Poly1305, local, remote, payload, out)
+        let mut rng = Rng::from_seed(crate::rng::os_seed());
+        Self::initiate_with(
+            Cipher::ChaCha20Poly1305,
+            local,
+            remote,
+            payload,
+            out,
+            &mut rng,
+        )
     }
 
-    /// [`Handshake::initiate`] for a session using `cipher` (bound into the handshake).
+    /// [`Handshake::initiate`] for a session using `cipher` (bound into the handshake), with
+    /// the ephemeral key drawn from `rng`.
     pub fn initiate_with(
         cipher: Cipher,
         local: &PrivateKey,
         remote: &PublicKey,
         payload: &[u8],
         out: &mut Vec<u8>,
+        rng: &mut Rng,
     ) -> Result<Handshake, HandshakeError> {
-        let mut hs = builder(local, cipher)?
+        let mut hs = builder(local, cipher, rng)?
             .remote_public_key(&remote.0)?
             .build_initiator()?;
         let start = out.len();
@@ -181,22 +199,25 @@ impl Handshake {
     }
 
     /// Reads message 1 as responder. Returns the state, the initiator's static key and the
-    /// payload. The caller decides whether it accepts that key before answering.
+    /// payload. The caller decides whether it accepts that key before answering. Seeded by the
+    /// OS, as [`Handshake::initiate`]: for tools and tests.
     pub fn respond(
         local: &PrivateKey,
         msg: &[u8],
     ) -> Result<(Handshake, PublicKey, Vec<u8>), HandshakeError> {
-        Self::respond_with(Cipher::ChaCha20Poly1305, local, msg)
+        let mut rng = Rng::from_seed(crate::rng::os_seed());
+        Self::respond_with(Cipher::ChaCha20Poly1305, local, msg, &mut rng)
     }
 
     /// [`Handshake::respond`] for a session using `cipher`; an initiation made for another
-    /// cipher fails.
+    /// cipher fails. The responder's ephemeral key (message 2) comes from `rng`.
     pub fn respond_with(
         cipher: Cipher,
         local: &PrivateKey,
         msg: &[u8],
+        rng: &mut Rng,
     ) -> Result<(Handshake, PublicKey, Vec<u8>), HandshakeError> {
-        let mut hs = builder(local, cipher)?.build_responder()?;
+        let mut hs = builder(local, cipher, rng)?.build_responder()?;
         let mut payload = vec![0u8; msg.len()];
         let n = hs.read_message(msg, &mut payload)?;
         payload.truncate(n);
@@ -283,11 +304,13 @@ mod tests {
     fn aes_sessions_work_and_a_cipher_mismatch_never_completes() {
         let (a, b) = (PrivateKey::generate(), PrivateKey::generate());
         let mut m1 = Vec::new();
+        let rng = &mut Rng::from_seed([1; 32]);
         let init =
-            Handshake::initiate_with(Cipher::Aes256Gcm, &a, &b.public_key(), b"", &mut m1).unwrap();
+            Handshake::initiate_with(Cipher::Aes256Gcm, &a, &b.public_key(), b"", &mut m1, rng)
+                .unwrap();
         // A ChaCha20 responder cannot read an AES initiation (the prologues differ).
-        assert!(Handshake::respond_with(Cipher::ChaCha20Poly1305, &b, &m1).is_err());
-        let (resp, _, _) = Handshake::respond_with(Cipher::Aes256Gcm, &b, &m1).unwrap();
+        assert!(Handshake::respond_with(Cipher::ChaCha20Poly1305, &b, &m1, rng).is_err());
+        let (resp, _, _) = Handshake::respond_with(Cipher::Aes256Gcm, &b, &m1, rng).unwrap();
         let mut m2 = Vec::new();
         let kb = resp.finish_response(b"", &mut m2).unwrap();
         let (ka, _) = init.finish_initiation(&m2).unwrap();

@@ -70,10 +70,13 @@ impl fmt::Display for PublicKey {
 pub struct PrivateKey(pub [u8; 32]);
 
 impl PrivateKey {
-    /// A new random key from the operating system's generator.
+    /// A new random key from the operating system's generator (`genkey`, tools, tests).
     pub fn generate() -> Self {
-        let mut k = [0u8; 32];
-        getrandom::getrandom(&mut k).expect("the OS random generator failed");
+        Self::from_rng(&mut crate::rng::Rng::from_seed(crate::rng::os_seed()))
+    }
+    /// A new key from `rng` (the simulator's seeded keys).
+    pub fn from_rng(rng: &mut crate::rng::Rng) -> Self {
+        let mut k = rng.bytes32();
         // Clamp as X25519 does, so the stored form is canonical.
         k[0] &= 248;
         k[31] &= 127;

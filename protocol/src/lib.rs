@@ -11,12 +11,14 @@ pub mod cookie;
 pub mod crypto;
 pub mod edge;
 pub mod eth;
+pub mod fallback;
 pub mod io;
 pub mod keys;
 pub mod membership;
 pub mod neighbor;
 pub mod pmtu;
 pub mod replay;
+pub mod rng;
 pub mod session;
 pub mod supernode;
 pub mod wire;
@@ -26,6 +28,7 @@ mod sim;
 
 pub use io::{DropCounters, DropReason, Output, Transmit};
 pub use keys::{Mac, PrivateKey, PublicKey};
+pub use rng::Rng;
 
 /// Overlay MTU for a given underlay MTU: what fits in one underlay datagram even when the
 /// packet is relayed through a supernode over IPv4 (see `docs/protocol.md`):
@@ -37,16 +40,3 @@ pub const fn overlay_mtu(underlay_mtu: usize) -> usize {
 
 /// Default overlay MTU: [`overlay_mtu`] of a 1500-byte underlay, i.e. 1390.
 pub const DEFAULT_MTU: usize = overlay_mtu(1500);
-
-/// A source of random 32-bit values and 64-bit values, seeded by the shell (or a test).
-pub(crate) fn random_u32() -> u32 {
-    let mut b = [0u8; 4];
-    getrandom::getrandom(&mut b).expect("the OS random generator failed");
-    u32::from_le_bytes(b)
-}
-
-pub(crate) fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    getrandom::getrandom(&mut b).expect("the OS random generator failed");
-    u64::from_le_bytes(b)
-}

@@ -77,11 +77,11 @@ impl fmt::Debug for AdminKey {
 }
 
 impl AdminKey {
-    /// A new random key.
+    /// A new random key from the operating system's generator (`admin genkey`, tests).
     pub fn generate() -> AdminKey {
-        let mut seed = [0u8; 32];
-        getrandom::getrandom(&mut seed).expect("the OS random generator failed");
-        AdminKey { seed }
+        AdminKey {
+            seed: crate::rng::os_seed(),
+        }
     }
     /// From the base64 text form (the 32-byte seed).
     pub fn from_base64(text: &str) -> Result<AdminKey, String> {

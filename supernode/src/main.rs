@@ -742,7 +742,7 @@ fn run(path: PathBuf) -> Result<()> {
         .collect();
     // Sockets bound: the supernode needs no privilege from here on.
     common::drop_capabilities(&[]);
-    let mut core = Supernode::new(cfg.core, Instant::now());
+    let mut core = Supernode::new(cfg.core, Instant::now(), metalvpc_protocol::Rng::from_os());
     info!(
         "supernode {} listening on udp and tcp {}, management {}, communities: {}",
         core.public_key(),

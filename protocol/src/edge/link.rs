@@ -8,6 +8,7 @@ use super::peers::Pending;
 use super::table::{LinkId, Owner};
 use super::{backoff, Edge, Event, ACK_RETRY, LINK_LOST, REFUSED_RETRY, REGISTER_INIT_PAYLOAD_MIN};
 use crate::control::{Control, Query};
+use crate::crypto::Cipher;
 use crate::crypto::Handshake;
 use crate::io::{DropReason, Output};
 use crate::keys::PublicKey;
@@ -393,7 +394,7 @@ impl Edge {
 
     fn start_link_handshake(&mut self, now: Instant, l: LinkId, out: &mut Output) {
         let ts = self.timestamp(now);
-        let local_index = self.index.allocate(Owner::Link(l));
+        let local_index = self.index.allocate(Owner::Link(l), &mut self.rng);
         let register = self.register_message(ts);
         let link = &mut self.links[l];
         let start = out.buf.len();
@@ -402,8 +403,14 @@ impl Edge {
         // never larger than the initiation it answers, has room for its whole explanation.
         let mut payload = register.encode();
         payload.resize(payload.len().max(REGISTER_INIT_PAYLOAD_MIN), 0);
-        let hs = match Handshake::initiate(&self.cfg.private_key, &link.key, &payload, &mut out.buf)
-        {
+        let hs = match Handshake::initiate_with(
+            Cipher::ChaCha20Poly1305,
+            &self.cfg.private_key,
+            &link.key,
+            &payload,
+            &mut out.buf,
+            &mut self.rng,
+        ) {
             Ok(hs) => hs,
             Err(_) => {
                 out.buf.truncate(start);

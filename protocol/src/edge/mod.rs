@@ -65,6 +65,7 @@ use crate::crypto::Cipher;
 use crate::io::{DropCounters, DropReason, Output};
 use crate::keys::{Mac, PrivateKey, PublicKey};
 use crate::membership::{AdminPublicKey, Membership};
+use crate::rng::Rng;
 use crate::wire;
 use link::Link;
 use std::collections::HashMap;
@@ -286,6 +287,8 @@ pub struct Edge {
     lookups: HashMap<crate::control::Query, Instant>,
     events: Vec<Event>,
     guard: CookieGuard,
+    /// Session indices, the instance id and handshake ephemerals come from here.
+    rng: Rng,
     neighbor_answered: u64,
     flooded_frames: u64,
     /// The newest valid signed membership (with `admin_key`), and its bytes.
@@ -299,8 +302,9 @@ fn backoff(attempts: u32) -> Duration {
 
 impl Edge {
     /// A new edge. `unix_micros` is the wall clock at `now` (used only to timestamp
-    /// handshakes, so that replayed initiations are recognised).
-    pub fn new(cfg: EdgeConfig, now: Instant, unix_micros: u64) -> Edge {
+    /// handshakes, so that replayed initiations are recognised); `rng` is the edge's only
+    /// source of randomness (the shell seeds it from the OS, tests with a constant).
+    pub fn new(cfg: EdgeConfig, now: Instant, unix_micros: u64, mut rng: Rng) -> Edge {
         let mut links = Links::default();
         for (addr, key) in &cfg.supernodes {
             links.push(Link::new(*addr, *key, now));
@@ -309,7 +313,7 @@ impl Edge {
         let mut edge = Edge {
             public,
             cfg,
-            instance: crate::random_u64(),
+            instance: rng.next_u64(),
             base_instant: now,
             base_unix_micros: unix_micros,
             last_timestamp: 0,
@@ -321,7 +325,8 @@ impl Edge {
             next_txid: 1,
             lookups: HashMap::new(),
             events: Vec::new(),
-            guard: CookieGuard::new(&public, cookie::DEFAULT_LIMIT, now),
+            guard: CookieGuard::new(&public, cookie::DEFAULT_LIMIT, now, rng.fork()),
+            rng,
             neighbor_answered: 0,
             flooded_frames: 0,
             signed: None,

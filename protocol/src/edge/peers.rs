@@ -175,11 +175,15 @@ impl Edge {
         noise: &[u8],
         out: &mut Output,
     ) {
-        let (hs, remote, payload) =
-            match Handshake::respond_with(self.cfg.cipher, &self.cfg.private_key, noise) {
-                Ok(x) => x,
-                Err(_) => return self.drops.add(DropReason::HandshakeFailed),
-            };
+        let (hs, remote, payload) = match Handshake::respond_with(
+            self.cfg.cipher,
+            &self.cfg.private_key,
+            noise,
+            &mut self.rng,
+        ) {
+            Ok(x) => x,
+            Err(_) => return self.drops.add(DropReason::HandshakeFailed),
+        };
         let Some(p) = self.peers.by_key(&remote) else {
             // Not vouched for by a supernode (yet): ask, and let the initiator retry.
             self.drops.add(DropReason::UnknownPeer);
@@ -203,7 +207,7 @@ impl Edge {
         if ts <= peer.last_init_timestamp {
             return self.drop_peer(Some(p), DropReason::Replay);
         }
-        let local_index = self.index.allocate(Owner::Peer(p));
+        let local_index = self.index.allocate(Owner::Peer(p), &mut self.rng);
         let mut msg = Vec::with_capacity(128);
         wire::put_resp_header(&mut msg, local_index, sender);
         let keys = match hs.finish_response(&[], &mut msg) {
@@ -300,7 +304,7 @@ impl Edge {
         let Some(peer) = self.peers.get_mut(p) else {
             return;
         };
-        let local_index = self.index.allocate(Owner::Peer(p));
+        let local_index = self.index.allocate(Owner::Peer(p), &mut self.rng);
         let mut msg = Vec::with_capacity(160);
         wire::put_init_header(&mut msg, local_index);
         let hs = match Handshake::initiate_with(
@@ -309,6 +313,7 @@ impl Edge {
             &peer.key,
             &ts.to_le_bytes(),
             &mut msg,
+            &mut self.rng,
         ) {
             Ok(hs) => hs,
             Err(_) => {

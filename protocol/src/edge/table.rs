@@ -10,6 +10,7 @@
 use super::link::Link;
 use super::peers::{Peer, Pending};
 use crate::keys::{Mac, PublicKey};
+use crate::rng::Rng;
 use crate::session::Session;
 use std::collections::HashMap;
 use std::ops::{Index, IndexMut};
@@ -236,9 +237,9 @@ pub(super) struct SessionIndex(HashMap<u32, Owner>);
 
 impl SessionIndex {
     /// A fresh random nonzero index for `owner`.
-    pub(super) fn allocate(&mut self, owner: Owner) -> u32 {
+    pub(super) fn allocate(&mut self, owner: Owner, rng: &mut Rng) -> u32 {
         loop {
-            let i = crate::random_u32();
+            let i = rng.next_u32();
             if i != 0 && !self.0.contains_key(&i) {
                 self.0.insert(i, owner);
                 return i;

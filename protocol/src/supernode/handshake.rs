@@ -5,6 +5,7 @@
 use super::table::Announced;
 use super::{Event, Refusal, Supernode};
 use crate::control::{Control, NakCode};
+use crate::crypto::Cipher;
 use crate::crypto::{Handshake, RESP_NOISE_OVERHEAD};
 use crate::io::{DropReason, Output};
 use crate::keys::PublicKey;
@@ -35,7 +36,12 @@ impl Supernode {
         noise: &[u8],
         out: &mut Output,
     ) {
-        let (hs, remote, payload) = match Handshake::respond(&self.key, noise) {
+        let (hs, remote, payload) = match Handshake::respond_with(
+            Cipher::ChaCha20Poly1305,
+            &self.key,
+            noise,
+            &mut self.rng,
+        ) {
             Ok(x) => x,
             Err(_) => return self.drops.add(DropReason::HandshakeFailed),
         };
@@ -79,7 +85,7 @@ impl Supernode {
             return self.drops.add(DropReason::Replay);
         }
         node.last_timestamp = timestamp;
-        let local_index = self.table.fresh_index();
+        let local_index = self.table.fresh_index(&mut self.rng);
         let node = self.table.node(r);
         let id = node.id;
         let changed = node.reg().is_none_or(|r| {

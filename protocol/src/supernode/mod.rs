@@ -51,6 +51,7 @@ use crate::crypto::Cipher;
 use crate::io::{DropCounters, DropReason, Output};
 use crate::keys::{PrivateKey, PublicKey};
 use crate::membership::SignedBlob;
+use crate::rng::Rng;
 use crate::wire::{self, Packet, WireError};
 use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
@@ -193,12 +194,15 @@ pub struct Supernode {
     next_tick: Instant,
     events: Vec<Event>,
     guard: CookieGuard,
+    /// Session indices and handshake ephemerals come from here.
+    rng: Rng,
     tcp: tcp::TcpSources,
 }
 
 impl Supernode {
-    /// A new supernode.
-    pub fn new(cfg: SupernodeConfig, now: Instant) -> Supernode {
+    /// A new supernode. `rng` is its only source of randomness (session indices, cookie
+    /// secrets, handshake ephemerals): the shell seeds it from the OS, tests with a constant.
+    pub fn new(cfg: SupernodeConfig, now: Instant, mut rng: Rng) -> Supernode {
         let public = cfg.private_key.public_key();
         let mut sn = Supernode {
             public,
@@ -212,7 +216,8 @@ impl Supernode {
             relay_bytes: 0,
             next_tick: now,
             events: Vec::new(),
-            guard: CookieGuard::new(&public, cookie::DEFAULT_LIMIT, now),
+            guard: CookieGuard::new(&public, cookie::DEFAULT_LIMIT, now, rng.fork()),
+            rng,
             tcp: tcp::TcpSources::default(),
         };
         sn.reload(
@@ -396,6 +401,7 @@ pub(crate) mod tests {
                 register_interval: 10,
             },
             now,
+            Rng::from_seed([1; 32]),
         )
     }
 }

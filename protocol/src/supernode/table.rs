@@ -14,6 +14,7 @@ use crate::crypto::Cipher;
 use crate::io::{DropReason, Output, Traffic};
 use crate::keys::{Mac, PublicKey};
 use crate::membership::{NodeEntry, SignedBlob};
+use crate::rng::Rng;
 use crate::session::{OpenError, Session};
 use ipnet::IpNet;
 use std::collections::{HashMap, VecDeque};
@@ -328,9 +329,9 @@ impl Table {
     }
 
     /// A random local index no live session uses.
-    pub fn fresh_index(&self) -> u32 {
+    pub fn fresh_index(&self, rng: &mut Rng) -> u32 {
         loop {
-            let i = crate::random_u32();
+            let i = rng.next_u32();
             if i != 0 && !self.sessions.contains_key(&i) {
                 return i;
             }
