@@ -11,7 +11,6 @@ pub mod cookie;
 pub mod crypto;
 pub mod edge;
 pub mod eth;
-pub mod fallback;
 pub mod io;
 pub mod keys;
 pub mod membership;

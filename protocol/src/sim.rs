@@ -1,7 +1,7 @@
 //! A deterministic in-process network for the protocol core: supernodes and edges exchange
 //! datagrams through a simulated underlay with fake time and a filter that can block paths.
 
-use crate::edge::{Edge, EdgeConfig};
+use crate::edge::{Command, Edge, EdgeConfig};
 use crate::io::{DropReason, Output};
 use crate::keys::{Mac, PrivateKey, PublicKey};
 use crate::rng::Rng;
@@ -1455,6 +1455,20 @@ fn an_older_list_is_refused_and_a_newer_one_revokes() {
     assert!(ev
         .iter()
         .any(|e| matches!(e, crate::edge::Event::PeerRemoved { peer, .. } if peer == "r")));
+    // The core tells the shell to keep exactly the new list for the next start.
+    let persisted = |net: &mut Net, i: usize| -> Vec<Vec<u8>> {
+        net.edges[i]
+            .edge
+            .drain_commands()
+            .filter_map(|c| match c {
+                Command::PersistMembership(b) => Some(b),
+                _ => None,
+            })
+            .collect()
+    };
+    // (version 5 at the start, then 6)
+    assert_eq!(persisted(&mut net, 0).last(), Some(&v6_bytes));
+    assert_eq!(persisted(&mut net, 1).last(), Some(&v6_bytes));
     assert!(!net.unicast(2, 0, b"r after revocation"));
     net.run(Duration::from_secs(25));
     assert!(!net.unicast(2, 1, b"r later"));
@@ -1476,6 +1490,9 @@ fn an_older_list_is_refused_and_a_newer_one_revokes() {
     assert_eq!(net.membership(1).version, Some(6));
     assert!(net.membership(1).error.unwrap().contains("signature"));
     assert!(!net.unicast(2, 1, b"r after the forgery"));
+    // Neither the rollback nor the forgery is kept.
+    assert_eq!(persisted(&mut net, 0), Vec::<Vec<u8>>::new());
+    assert_eq!(persisted(&mut net, 1), Vec::<Vec<u8>>::new());
 
     // An edge restarted with its cached copy (version 6) refuses the replayed 5 too.
     net.reload(|cs| cs[0].signed = Some(signed_blob(&admin, 5, &all)));
@@ -1485,6 +1502,8 @@ fn an_older_list_is_refused_and_a_newer_one_revokes() {
     assert_eq!(net.membership(0).version, Some(6));
     assert!(!net.unicast(2, 0, b"r after a's restart"));
     assert!(net.unicast(1, 0, b"b->a after a's restart"));
+    // The cached copy it started from is not written back.
+    assert_eq!(persisted(&mut net, 0), Vec::<Vec<u8>>::new());
 }
 
 #[test]
@@ -1588,6 +1607,15 @@ fn enrolment_hands_out_stable_addresses_from_the_pool() {
     assert!(ev
         .iter()
         .any(|e| matches!(e, crate::edge::Event::AddressAssigned { address, prefix: 16, .. } if *address == got)));
+    // The core tells the shell to configure it on the TAP, once.
+    let cmds: Vec<_> = net.edges[n].edge.drain_commands().collect();
+    assert_eq!(
+        cmds,
+        vec![Command::ApplyAddress {
+            address: [10, 0, 0, 129].into(),
+            prefix: 16
+        }]
+    );
     let sn_ev: Vec<_> = net.sn.drain_events().collect();
     assert!(sn_ev.iter().any(
         |e| matches!(e, crate::supernode::Event::Enrolled { address, .. } if *address == got)
@@ -1694,4 +1722,60 @@ fn a_silent_tcp_fallback_connection_is_closed_after_120_s_and_a_registered_one_i
     net.run(Duration::from_secs(300));
     assert_eq!(net.sn.drain_commands().count(), 0);
     assert!(net.edges[0].edge.is_registered());
+}
+
+/// The commands edge `i` has decided since the last call, but for membership persistence.
+fn tcp_commands(net: &mut Net, i: usize) -> Vec<Command> {
+    net.edges[i]
+        .edge
+        .drain_commands()
+        .filter(|c| matches!(c, Command::ConnectTcp(_) | Command::CloseTcp(_)))
+        .collect()
+}
+
+#[test]
+fn a_silent_supernode_is_tried_over_tcp_every_10_s_until_connected() {
+    let (mut net, keys) = prod(1);
+    // UDP to the supernode goes nowhere.
+    net.sn_down = true;
+    net.add_edges(&keys);
+    let sn = net.sn_addr;
+    // Silent once three handshakes (at 0, 1 and 3 s) went unanswered.
+    net.run(Duration::from_secs(3));
+    assert_eq!(tcp_commands(&mut net, 0), vec![]);
+    let mut tried_at = Vec::new();
+    for s in 0..40 {
+        net.run(Duration::from_secs(1));
+        if tcp_commands(&mut net, 0) == vec![Command::ConnectTcp(sn)] {
+            tried_at.push(s);
+            // The connect fails (as a refused or timed-out connect does).
+            net.edges[0].edge.tcp_closed(sn);
+        }
+    }
+    assert!(tried_at.len() >= 3, "tried at {tried_at:?}");
+    for w in tried_at.windows(2) {
+        assert!(w[1] - w[0] >= 10, "tried again within 10 s: {tried_at:?}");
+        assert!(w[1] - w[0] <= 11, "retry late: {tried_at:?}");
+    }
+    // Connected: the supernode is reached (the sim stands in for the TCP path by letting
+    // its datagrams through), and no further attempt is made while the connection lasts.
+    net.edges[0].edge.tcp_connected(sn, net.now);
+    net.sn_down = false;
+    net.run(Duration::from_secs(30));
+    assert!(net.edges[0].edge.is_registered());
+    assert_eq!(tcp_commands(&mut net, 0), vec![]);
+    assert!(net.edges[0].edge.status(net.now).supernodes[0].tcp);
+    // A reload that removes the supernode closes the connection.
+    net.edges[0]
+        .edge
+        .reload(&[], crate::edge::DEFAULT_KEEPALIVE, net.now);
+    assert_eq!(tcp_commands(&mut net, 0), vec![Command::CloseTcp(sn)]);
+}
+
+#[test]
+fn a_reachable_supernode_is_never_tried_over_tcp() {
+    let (mut net, _) = prod_edges(2);
+    net.run(Duration::from_secs(60));
+    assert_eq!(tcp_commands(&mut net, 0), vec![]);
+    assert!(!net.edges[0].edge.status(net.now).supernodes[0].tcp);
 }

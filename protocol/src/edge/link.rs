@@ -6,7 +6,9 @@ use super::members::{ListStaging, SignedStaging};
 use super::paths::Path;
 use super::peers::Pending;
 use super::table::{LinkId, Owner};
-use super::{backoff, Edge, Event, ACK_RETRY, LINK_LOST, REFUSED_RETRY, REGISTER_INIT_PAYLOAD_MIN};
+use super::{
+    backoff, Command, Edge, Event, ACK_RETRY, LINK_LOST, REFUSED_RETRY, REGISTER_INIT_PAYLOAD_MIN,
+};
 use crate::control::{Control, Query};
 use crate::crypto::Cipher;
 use crate::crypto::Handshake;
@@ -14,7 +16,7 @@ use crate::io::{DropReason, Output};
 use crate::keys::PublicKey;
 use crate::session::Session;
 use crate::wire;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// Least time between two requests for the whole member list made because our copy fell out
@@ -120,6 +122,20 @@ impl Edge {
             .collect()
     }
 
+    /// The shell's TCP connection to supernode `addr` is up (after [`Command::ConnectTcp`]):
+    /// it is not tried again while the connection lasts, and the handshake is repeated at
+    /// once over it.
+    pub fn tcp_connected(&mut self, addr: SocketAddr, now: Instant) {
+        self.fallback.connected(addr);
+        self.retry_supernode(addr, now);
+    }
+
+    /// The shell's TCP connection to supernode `addr` failed or closed: it may be tried
+    /// again once [`tcp_fallback::RETRY_INTERVAL`](super) has passed since the last attempt.
+    pub fn tcp_closed(&mut self, addr: SocketAddr) {
+        self.fallback.closed(addr);
+    }
+
     /// The shell has a new way to reach supernode `addr` (its TCP fallback connected):
     /// handshake again at the next timer instead of waiting out the backoff.
     pub fn retry_supernode(&mut self, addr: SocketAddr, now: Instant) {
@@ -158,6 +174,9 @@ impl Edge {
             link.retired = true;
             link.registered = false;
             removed.push(link.addr);
+            if self.fallback.removed(link.addr) {
+                self.commands.push(Command::CloseTcp(link.addr));
+            }
             for s in [link.session.take(), link.previous.take()] {
                 self.index.retire(s);
             }
@@ -306,6 +325,10 @@ impl Edge {
                     prefix,
                     supernode: self.links[l].addr,
                 });
+                if let IpAddr::V4(address) = ip {
+                    self.commands
+                        .push(Command::ApplyAddress { address, prefix });
+                }
             }
         }
         // A newer signed membership than ours: ask for it first (the records that

@@ -5,7 +5,7 @@
 use super::paths::relay_path;
 use super::peers::Peer;
 use super::table::{LinkId, PeerId};
-use super::{Edge, Event};
+use super::{Command, Edge, Event};
 use crate::control::{Control, PeerRecord};
 use crate::eth;
 use crate::io::{DropReason, Output};
@@ -111,6 +111,11 @@ impl Edge {
             supernode: from,
         });
         self.membership_error = None;
+        // The cached copy at start is already on disk; a supernode's is kept for next time.
+        if from.is_some() {
+            self.commands
+                .push(Command::PersistMembership(bytes.clone()));
+        }
         self.signed = Some((m, bytes));
         // Records refused while we had no (or an older) list: ask for them again.
         for l in self.links.ids() {

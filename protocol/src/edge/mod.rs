@@ -57,6 +57,7 @@ mod paths;
 mod peers;
 mod status;
 mod table;
+mod tcp_fallback;
 
 pub use status::{EdgeStatus, LinkStatus, MembershipStatus, PeerStatus};
 
@@ -179,7 +180,30 @@ impl EdgeConfig {
     }
 }
 
-/// Something the shell may want to log or act on.
+/// Something the shell must carry out besides sending datagrams and writing frames: the
+/// core decides, the shell acts ([`Edge::drain_commands`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Open a TCP connection to this supernode (UDP to it got no answer); report the
+    /// outcome with [`Edge::tcp_connected`] or [`Edge::tcp_closed`], and send what goes to
+    /// that supernode over the connection while it is up.
+    ConnectTcp(SocketAddr),
+    /// Close the TCP connection to this supernode (it was removed by a reload).
+    CloseTcp(SocketAddr),
+    /// Keep these bytes, the newest valid signed membership a supernode sent, for the next
+    /// start (`membership_cache`, written atomically).
+    PersistMembership(Vec<u8>),
+    /// Configure this address and prefix on the TAP device (a supernode assigned it while
+    /// enrolling).
+    ApplyAddress {
+        /// The address.
+        address: std::net::Ipv4Addr,
+        /// The prefix length (the community's network).
+        prefix: u8,
+    },
+}
+
+/// Something the shell may want to log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A supernode accepted our registration (first time or after a loss).
@@ -286,6 +310,9 @@ pub struct Edge {
     next_txid: u32,
     lookups: HashMap<crate::control::Query, Instant>,
     events: Vec<Event>,
+    commands: Vec<Command>,
+    /// When to try the TCP fallback to silent supernodes.
+    fallback: tcp_fallback::TcpFallback,
     guard: CookieGuard,
     /// Session indices, the instance id and handshake ephemerals come from here.
     rng: Rng,
@@ -325,6 +352,8 @@ impl Edge {
             next_txid: 1,
             lookups: HashMap::new(),
             events: Vec::new(),
+            commands: Vec::new(),
+            fallback: tcp_fallback::TcpFallback::new(now),
             guard: CookieGuard::new(&public, cookie::DEFAULT_LIMIT, now, rng.fork()),
             rng,
             neighbor_answered: 0,
@@ -395,6 +424,11 @@ impl Edge {
         self.events.drain(..)
     }
 
+    /// Commands for the shell since the last call, in the order they were decided.
+    pub fn drain_commands(&mut self) -> std::vec::Drain<'_, Command> {
+        self.commands.drain(..)
+    }
+
     /// A handshake timestamp: the wall clock at `now` in microseconds, strictly increasing
     /// from call to call (the responder refuses one not newer than the last it saw).
     fn timestamp(&mut self, now: Instant) -> u64 {
@@ -431,6 +465,12 @@ impl Edge {
         }
         for p in self.peers.ids() {
             self.peer_timers(now, p, out);
+        }
+        if self.fallback.due(now) {
+            let silent = self.silent_supernodes(now);
+            for addr in self.fallback.poll(now, &silent) {
+                self.commands.push(Command::ConnectTcp(addr));
+            }
         }
     }
 }

@@ -29,6 +29,8 @@ pub struct LinkStatus {
     pub last_ack_secs: Option<f64>,
     /// Seconds since this registration began.
     pub registered_secs: Option<f64>,
+    /// Reached over the shell's TCP fallback connection (else UDP).
+    pub tcp: bool,
 }
 
 /// One peer as `status` shows it.
@@ -210,6 +212,7 @@ impl Edge {
                     } else {
                         None
                     },
+                    tcp: self.fallback.uses_tcp(l.addr),
                 })
                 .collect(),
             peers,

@@ -2,7 +2,7 @@
 //!
 //! Some networks let an edge's outbound UDP reach nothing (a hotel, a strict office
 //! firewall). A supernode that has not answered for a while although the edge keeps trying
-//! ([`crate::edge::Edge`] calls it *silent*) is then tried over TCP on the same port: the
+//! ([`super::Edge::silent_supernodes`]) is then tried over TCP on the same port: the
 //! core emits a command to connect, the shell connects on a helper thread (a connect can take
 //! seconds) and reports the outcome; while connected, the shell sends that supernode's
 //! datagrams over the connection, framed.
@@ -20,13 +20,13 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// How often silent supernodes are looked at.
-pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+pub(super) const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// Least time between two connection attempts to one supernode.
-pub const RETRY_INTERVAL: Duration = Duration::from_secs(10);
+pub(super) const RETRY_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The fallback state of every supernode the edge has tried over TCP.
 #[derive(Debug)]
-pub struct TcpFallback {
+pub(super) struct TcpFallback {
     next_check: Instant,
     /// When each supernode was last tried, and whether its connection is up.
     tried: HashMap<SocketAddr, Attempt>,
@@ -40,16 +40,22 @@ struct Attempt {
 
 impl TcpFallback {
     /// Nothing tried yet; the first check is due at `now`.
-    pub fn new(now: Instant) -> TcpFallback {
+    pub(super) fn new(now: Instant) -> TcpFallback {
         TcpFallback {
             next_check: now,
             tried: HashMap::new(),
         }
     }
 
+    /// True when the next check is due (so that the caller lists silent supernodes only
+    /// then).
+    pub(super) fn due(&self, now: Instant) -> bool {
+        now >= self.next_check
+    }
+
     /// At most every [`CHECK_INTERVAL`]: the supernodes among `silent` to connect to now.
-    pub fn poll(&mut self, now: Instant, silent: &[SocketAddr]) -> Vec<SocketAddr> {
-        if now < self.next_check {
+    pub(super) fn poll(&mut self, now: Instant, silent: &[SocketAddr]) -> Vec<SocketAddr> {
+        if !self.due(now) {
             return Vec::new();
         }
         self.next_check = now + CHECK_INTERVAL;
@@ -73,7 +79,7 @@ impl TcpFallback {
     }
 
     /// The shell's connection to `addr` is up.
-    pub fn connected(&mut self, addr: SocketAddr) {
+    pub(super) fn connected(&mut self, addr: SocketAddr) {
         if let Some(a) = self.tried.get_mut(&addr) {
             a.connected = true;
         }
@@ -81,19 +87,19 @@ impl TcpFallback {
 
     /// The shell's connection to `addr` failed or closed: it may be tried again once the
     /// retry interval since the last attempt has passed.
-    pub fn closed(&mut self, addr: SocketAddr) {
+    pub(super) fn closed(&mut self, addr: SocketAddr) {
         if let Some(a) = self.tried.get_mut(&addr) {
             a.connected = false;
         }
     }
 
     /// `addr` is no longer one of our supernodes. True if it had a connection (to close).
-    pub fn removed(&mut self, addr: SocketAddr) -> bool {
+    pub(super) fn removed(&mut self, addr: SocketAddr) -> bool {
         self.tried.remove(&addr).is_some_and(|a| a.connected)
     }
 
     /// True while the shell reaches `addr` over TCP.
-    pub fn uses_tcp(&self, addr: SocketAddr) -> bool {
+    pub(super) fn uses_tcp(&self, addr: SocketAddr) -> bool {
         self.tried.get(&addr).is_some_and(|a| a.connected)
     }
 }
