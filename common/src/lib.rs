@@ -17,8 +17,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub mod datapath;
 pub mod metrics;
 pub mod report;
+pub mod source;
 pub mod systemd;
 pub mod tcp;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub use metrics::Metrics;
 pub use report::{Drops, Reloads};
 pub use tcp::{FramedTcp, Transport};
