@@ -15,6 +15,9 @@ pub trait Source {
     /// The private key from `key_file` (already resolved against the config `path`, which
     /// errors name).
     fn private_key(&self, path: &Path, key_file: &Path) -> Result<PrivateKey>;
+    /// A secret file (`join_secret_file`): its first 4 KiB and its permission bits (0 when
+    /// they cannot be read), for the loader to refuse one that group or others may read.
+    fn secret(&self, path: &Path) -> std::io::Result<(Vec<u8>, u32)>;
 }
 
 /// The filesystem.
@@ -33,5 +36,13 @@ impl Source for Disk {
     }
     fn private_key(&self, path: &Path, key_file: &Path) -> Result<PrivateKey> {
         crate::load_private_key(path, key_file)
+    }
+    fn secret(&self, path: &Path) -> std::io::Result<(Vec<u8>, u32)> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let bytes = crate::read_bounded(path, 4096)?;
+        let mode = std::fs::metadata(path)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0);
+        Ok((bytes, mode))
     }
 }

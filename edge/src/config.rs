@@ -196,14 +196,12 @@ pub fn load_from_str(
     }
     let join_secret = raw.join_secret_file.as_deref().and_then(|j| {
         let path = relative_to(path, j);
-        match metalvpc_common::read_bounded(&path, 4096) {
+        match source.secret(&path) {
             Err(e) => {
                 p.push(format!("{f}: key `join_secret_file` = {}: cannot read it ({e}); copy the community's join secret from the supernode (mode 600)", path.display()));
                 None
             }
-            Ok(bytes) => {
-                use std::os::unix::fs::PermissionsExt;
-                let mode = std::fs::metadata(&path).map(|m| m.permissions().mode()).unwrap_or(0);
+            Ok((bytes, mode)) => {
                 if mode & 0o077 != 0 {
                     p.push(format!("{f}: join secret file {} is readable by group or others (mode {:o}); fix: chmod 600 {}", path.display(), mode & 0o777, path.display()));
                 }

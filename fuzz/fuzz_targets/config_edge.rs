@@ -24,6 +24,9 @@ impl Source for KeyOnly {
     fn private_key(&self, _: &Path, _: &Path) -> Result<PrivateKey> {
         Ok(key(9))
     }
+    fn secret(&self, _: &Path) -> std::io::Result<(Vec<u8>, u32)> {
+        Err(std::io::ErrorKind::NotFound.into())
+    }
 }
 
 fuzz_target!(|data: &[u8]| {

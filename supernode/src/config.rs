@@ -155,6 +155,7 @@ pub fn load_from_str(path: &Path, text: &str, source: &dyn Source) -> Result<Loa
             "community.node",
             c,
             true,
+            source,
             &mut p,
         ));
     }
@@ -173,7 +174,8 @@ pub fn load_from_str(path: &Path, text: &str, source: &dyn Source) -> Result<Loa
                         .and_then(|t| parse_toml::<RawCommunity>(&file, &t));
                     if let Some(c) = p.ok(c) {
                         unique(&c.name, &mut p);
-                        communities.extend(check_community(&file, "", "node", c, true, &mut p));
+                        communities
+                            .extend(check_community(&file, "", "node", c, true, source, &mut p));
                     }
                 }
             }
@@ -283,6 +285,7 @@ fn check_community(
     node_table: &str,
     mut c: RawCommunity,
     load_signed: bool,
+    source: &dyn Source,
     p: &mut Problems,
 ) -> Option<CommunityConfig> {
     let f = file.display();
@@ -409,7 +412,7 @@ fn check_community(
     if p.len() > start {
         return None;
     }
-    let enrolment = enrolment(file, &at, &c, network, signed.is_some(), p);
+    let enrolment = enrolment(file, &at, &c, network, signed.is_some(), source, p);
     if p.len() > start {
         return None;
     }
@@ -431,6 +434,7 @@ fn enrolment(
     c: &RawCommunity,
     network: Option<IpNet>,
     signed: bool,
+    source: &dyn Source,
     p: &mut Problems,
 ) -> Option<Enrolment> {
     let f = file.display();
@@ -463,16 +467,12 @@ fn enrolment(
         _ => {}
     }
     let path = relative_to(file, secret_file);
-    let secret = match metalvpc_common::read_bounded(&path, 4096) {
+    let secret = match source.secret(&path) {
         Err(e) => {
             p.push(format!("{f}: key `{}` = {}: cannot read it ({e}). Create it with: (umask 077; head -c 32 /dev/urandom | base64 > {})", at("join_secret_file"), path.display(), path.display()));
             None
         }
-        Ok(bytes) => {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path)
-                .map(|m| m.permissions().mode())
-                .unwrap_or(0);
+        Ok((bytes, mode)) => {
             let secret: Vec<u8> = String::from_utf8_lossy(&bytes).trim().as_bytes().to_vec();
             if mode & 0o077 != 0 {
                 p.push(format!("{f}: join secret file {} is readable by group or others (mode {:o}); fix: chmod 600 {}", path.display(), mode & 0o777, path.display()));
@@ -645,7 +645,7 @@ pub fn community_for_signing(
         .as_deref()
         .map(|t| relative_to(&file, t));
     let mut p = Problems::default();
-    let community = check_community(&file, &prefix, &table_name, c, false, &mut p);
+    let community = check_community(&file, &prefix, &table_name, c, false, &Disk, &mut p);
     p.finish(&file)?;
     let community =
         community.ok_or_else(|| anyhow!("{f}: internal: a checked community is missing"))?;
