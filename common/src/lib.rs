@@ -16,9 +16,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub mod datapath;
 pub mod metrics;
+pub mod report;
+pub mod source;
 pub mod systemd;
 pub mod tcp;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub use metrics::Metrics;
+pub use report::{Drops, Reloads};
 pub use tcp::{FramedTcp, Transport};
 
 /// `genkey`: prints a new private key.
@@ -463,13 +468,19 @@ impl ReloadStats {
     }
 
     /// As `status --json` shows it (`reloads`).
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "ok": self.ok,
-            "failed": self.failed,
-            "last_error": self.last_error,
-            "last_secs": self.last.map(|t| t.elapsed().as_secs_f64()),
-        })
+    pub fn report(&self) -> Reloads {
+        Reloads {
+            failed: self.failed,
+            last_error: self.last_error.clone(),
+            last_secs: self.last.map(|t| t.elapsed().as_secs_f64()),
+            ok: self.ok,
+        }
+    }
+}
+
+impl serde::Serialize for ReloadStats {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.report().serialize(s)
     }
 }
 
@@ -636,22 +647,19 @@ pub struct MgmtRequest {
 }
 
 impl MgmtRequest {
-    /// Answers from the daemon's status document: `/status` as JSON, `/metrics` as the
-    /// Prometheus page `metrics` renders from the same document (with `reloads` added).
-    pub fn answer(
+    /// Answers from the daemon's report: `/status` as its JSON, `/metrics` as the Prometheus
+    /// page `metrics` renders from the same report. `report` runs only for those two paths.
+    pub fn answer<R: serde::Serialize>(
         self,
-        status: impl FnOnce() -> serde_json::Value,
-        reloads: &ReloadStats,
-        metrics: impl FnOnce(&serde_json::Value) -> String,
+        report: impl FnOnce() -> R,
+        metrics: impl FnOnce(&R) -> String,
     ) {
-        let doc = || {
-            let mut v = status();
-            v["reloads"] = reloads.json();
-            v
-        };
         let reply = match self.path.as_str() {
-            "/status" | "/status.json" => (200, "application/json", doc().to_string()),
-            "/metrics" => (200, "text/plain; version=0.0.4", metrics(&doc())),
+            "/status" | "/status.json" => match serde_json::to_string(&report()) {
+                Ok(json) => (200, "application/json", json),
+                Err(e) => (500, "text/plain", format!("status: {e}\n")),
+            },
+            "/metrics" => (200, "text/plain; version=0.0.4", metrics(&report())),
             _ => (
                 404,
                 "text/plain",
@@ -660,6 +668,30 @@ impl MgmtRequest {
         };
         let _ = self.reply.send(reply);
     }
+}
+
+/// The `status` command of both daemons: asks the daemon behind `mgmt` for `/status` and
+/// prints its JSON as is (`--json`) or, read back into the daemon's report type, as the
+/// `table`. When no daemon answers, an error in the config itself is the more useful answer
+/// (it names the key), since a daemon could not have started with it: `load_config` checks.
+pub fn status_command<R: serde::de::DeserializeOwned>(
+    mgmt: &MgmtAddr,
+    config: &Path,
+    load_config: impl FnOnce() -> Result<()>,
+    as_json: bool,
+    table: impl FnOnce(&R) -> String,
+) -> Result<()> {
+    let body = query_management(mgmt, "/status", config).map_err(|e| match load_config() {
+        Err(config_error) => config_error,
+        Ok(()) => e,
+    })?;
+    if as_json {
+        println!("{}", body.trim_end());
+        return Ok(());
+    }
+    let report: R = serde_json::from_str(&body)?;
+    print!("{}", table(&report));
+    Ok(())
 }
 
 /// Starts the management server on a thread. Requests are handed to the poll loop through
@@ -875,27 +907,6 @@ pub fn human_bytes(b: u64) -> String {
     } else {
         format!("{v:.1} {}", UNITS[u])
     }
-}
-
-/// The non-zero drop counters of a status JSON object, as `name=count …` or `none`.
-pub fn drops_line(drops: &serde_json::Value) -> String {
-    let parts: Vec<String> = drops
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(_, n)| n.as_u64() != Some(0))
-        .map(|(k, n)| format!("{k}={n}"))
-        .collect();
-    if parts.is_empty() {
-        "none".to_string()
-    } else {
-        parts.join(" ")
-    }
-}
-
-/// Drop counters as a JSON object.
-pub fn drops_json(d: &metalvpc_protocol::DropCounters) -> serde_json::Value {
-    serde_json::Value::Object(d.iter().map(|(k, v)| (k.to_string(), v.into())).collect())
 }
 
 #[cfg(test)]

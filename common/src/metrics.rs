@@ -1,5 +1,6 @@
 //! Prometheus text exposition (format 0.0.4), written by hand: a few families, no registry.
 
+use crate::report::{Drops, Reloads};
 use std::fmt::Write;
 
 /// Builds one `/metrics` page. Families are declared once; samples follow their family.
@@ -45,24 +46,21 @@ impl Metrics {
         self.family(name, kind, help).sample(name, &[], value)
     }
 
-    /// Drop counters by reason, from the `drops` object of `status --json`.
-    pub fn drops(&mut self, name: &str, help: &str, drops: &serde_json::Value) -> &mut Self {
+    /// Drop counters by reason (the `drops` of `status --json`).
+    pub fn drops(&mut self, name: &str, help: &str, drops: &Drops) -> &mut Self {
         self.family(name, "counter", help);
-        for (reason, v) in drops.as_object().into_iter().flatten() {
-            self.sample(name, &[("reason", reason)], v.as_f64().unwrap_or(0.0));
+        for (reason, n) in drops.iter() {
+            self.sample(name, &[("reason", reason)], n as f64);
         }
         self
     }
 
-    /// Reload outcomes, from the `reloads` object of `status --json`.
-    pub fn reloads(&mut self, prefix: &str, reloads: &serde_json::Value) -> &mut Self {
+    /// Reload outcomes (the `reloads` of `status --json`).
+    pub fn reloads(&mut self, prefix: &str, reloads: &Reloads) -> &mut Self {
         let name = format!("{prefix}_reloads_total");
         self.family(&name, "counter", "Reloads on SIGHUP by result.");
-        for result in ["ok", "failed"] {
-            let v = reloads[result].as_f64().unwrap_or(0.0);
-            self.sample(&name, &[("result", result)], v);
-        }
-        self
+        self.sample(&name, &[("result", "ok")], reloads.ok as f64)
+            .sample(&name, &[("result", "failed")], reloads.failed as f64)
     }
 
     /// The page.
@@ -84,7 +82,7 @@ mod tests {
             .drops(
                 "d_total",
                 "Drops.",
-                &serde_json::json!({"replay": 2, "malformed": 0}),
+                &Drops([("replay".to_string(), 2), ("malformed".to_string(), 0)].into()),
             );
         let t = m.finish();
         assert!(t.contains("# TYPE x_total counter\n"));

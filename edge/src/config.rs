@@ -3,8 +3,10 @@
 
 use anyhow::{anyhow, Result};
 use ipnet::Ipv4Net;
-use metalvpc_common::{load_private_key, parse_public_key, relative_to, MgmtAddr, Problems};
+use metalvpc_common::source::{Disk, Source};
+use metalvpc_common::{parse_public_key, relative_to, MgmtAddr, Problems};
 use metalvpc_protocol::membership::AdminPublicKey;
+use metalvpc_protocol::overhead::{self, Underlay};
 use metalvpc_protocol::{Mac, PrivateKey, PublicKey, DEFAULT_MTU};
 use serde::Deserialize;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -98,11 +100,6 @@ pub struct Loaded {
     pub cipher: metalvpc_protocol::crypto::Cipher,
 }
 
-fn read_text(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path)
-        .map_err(|e| anyhow!("{}: cannot read the config file: {e}", path.display()))
-}
-
 fn parse(path: &Path, text: &str) -> Result<RawConfig> {
     toml::from_str(text).map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))
 }
@@ -125,8 +122,7 @@ pub fn default_if_name(community: &str) -> String {
 /// The management endpoint only (for `status`): no key file needed, and the rest of the
 /// file may be broken (the daemon may run with an older, valid version of it).
 pub fn load_management(path: &Path) -> Result<MgmtAddr> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow!("{}: cannot read the config file: {e}", path.display()))?;
+    let text = Disk.read_text(path)?;
     let table: toml::Table = toml::from_str(&text)
         .map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
     let get = |k: &str| table.get(k).and_then(|v| v.as_str()).unwrap_or_default();
@@ -151,22 +147,19 @@ fn management(path: &Path, raw: &RawConfig) -> MgmtAddr {
 /// Loads and validates everything, including the private key file. Every problem in the
 /// file is reported at once.
 pub fn load(path: &Path) -> Result<Loaded> {
-    let text = read_text(path)?;
-    load_from_str(path, &text, resolve, |key_file| {
-        load_private_key(path, key_file)
-    })
+    load_from_str(path, &Disk.read_text(path)?, resolve, &Disk)
 }
 
 /// What [`load`] does once the file is read: `text` is the content of `path` (named in
-/// errors); `resolve` turns a supernode `address` into a socket address; `private_key`
-/// loads the key from the `private_key_file` path (already resolved against `path`).
-/// With a `resolve` that does no DNS and a `private_key` that reads no file, this touches
-/// neither the network nor the filesystem (the fuzz target uses it that way).
+/// errors); `resolve` turns a supernode `address` into a socket address; the key named by
+/// `private_key_file` comes from `source`. With a `resolve` that does no DNS and a `source`
+/// from memory, this touches neither the network nor the key file (the fuzz target uses it
+/// that way).
 pub fn load_from_str(
     path: &Path,
     text: &str,
     resolve: impl Fn(&str) -> Option<SocketAddr>,
-    private_key: impl FnOnce(&Path) -> Result<PrivateKey>,
+    source: &dyn Source,
 ) -> Result<Loaded> {
     let raw = parse(path, text)?;
     let f = path.display();
@@ -203,14 +196,12 @@ pub fn load_from_str(
     }
     let join_secret = raw.join_secret_file.as_deref().and_then(|j| {
         let path = relative_to(path, j);
-        match metalvpc_common::read_bounded(&path, 4096) {
+        match source.secret(&path) {
             Err(e) => {
                 p.push(format!("{f}: key `join_secret_file` = {}: cannot read it ({e}); copy the community's join secret from the supernode (mode 600)", path.display()));
                 None
             }
-            Ok(bytes) => {
-                use std::os::unix::fs::PermissionsExt;
-                let mode = std::fs::metadata(&path).map(|m| m.permissions().mode()).unwrap_or(0);
+            Ok((bytes, mode)) => {
                 if mode & 0o077 != 0 {
                     p.push(format!("{f}: join secret file {} is readable by group or others (mode {:o}); fix: chmod 600 {}", path.display(), mode & 0o777, path.display()));
                 }
@@ -239,7 +230,7 @@ pub fn load_from_str(
     };
     // Over an IPv6 underlay the outer header is 20 bytes larger.
     let default_mtu = if !supernodes.is_empty() && supernodes.iter().all(|(a, _)| a.is_ipv6()) {
-        DEFAULT_MTU - 20
+        overhead::largest_tap_mtu(1500, Underlay::V6, overhead::Path::Relayed)
     } else {
         DEFAULT_MTU
     };
@@ -247,7 +238,7 @@ pub fn load_from_str(
     if !(576..=9000).contains(&mtu) {
         p.push(format!("{f}: key `interface.mtu` = {mtu}: must be 576 to 9000 (default {DEFAULT_MTU}, for a 1500-byte underlay)"));
     }
-    let private_key = p.ok(private_key(&relative_to(path, &raw.private_key_file)));
+    let private_key = p.ok(source.private_key(path, &relative_to(path, &raw.private_key_file)));
     let mac = match &raw.interface.mac {
         None => private_key.as_ref().map(|k| k.public_key().derived_mac()),
         Some(m) => match Mac::parse(m) {
@@ -346,23 +337,13 @@ pub fn load_from_str(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use metalvpc_common::testing::TempDir;
     use std::os::unix::fs::PermissionsExt;
-    use std::path::PathBuf;
 
-    struct Dir(PathBuf);
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn setup(name: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("mvpc-edgecfg-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        let key = d.join("e.key");
-        std::fs::write(&key, PrivateKey::generate().to_base64()).unwrap();
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-        Dir(d)
+    fn setup(name: &str) -> TempDir {
+        let d = TempDir::new(&format!("edgecfg-{name}"));
+        d.write_private("e.key", PrivateKey::generate().to_base64());
+        d
     }
 
     fn base() -> String {
@@ -376,7 +357,7 @@ mod tests {
     #[test]
     fn defaults() {
         let d = setup("ok");
-        let p = d.0.join("prod.toml");
+        let p = d.join("prod.toml");
         std::fs::write(&p, base()).unwrap();
         let c = load(&p).unwrap();
         assert_eq!(c.mtu, 1390);
@@ -406,7 +387,7 @@ mod tests {
     #[test]
     fn errors_name_the_file_and_the_key() {
         let d = setup("err");
-        let p = d.0.join("prod.toml");
+        let p = d.join("prod.toml");
         let cases = [
             (format!("listn = 1\n{}", base()), "listn"),
             (
@@ -466,10 +447,10 @@ mod tests {
     #[test]
     fn an_enrolling_edge_needs_no_interface_table() {
         let d = setup("enrol");
-        let secret = d.0.join("prod.join");
+        let secret = d.join("prod.join");
         std::fs::write(&secret, "a-long-random-join-secret").unwrap();
         std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let p = d.0.join("prod.toml");
+        let p = d.join("prod.toml");
         let text = format!("join_secret_file = \"prod.join\"\n{}", base())
             .replace("[interface]\naddress = \"10.10.0.2/24\"\n", "");
         std::fs::write(&p, text).unwrap();
@@ -481,7 +462,7 @@ mod tests {
     #[test]
     fn every_problem_is_listed_at_once() {
         let d = setup("many");
-        let p = d.0.join("prod.toml");
+        let p = d.join("prod.toml");
         let text = format!("keepalive = 0\n{}", base())
             .replace("10.10.0.2/24", "10.10.0.2")
             .replace("[interface]", "[interface]\nmtu = 70000")

@@ -5,6 +5,7 @@
 
 use anyhow::{bail, Result};
 use ipnet::Ipv4Net;
+use metalvpc_protocol::overhead::{self, Path as Route, Underlay};
 use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -86,22 +87,27 @@ pub fn calico_mtu(tap_mtu: u32) -> CalicoMtu {
     }
 }
 
-/// The parts of metalvpc's own per-packet overhead on the underlay, in order, as (bytes, what).
+/// The underlay family the arithmetic is done for.
+fn family(underlay_ipv6: bool) -> Underlay {
+    if underlay_ipv6 {
+        Underlay::V6
+    } else {
+        Underlay::V4
+    }
+}
+
+/// The parts of metalvpc's own per-packet overhead on the underlay, in order, as (bytes, what):
+/// a relayed packet's, the largest.
 pub fn overlay_overhead(underlay_ipv6: bool) -> Vec<(u32, &'static str)> {
-    use metalvpc_protocol::{eth, wire};
-    vec![
-        (if underlay_ipv6 { 40 } else { 20 }, "outer IP header"),
-        (8, "UDP"),
-        (wire::DATA_OVERHEAD as u32, "data header and tag"),
-        (wire::RELAY_OVERHEAD as u32, "relay envelope and tag"),
-        (eth::ETH_HEADER_LEN as u32, "inner Ethernet header"),
-    ]
+    overhead::parts(family(underlay_ipv6), Route::Relayed)
+        .into_iter()
+        .map(|p| (p.bytes as u32, p.what))
+        .collect()
 }
 
 /// The largest TAP MTU for an underlay MTU.
 pub fn largest_tap_mtu(underlay_mtu: u32, underlay_ipv6: bool) -> u32 {
-    let total: u32 = overlay_overhead(underlay_ipv6).iter().map(|(b, _)| b).sum();
-    underlay_mtu.saturating_sub(total)
+    overhead::largest_tap_mtu(underlay_mtu as usize, family(underlay_ipv6), Route::Relayed) as u32
 }
 
 /// Checks the networks against each other; every problem names the flag and the fix.
@@ -458,22 +464,15 @@ fn parse_net(flag: &str, s: &str) -> Result<Ipv4Net> {
 pub fn cmd(path: &Path, a: Args) -> Result<()> {
     let c = crate::config::load(path)?;
     let first = c.supernodes.first().map(|(addr, _)| *addr);
-    let underlay = first.and_then(|addr| crate::route_mtu(addr.ip()));
+    let underlay = first.and_then(|addr| crate::mtu::route_mtu(addr.ip()));
     let peers = crate::config::load_management(path)
         .ok()
         .and_then(|m| metalvpc_common::query_management(&m, "/status", path).ok())
-        .and_then(|body| serde_json::from_str::<Value>(&body).ok())
-        .map(|v| {
-            v["peers"]
-                .as_array()
+        .and_then(|body| serde_json::from_str::<crate::status::EdgeReport>(&body).ok())
+        .map(|r| {
+            r.peers
                 .into_iter()
-                .flatten()
-                .map(|p| {
-                    (
-                        p["name"].as_str().unwrap_or("").to_string(),
-                        p["address"].as_str().unwrap_or("").to_string(),
-                    )
-                })
+                .map(|p| (p.name, p.address))
                 .collect::<Vec<_>>()
         });
     let cpe = a

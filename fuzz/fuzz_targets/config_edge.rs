@@ -3,10 +3,31 @@
 //! loads is within the documented limits.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
+use anyhow::{anyhow, Result};
+use metalvpc_common::source::Source;
 use metalvpc_edge::config::load_from_str;
 use metalvpc_fuzz::key;
+use metalvpc_protocol::PrivateKey;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// No files but the key, which is fixed.
+struct KeyOnly;
+
+impl Source for KeyOnly {
+    fn toml_files(&self, _: &Path) -> std::io::Result<Vec<PathBuf>> {
+        Err(std::io::ErrorKind::NotFound.into())
+    }
+    fn read_text(&self, path: &Path) -> Result<String> {
+        Err(anyhow!("{}: cannot read the config file", path.display()))
+    }
+    fn private_key(&self, _: &Path, _: &Path) -> Result<PrivateKey> {
+        Ok(key(9))
+    }
+    fn secret(&self, _: &Path) -> std::io::Result<(Vec<u8>, u32)> {
+        Err(std::io::ErrorKind::NotFound.into())
+    }
+}
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -14,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let path = Path::new("/fuzz/edge.toml");
     let literal = |a: &str| a.parse::<SocketAddr>().ok();
-    match load_from_str(path, text, literal, |_| Ok(key(9))) {
+    match load_from_str(path, text, literal, &KeyOnly) {
         Err(e) => {
             let msg = format!("{e:#}");
             assert!(

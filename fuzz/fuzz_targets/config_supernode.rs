@@ -31,6 +31,9 @@ impl Source for Memory {
     fn private_key(&self, _: &Path, _: &Path) -> Result<PrivateKey> {
         Ok(key(10))
     }
+    fn secret(&self, _: &Path) -> std::io::Result<(Vec<u8>, u32)> {
+        Err(std::io::ErrorKind::NotFound.into())
+    }
 }
 
 fuzz_target!(|data: &[u8]| {

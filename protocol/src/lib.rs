@@ -15,6 +15,7 @@ pub mod io;
 pub mod keys;
 pub mod membership;
 pub mod neighbor;
+pub mod overhead;
 pub mod pmtu;
 pub mod replay;
 pub mod rng;
@@ -30,11 +31,15 @@ pub use keys::{Mac, PrivateKey, PublicKey};
 pub use rng::Rng;
 
 /// Overlay MTU for a given underlay MTU: what fits in one underlay datagram even when the
-/// packet is relayed through a supernode over IPv4 (see `docs/protocol.md`):
+/// packet is relayed through a supernode over IPv4 (see [`overhead`] and `docs/protocol.md`):
 /// underlay − 20 (IPv4) − 8 (UDP) − 32 (data header and tag) − 36 (relay header and tag)
 /// − 14 (the inner Ethernet header).
 pub const fn overlay_mtu(underlay_mtu: usize) -> usize {
-    underlay_mtu - 20 - 8 - wire::DATA_OVERHEAD - wire::RELAY_OVERHEAD - eth::ETH_HEADER_LEN
+    overhead::largest_tap_mtu(
+        underlay_mtu,
+        overhead::Underlay::V4,
+        overhead::Path::Relayed,
+    )
 }
 
 /// Default overlay MTU: [`overlay_mtu`] of a 1500-byte underlay, i.e. 1390.

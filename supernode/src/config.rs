@@ -3,14 +3,14 @@
 
 use anyhow::{anyhow, Result};
 use ipnet::IpNet;
-use metalvpc_common::{load_private_key, parse_public_key, relative_to, MgmtAddr, Problems};
+use metalvpc_common::{parse_public_key, relative_to, MgmtAddr, Problems};
 use metalvpc_protocol::membership::{
     AdminPublicKey, Membership, SignedBlob, SignedMember, MAX_MEMBERSHIP_BYTES,
 };
 use metalvpc_protocol::supernode::{
     CommunityConfig, Enrolment, NodeEntry, SupernodeConfig, DEFAULT_REGISTER_INTERVAL,
 };
-use metalvpc_protocol::{PrivateKey, PublicKey};
+use metalvpc_protocol::PublicKey;
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::io::Read as _;
@@ -95,35 +95,8 @@ fn parse_toml<T: for<'de> Deserialize<'de>>(path: &Path, text: &str) -> Result<T
 }
 
 /// What loading needs besides the main file's text: the community directory's files and the
-/// private key. [`Disk`] reads them from the filesystem; tests and the fuzz targets (`fuzz/`)
-/// give them from memory.
-pub trait Source {
-    /// The `*.toml` files in `dir`, in any order.
-    fn toml_files(&self, dir: &Path) -> std::io::Result<Vec<PathBuf>>;
-    /// The text of a community file.
-    fn read_text(&self, path: &Path) -> Result<String>;
-    /// The private key from `key_file` (already resolved against the config `path`).
-    fn private_key(&self, path: &Path, key_file: &Path) -> Result<PrivateKey>;
-}
-
-/// The filesystem.
-pub struct Disk;
-
-impl Source for Disk {
-    fn toml_files(&self, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-        Ok(std::fs::read_dir(dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .collect())
-    }
-    fn read_text(&self, path: &Path) -> Result<String> {
-        std::fs::read_to_string(path)
-            .map_err(|e| anyhow!("{}: cannot read the config file: {e}", path.display()))
-    }
-    fn private_key(&self, path: &Path, key_file: &Path) -> Result<PrivateKey> {
-        load_private_key(path, key_file)
-    }
-}
+/// private key ([`Disk`]: the filesystem; tests and the fuzz targets give them from memory).
+pub use metalvpc_common::source::{Disk, Source};
 
 /// True for RFC 1918 IPv4 networks and IPv6 unique local (fc00::/7) networks.
 fn is_private(net: &IpNet) -> bool {
@@ -182,6 +155,7 @@ pub fn load_from_str(path: &Path, text: &str, source: &dyn Source) -> Result<Loa
             "community.node",
             c,
             true,
+            source,
             &mut p,
         ));
     }
@@ -200,7 +174,8 @@ pub fn load_from_str(path: &Path, text: &str, source: &dyn Source) -> Result<Loa
                         .and_then(|t| parse_toml::<RawCommunity>(&file, &t));
                     if let Some(c) = p.ok(c) {
                         unique(&c.name, &mut p);
-                        communities.extend(check_community(&file, "", "node", c, true, &mut p));
+                        communities
+                            .extend(check_community(&file, "", "node", c, true, source, &mut p));
                     }
                 }
             }
@@ -310,6 +285,7 @@ fn check_community(
     node_table: &str,
     mut c: RawCommunity,
     load_signed: bool,
+    source: &dyn Source,
     p: &mut Problems,
 ) -> Option<CommunityConfig> {
     let f = file.display();
@@ -436,7 +412,7 @@ fn check_community(
     if p.len() > start {
         return None;
     }
-    let enrolment = enrolment(file, &at, &c, network, signed.is_some(), p);
+    let enrolment = enrolment(file, &at, &c, network, signed.is_some(), source, p);
     if p.len() > start {
         return None;
     }
@@ -458,6 +434,7 @@ fn enrolment(
     c: &RawCommunity,
     network: Option<IpNet>,
     signed: bool,
+    source: &dyn Source,
     p: &mut Problems,
 ) -> Option<Enrolment> {
     let f = file.display();
@@ -490,16 +467,12 @@ fn enrolment(
         _ => {}
     }
     let path = relative_to(file, secret_file);
-    let secret = match metalvpc_common::read_bounded(&path, 4096) {
+    let secret = match source.secret(&path) {
         Err(e) => {
             p.push(format!("{f}: key `{}` = {}: cannot read it ({e}). Create it with: (umask 077; head -c 32 /dev/urandom | base64 > {})", at("join_secret_file"), path.display(), path.display()));
             None
         }
-        Ok(bytes) => {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path)
-                .map(|m| m.permissions().mode())
-                .unwrap_or(0);
+        Ok((bytes, mode)) => {
             let secret: Vec<u8> = String::from_utf8_lossy(&bytes).trim().as_bytes().to_vec();
             if mode & 0o077 != 0 {
                 p.push(format!("{f}: join secret file {} is readable by group or others (mode {:o}); fix: chmod 600 {}", path.display(), mode & 0o777, path.display()));
@@ -672,7 +645,7 @@ pub fn community_for_signing(
         .as_deref()
         .map(|t| relative_to(&file, t));
     let mut p = Problems::default();
-    let community = check_community(&file, &prefix, &table_name, c, false, &mut p);
+    let community = check_community(&file, &prefix, &table_name, c, false, &Disk, &mut p);
     p.finish(&file)?;
     let community =
         community.ok_or_else(|| anyhow!("{f}: internal: a checked community is missing"))?;
@@ -698,29 +671,17 @@ pub fn membership_of(c: &CommunityConfig, version: u64) -> Membership {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use metalvpc_common::testing::TempDir;
     use metalvpc_protocol::PrivateKey;
-    use std::os::unix::fs::PermissionsExt;
 
-    struct Dir(PathBuf);
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
+    fn setup(name: &str) -> (TempDir, String) {
+        let d = TempDir::new(&format!("sncfg-{name}"));
+        d.write_private("sn.key", PrivateKey::generate().to_base64());
+        (d, PrivateKey::generate().public_key().to_base64())
     }
 
-    fn setup(name: &str) -> (Dir, String) {
-        let d = std::env::temp_dir().join(format!("mvpc-sncfg-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        let key = d.join("sn.key");
-        std::fs::write(&key, PrivateKey::generate().to_base64()).unwrap();
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-        (Dir(d), PrivateKey::generate().public_key().to_base64())
-    }
-
-    fn write(d: &Dir, name: &str, text: &str) -> PathBuf {
-        let p = d.0.join(name);
-        std::fs::write(&p, text).unwrap();
-        p
+    fn write(d: &TempDir, name: &str, text: &str) -> PathBuf {
+        d.write(name, text)
     }
 
     fn base(pk: &str, extra_node: &str) -> String {
@@ -733,7 +694,7 @@ mod tests {
     #[test]
     fn loads_inline_and_directory_communities() {
         let (d, pk) = setup("ok");
-        std::fs::create_dir_all(d.0.join("communities.d")).unwrap();
+        std::fs::create_dir_all(d.join("communities.d")).unwrap();
         write(
             &d,
             "communities.d/staging.toml",
@@ -839,7 +800,7 @@ mod tests {
             assert!(err.contains(needle), "expected {needle:?} in: {err}");
         }
         // A broken file in the community directory is named too.
-        std::fs::create_dir_all(d.0.join("c.d")).unwrap();
+        std::fs::create_dir_all(d.join("c.d")).unwrap();
         write(
             &d,
             "c.d/bad.toml",
@@ -862,7 +823,7 @@ mod tests {
         let unsigned = write(&d, "src.toml", &base(&pk, ""));
         let (c, target) = community_for_signing(&unsigned, None).unwrap();
         assert_eq!(target, None);
-        std::fs::write(d.0.join("prod.members"), membership_of(&c, 3).sign(&admin)).unwrap();
+        std::fs::write(d.join("prod.members"), membership_of(&c, 3).sign(&admin)).unwrap();
         let keys = |admin_pub: &str| {
             format!(
                 "network = \"10.10.0.0/24\"\nsigned_membership = \"prod.members\"\nadmin_key = \"{admin_pub}\"\n"

@@ -1,14 +1,18 @@
 //! `metalvpc-supernode`: the membership and relay server of a metalvpc overlay.
 
 use metalvpc_supernode::{config, enrol};
+mod check;
+mod status;
+
+use check::check;
+use status::{answer, status};
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
-use metalvpc_common::{self as common, ago, drops_json, human_bytes, MgmtRequest};
+use metalvpc_common::{self as common, ago};
 use metalvpc_protocol::membership::{AdminKey, Membership};
-use metalvpc_protocol::supernode::{Command, Event, Supernode, SupernodeStatus, MAX_TCP};
+use metalvpc_protocol::supernode::{Command, Event, Supernode, MAX_TCP};
 use metalvpc_protocol::Output;
-use serde_json::json;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -248,8 +252,9 @@ fn enrolled(action: EnrolAction) -> Result<()> {
             // Tell the running supernode, if there is one.
             match common::query_management(&cfg.management, "/status", &config)
                 .ok()
-                .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
-                .and_then(|v| v["pid"].as_i64())
+                .and_then(|b| serde_json::from_str::<status::SupernodeReport>(&b).ok())
+                .map(|r| r.pid)
+                .filter(|pid| *pid != 0)
             {
                 // SAFETY: kill(2) with a pid the daemon reported and a plain signal.
                 Some(pid) if unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) } == 0 => {
@@ -405,278 +410,6 @@ fn sign(
         admin.public_key()
     );
     Ok(())
-}
-
-fn check(path: PathBuf) -> Result<()> {
-    let cfg = config::load(&path)?;
-    let nodes: usize = cfg.core.communities.iter().map(|c| c.nodes.len()).sum();
-    println!(
-        "{}: OK: listen {}, key {}, {} communities, {} nodes, management {}",
-        path.display(),
-        cfg.listen,
-        cfg.core.private_key.public_key(),
-        cfg.core.communities.len(),
-        nodes,
-        cfg.management
-    );
-    for c in &cfg.core.communities {
-        println!(
-            "community {} ({}): {} nodes, relay_policy {}",
-            c.name,
-            c.network,
-            c.nodes.len(),
-            if c.relay { "allow" } else { "direct-only" }
-        );
-        if let Some(signed) = &c.signed {
-            println!(
-                "  members from a signed membership, version {} (verified against admin_key)",
-                signed.version
-            );
-        }
-        // Shared ranges are legitimate (a floating address that moves between nodes) but
-        // worth a look: say which.
-        for (i, a) in c.nodes.iter().enumerate() {
-            for b in &c.nodes[i + 1..] {
-                for x in &a.allowed_cidrs {
-                    if let Some(y) = b
-                        .allowed_cidrs
-                        .iter()
-                        .find(|y| x.contains(*y) || y.contains(x))
-                    {
-                        println!(
-                            "  note: nodes '{}' ({x}) and '{}' ({y}) may both send from overlapping ranges (fine for a floating address)",
-                            a.name, b.name
-                        );
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-fn status_json(
-    st: &SupernodeStatus,
-    listen: std::net::SocketAddr,
-    tcp_connections: usize,
-) -> serde_json::Value {
-    json!({
-        "listen": listen.to_string(),
-        "public_key": st.public_key.to_base64(),
-        "communities": st.communities.iter().map(|c| json!({
-            "name": c.name,
-            "network": c.network.to_string(),
-            "epoch": c.epoch,
-            "signed_membership_version": c.signed_version,
-            "relay_policy": if c.relay { "allow" } else { "direct-only" },
-            "members": c.members.iter().map(|m| json!({
-                "name": m.name,
-                "public_key": m.public_key.to_base64(),
-                "address": m.address.to_string(),
-                "id": m.id,
-                "registered": m.registered,
-                "endpoint": m.endpoint.map(|e| e.to_string()),
-                "local_endpoints": m.local_endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
-                "mac": m.mac.map(|x| x.to_string()),
-                "last_seen_secs": m.last_seen_secs,
-                "registered_secs": m.registered_secs,
-                "rx_packets": m.traffic.rx_packets,
-                "tx_packets": m.traffic.tx_packets,
-                "relay_rx_bytes": m.traffic.rx_bytes,
-                "relay_tx_bytes": m.traffic.tx_bytes,
-            })).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-        "drops": drops_json(&st.drops),
-        "refused": st.refused,
-        "registrations": st.registrations,
-        "pid": std::process::id(),
-        "cookie_replies": st.cookie_replies,
-        "tcp_connections": tcp_connections,
-        "relay": {"packets": st.relay_packets, "bytes": st.relay_bytes},
-    })
-}
-
-fn status(path: PathBuf, as_json: bool) -> Result<()> {
-    let (mgmt, _) = config::load_meta(&path)?;
-    // No daemon to ask: if the config itself is wrong, that is the more useful answer
-    // (it names the key), since a daemon could not have started with it.
-    let body =
-        common::query_management(&mgmt, "/status", &path).map_err(|e| {
-            match config::load(&path) {
-                Err(config_error) => config_error,
-                Ok(_) => e,
-            }
-        })?;
-    if as_json {
-        println!("{}", body.trim_end());
-        return Ok(());
-    }
-    let v: serde_json::Value = serde_json::from_str(&body)?;
-    println!(
-        "supernode {}  key {}",
-        v["listen"].as_str().unwrap_or("?"),
-        v["public_key"].as_str().unwrap_or("?")
-    );
-    println!(
-        "relayed {} packets ({}), refused {} registrations",
-        v["relay"]["packets"],
-        human_bytes(v["relay"]["bytes"].as_u64().unwrap_or(0)),
-        v["refused"]
-    );
-    for c in v["communities"].as_array().into_iter().flatten() {
-        println!(
-            "\ncommunity {} ({})",
-            c["name"].as_str().unwrap_or(""),
-            c["network"].as_str().unwrap_or("")
-        );
-        println!(
-            "  {:<16} {:<16} {:<12} {:<24} {:<10}",
-            "NAME", "ADDRESS", "STATE", "ENDPOINT", "SEEN"
-        );
-        for m in c["members"].as_array().into_iter().flatten() {
-            let name = m["name"]
-                .as_str()
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| m["public_key"].as_str().unwrap_or(""));
-            println!(
-                "  {:<16} {:<16} {:<12} {:<24} {:<10}",
-                name,
-                m["address"].as_str().unwrap_or(""),
-                if m["registered"].as_bool() == Some(true) {
-                    "registered"
-                } else {
-                    "offline"
-                },
-                m["endpoint"].as_str().unwrap_or("-"),
-                ago(m["last_seen_secs"].as_f64()),
-            );
-        }
-    }
-    println!("\ndrops: {}", common::drops_line(&v["drops"]));
-    Ok(())
-}
-
-/// The Prometheus page, from the same figures as `status --json`.
-fn metrics(v: &serde_json::Value) -> String {
-    let n = |x: &serde_json::Value| x.as_f64().unwrap_or(0.0);
-    let mut m = common::Metrics::default();
-    let communities = v["communities"].as_array().cloned().unwrap_or_default();
-    m.family(
-        "metalvpc_supernode_members",
-        "gauge",
-        "Members configured per community.",
-    );
-    for c in &communities {
-        let name = c["name"].as_str().unwrap_or("");
-        let members = c["members"].as_array().map_or(0, Vec::len);
-        m.sample(
-            "metalvpc_supernode_members",
-            &[("community", name)],
-            members as f64,
-        );
-    }
-    m.family(
-        "metalvpc_supernode_registered_members",
-        "gauge",
-        "Members registered now per community.",
-    );
-    for c in &communities {
-        let name = c["name"].as_str().unwrap_or("");
-        let registered = c["members"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|x| x["registered"].as_bool() == Some(true))
-            .count();
-        m.sample(
-            "metalvpc_supernode_registered_members",
-            &[("community", name)],
-            registered as f64,
-        );
-    }
-    for (metric, field, help) in [
-        (
-            "metalvpc_supernode_member_relay_rx_bytes_total",
-            "relay_rx_bytes",
-            "Bytes a member sent through this supernode's relay.",
-        ),
-        (
-            "metalvpc_supernode_member_relay_tx_bytes_total",
-            "relay_tx_bytes",
-            "Bytes relayed to a member.",
-        ),
-    ] {
-        m.family(metric, "counter", help);
-        for c in &communities {
-            for member in c["members"].as_array().into_iter().flatten() {
-                let name = member["name"]
-                    .as_str()
-                    .filter(|s| !s.is_empty())
-                    .or(member["public_key"].as_str())
-                    .unwrap_or("");
-                m.sample(
-                    metric,
-                    &[
-                        ("community", c["name"].as_str().unwrap_or("")),
-                        ("member", name),
-                        ("address", member["address"].as_str().unwrap_or("")),
-                    ],
-                    n(&member[field]),
-                );
-            }
-        }
-    }
-    m.single(
-        "metalvpc_supernode_registrations_total",
-        "counter",
-        "Registration handshakes accepted.",
-        n(&v["registrations"]),
-    )
-    .single(
-        "metalvpc_supernode_refused_total",
-        "counter",
-        "Registrations refused (unknown key, community or address).",
-        n(&v["refused"]),
-    )
-    .single(
-        "metalvpc_supernode_relay_packets_total",
-        "counter",
-        "Packets relayed between members.",
-        n(&v["relay"]["packets"]),
-    )
-    .single(
-        "metalvpc_supernode_relay_bytes_total",
-        "counter",
-        "Bytes relayed between members (still end-to-end encrypted).",
-        n(&v["relay"]["bytes"]),
-    )
-    .single(
-        "metalvpc_supernode_tcp_connections",
-        "gauge",
-        "Edges connected over the TCP fallback.",
-        n(&v["tcp_connections"]),
-    )
-    .drops(
-        "metalvpc_supernode_drops_total",
-        "Packets dropped, by reason.",
-        &v["drops"],
-    )
-    .reloads("metalvpc_supernode", &v["reloads"]);
-    m.finish()
-}
-
-fn answer(
-    req: MgmtRequest,
-    core: &Supernode,
-    listen: std::net::SocketAddr,
-    tcp_connections: usize,
-    reloads: &common::ReloadStats,
-) {
-    req.answer(
-        || status_json(&core.status(Instant::now()), listen, tcp_connections),
-        reloads,
-        metrics,
-    );
 }
 
 fn log_events(core: &mut Supernode, state_dir: &std::path::Path) {
