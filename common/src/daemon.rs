@@ -284,3 +284,105 @@ pub fn main(name: &str, daemon: bool, cmd: impl FnOnce() -> Result<()>) {
         std::process::exit(1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A core that echoes every datagram to its sender.
+    #[derive(Default)]
+    struct Echo {
+        handled: usize,
+    }
+
+    impl Core for Echo {
+        fn poll_timeout(&self) -> Instant {
+            Instant::now() + std::time::Duration::from_secs(3600)
+        }
+        fn handle_udp(&mut self, _: Instant, src: SocketAddr, pkt: &mut [u8], out: &mut Output) {
+            self.handled += 1;
+            let start = out.buf.len();
+            out.buf.extend_from_slice(pkt);
+            out.transmit_from(start, src);
+        }
+        fn handle_timeout(&mut self, _: Instant, _: &mut Output) {}
+    }
+
+    #[derive(Default)]
+    struct EchoDaemon {
+        core: Echo,
+        wakes: usize,
+        stopped: std::cell::Cell<bool>,
+    }
+
+    impl Daemon for EchoDaemon {
+        type Core = Echo;
+        fn core(&mut self) -> &mut Echo {
+            &mut self.core
+        }
+        fn source_fd(&self) -> RawFd {
+            -1
+        }
+        fn on_source(&mut self, _: &mut Io) {
+            unreachable!("no descriptor of its own");
+        }
+        fn flush(&self, io: &mut Io) {
+            assert!(io.out.frames.is_empty());
+            io.send();
+        }
+        fn reload(&mut self, _: &mut Io) {}
+        fn events(&mut self) {
+            self.wakes += 1;
+        }
+        fn answer(&self, req: MgmtRequest, io: &Io) {
+            let handled = self.core.handled;
+            req.answer(
+                || serde_json::json!({ "handled": handled }),
+                &io.reloads,
+                |_| String::new(),
+            );
+        }
+        fn systemd_state(&self) -> (bool, String) {
+            (true, String::new())
+        }
+        fn stopping(&self) {
+            self.stopped.set(true);
+        }
+    }
+
+    #[test]
+    fn the_loop_feeds_the_core_answers_management_and_cleans_up_on_sigterm() {
+        let dir = std::env::temp_dir().join(format!("mvpc-daemon-{}", std::process::id()));
+        let path = dir.join("mgmt.sock");
+        let management = MgmtAddr::Unix(path.clone());
+        let udp = crate::bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = udp.local_addr().unwrap();
+        let shell = Shell::new(udp, &management).unwrap();
+        let client = std::thread::spawn(move || {
+            let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .unwrap();
+            c.send_to(b"ping", addr).unwrap();
+            let mut buf = [0u8; 16];
+            let (n, from) = c.recv_from(&mut buf).unwrap();
+            assert_eq!((&buf[..n], from), (&b"ping"[..], addr));
+            let body =
+                crate::query_management(&management, "/status", std::path::Path::new("t.toml"))
+                    .unwrap();
+            // SAFETY: kill(2) on our own process with a signal whose handler Waker installed.
+            unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+            body
+        });
+        let mut d = EchoDaemon::default();
+        shell.run(&mut d).unwrap();
+        let body = client.join().unwrap();
+        assert!(body.contains("\"handled\":1"), "{body}");
+        assert_eq!(d.core.handled, 1);
+        assert!(d.wakes >= 1 && d.stopped.get());
+        assert!(
+            !path.exists(),
+            "the management socket is removed at shutdown"
+        );
+        let _ = std::fs::remove_dir(&dir);
+    }
+}

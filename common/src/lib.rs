@@ -1,6 +1,7 @@
 //! Shell code shared by `metalvpc-edge` and `metalvpc-supernode`: private keys on disk, the
 //! `genkey`/`pubkey` commands, config paths, the management socket (server and client),
-//! the UDP socket, signals and the wake-up pipe of the poll loop.
+//! the UDP socket, signals and the wake-up pipe of the poll loop. The loop itself, which both
+//! daemons run with their own handlers, is [`daemon`].
 
 use anyhow::{bail, Context, Result};
 use metalvpc_protocol::{PrivateKey, PublicKey};
