@@ -223,10 +223,10 @@ impl Udp {
         while i < out.transmits.len() {
             let t = &out.transmits[i];
             if let Some(conn) = transport.tcp.get_mut(&t.dst) {
-                // Rare (a supernode reached over TCP): its connection, as Transport does.
+                // Rare (a supernode reached over TCP): its framed connection instead.
                 if !conn.send(out.bytes(t)) {
                     warn!("TCP connection with {} broke", t.dst);
-                    transport.tcp.remove(&t.dst);
+                    transport.drop_tcp(t.dst);
                 }
                 i += 1;
                 continue;

@@ -1,6 +1,7 @@
 //! Shell code shared by `metalvpc-edge` and `metalvpc-supernode`: private keys on disk, the
 //! `genkey`/`pubkey` commands, config paths, the management socket (server and client),
-//! the UDP socket, signals and the wake-up pipe of the poll loop.
+//! the UDP socket, signals and the wake-up pipe of the poll loop. The loop itself, which both
+//! daemons run with their own handlers, is [`daemon`].
 
 use anyhow::{bail, Context, Result};
 use metalvpc_protocol::{PrivateKey, PublicKey};
@@ -14,14 +15,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub mod daemon;
 pub mod datapath;
 pub mod metrics;
+pub mod poll;
 pub mod report;
 pub mod source;
 pub mod systemd;
 pub mod tcp;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub use daemon::{Daemon, Io, Shell};
 pub use metrics::Metrics;
 pub use report::{Drops, Reloads};
 pub use tcp::{FramedTcp, Transport};
@@ -484,47 +488,6 @@ impl serde::Serialize for ReloadStats {
     }
 }
 
-/// Waits until one of `fds` is ready or `timeout` passes. Each entry is a descriptor and
-/// whether writability matters too; the answer is (readable or closed, writable) per entry.
-pub fn poll_fds(fds: &[(RawFd, bool)], timeout: Duration) -> Vec<(bool, bool)> {
-    let mut pfds: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|&(fd, write)| libc::pollfd {
-            fd,
-            events: libc::POLLIN | if write { libc::POLLOUT } else { 0 },
-            revents: 0,
-        })
-        .collect();
-    // ppoll, not poll: poll's whole milliseconds would turn a timer due in 0.9 ms into a
-    // busy loop of zero timeouts until it is due (seen under strace: ~15 wake-ups per timer).
-    let timeout = timeout.min(Duration::from_secs(60));
-    let ts = libc::timespec {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_nsec: timeout.subsec_nanos() as libc::c_long,
-    };
-    // SAFETY: pfds is a valid array of pollfd of the given length; ts outlives the call; a
-    // null signal mask leaves the mask alone (like poll).
-    let n = unsafe {
-        libc::ppoll(
-            pfds.as_mut_ptr(),
-            pfds.len() as libc::nfds_t,
-            &ts,
-            std::ptr::null(),
-        )
-    };
-    if n <= 0 {
-        return vec![(false, false); fds.len()];
-    }
-    pfds.iter()
-        .map(|p| {
-            (
-                p.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0,
-                p.revents & libc::POLLOUT != 0,
-            )
-        })
-        .collect()
-}
-
 // ------------------------------------------------------------------------------------------
 // UDP
 
@@ -911,30 +874,6 @@ pub fn human_bytes(b: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn poll_waits_for_sub_millisecond_timeouts() {
-        // With poll's whole milliseconds, 1.5 ms became 1 ms and 0.5 ms became 0: the loop
-        // woke early and spun on zero timeouts until its timer was due.
-        let mut fds = [0; 2];
-        // SAFETY: fds has room for the two descriptors pipe writes.
-        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-        for us in [500u64, 1500] {
-            let t = std::time::Instant::now();
-            let ready = super::poll_fds(&[(fds[0], false)], std::time::Duration::from_micros(us));
-            assert_eq!(ready, vec![(false, false)]);
-            assert!(
-                t.elapsed().as_micros() >= u128::from(us),
-                "{us} µs: {:?}",
-                t.elapsed()
-            );
-        }
-        // SAFETY: both descriptors are ours and closed once.
-        unsafe {
-            libc::close(fds[0]);
-            libc::close(fds[1]);
-        }
-    }
-
     use super::*;
 
     #[test]

@@ -124,58 +124,34 @@ impl FramedTcp {
 pub struct Transport {
     /// The UDP socket.
     pub udp: std::net::UdpSocket,
-    v6: bool,
     /// TCP connections by the address the core knows the other end by.
     pub tcp: std::collections::HashMap<SocketAddr, FramedTcp>,
-    errors: u64,
+    /// Connections that finished or broke since [`Transport::take_closed`] (the loop tells
+    /// the core, which decides what happens next).
+    closed: Vec<SocketAddr>,
 }
 
 impl Transport {
     /// Wraps the bound UDP socket.
     pub fn new(udp: std::net::UdpSocket) -> std::io::Result<Transport> {
-        let v6 = udp.local_addr()?.is_ipv6();
         Ok(Transport {
             udp,
-            v6,
             tcp: Default::default(),
-            errors: 0,
+            closed: Vec::new(),
         })
     }
 
-    /// Sends the core's datagrams and clears them from `out` (frames are the caller's).
-    pub fn send_all(&mut self, out: &metalvpc_protocol::Output) {
-        for t in &out.transmits {
-            let bytes = out.bytes(t);
-            if let Some(conn) = self.tcp.get_mut(&t.dst) {
-                if !conn.send(bytes) {
-                    tracing::warn!("TCP connection with {} broke", t.dst);
-                    self.tcp.remove(&t.dst);
-                }
-                continue;
-            }
-            if self
-                .udp
-                .send_to(bytes, crate::for_socket(self.v6, t.dst))
-                .is_err()
-            {
-                self.errors += 1;
-                if self.errors.is_power_of_two() {
-                    tracing::warn!(
-                        "UDP send to {} failed ({} failures so far)",
-                        t.dst,
-                        self.errors
-                    );
-                }
-            }
+    /// Drops the connection with `addr` because it finished or broke, and notes it for
+    /// [`Transport::take_closed`].
+    pub fn drop_tcp(&mut self, addr: SocketAddr) {
+        if self.tcp.remove(&addr).is_some() {
+            self.closed.push(addr);
         }
     }
 
-    /// The TCP connections to poll, in a fixed order, with their write interest.
-    pub fn tcp_poll_set(&self) -> Vec<(SocketAddr, (RawFd, bool))> {
-        self.tcp
-            .iter()
-            .map(|(a, c)| (*a, (c.fd(), c.wants_write())))
-            .collect()
+    /// The connections that finished or broke since the last call.
+    pub fn take_closed(&mut self) -> std::vec::Drain<'_, SocketAddr> {
+        self.closed.drain(..)
     }
 
     /// Reads every complete packet from connection `addr` into `f`, flushes what waits to be
@@ -187,7 +163,7 @@ impl Transport {
         let alive = (!readable || conn.read_frames(f)) && conn.flush();
         if !alive {
             tracing::info!("TCP connection with {addr} closed");
-            self.tcp.remove(&addr);
+            self.drop_tcp(addr);
         }
     }
 }

@@ -1,5 +1,7 @@
 //! The library half of `metalvpc-supernode`: the configuration loader, so that tests and the
-//! fuzz targets (`fuzz/`) can reach it. The daemon itself is `main.rs`.
+//! fuzz targets (`fuzz/`) can reach it. The binary is `main.rs` (the command line) and one
+//! module per command: `run.rs` (the daemon, over `metalvpc_common::daemon`), `check.rs`,
+//! `status.rs`, `enrolled.rs`, `admin.rs`.
 
 pub mod config;
 

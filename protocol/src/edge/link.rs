@@ -126,6 +126,11 @@ impl Edge {
     /// it is not tried again while the connection lasts, and the handshake is repeated at
     /// once over it.
     pub fn tcp_connected(&mut self, addr: SocketAddr, now: Instant) {
+        if !self.links.iter().any(|(_, l)| l.addr == addr && !l.retired) {
+            // Removed by a reload while the connect was under way.
+            self.commands.push(Command::CloseTcp(addr));
+            return;
+        }
         self.fallback.connected(addr);
         self.retry_supernode(addr, now);
     }

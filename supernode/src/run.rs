@@ -1,0 +1,260 @@
+//! `metalvpc-supernode run`: binds the sockets and builds the core, then hands them to the
+//! shared daemon loop ([`common::Shell`]) as the [`common::Daemon`] below: the TCP listener
+//! is the supernode's own descriptor; the core decides when an idle TCP connection closes.
+
+use metalvpc_supernode::{config, enrol};
+
+use anyhow::Result;
+use metalvpc_common::{self as common, MgmtRequest};
+use metalvpc_protocol::supernode::{Command, Event, Supernode, MAX_TCP};
+use metalvpc_protocol::Output;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::PathBuf;
+use std::time::Instant;
+use tracing::{error, info, warn};
+
+/// The running supernode: its core and TCP listener.
+struct SupernodeDaemon {
+    path: PathBuf,
+    listen: SocketAddr,
+    management: common::MgmtAddr,
+    state_dir: PathBuf,
+    core: Supernode,
+    tcp_listener: Option<std::net::TcpListener>,
+}
+
+pub(crate) fn run(path: PathBuf) -> Result<()> {
+    let cfg = config::load(&path)?;
+    common::init_logging(&cfg.log_level);
+    let sock = common::bind_udp(cfg.listen)?;
+    let tcp_listener = match std::net::TcpListener::bind(cfg.listen) {
+        Ok(l) => {
+            l.set_nonblocking(true)?;
+            Some(l)
+        }
+        Err(e) => {
+            warn!("no TCP fallback: cannot listen on tcp {}: {e}", cfg.listen);
+            None
+        }
+    };
+    let shell = common::Shell::new(sock, &cfg.management)?;
+    let communities: Vec<String> = cfg
+        .core
+        .communities
+        .iter()
+        .map(|c| format!("{} ({} nodes)", c.name, c.nodes.len()))
+        .collect();
+    // Sockets bound: the supernode needs no privilege from here on.
+    common::drop_capabilities(&[]);
+    let core = Supernode::new(cfg.core, Instant::now(), metalvpc_protocol::Rng::from_os());
+    info!(
+        "supernode {} listening on udp and tcp {}, management {}, communities: {}",
+        core.public_key(),
+        cfg.listen,
+        cfg.management,
+        communities.join(", ")
+    );
+    // GRO in, GSO out: a relayed bulk flow crosses the supernode in 64 KB batches.
+    info!("data path: {}", shell.io().udp.describe());
+    // Sockets are bound and the management socket is up: ready at the first tick.
+    shell.run(&mut SupernodeDaemon {
+        path,
+        listen: cfg.listen,
+        management: cfg.management,
+        state_dir: cfg.state_dir,
+        core,
+        tcp_listener,
+    })
+}
+
+impl common::Daemon for SupernodeDaemon {
+    type Core = Supernode;
+
+    fn core(&mut self) -> &mut Supernode {
+        &mut self.core
+    }
+
+    fn source_fd(&self) -> RawFd {
+        self.tcp_listener.as_ref().map_or(-1, |l| l.as_raw_fd())
+    }
+
+    /// New TCP fallback connections.
+    fn on_source(&mut self, io: &mut common::Io) {
+        accept_tcp(
+            self.tcp_listener.as_ref(),
+            &mut io.transport,
+            &mut self.core,
+        );
+    }
+
+    fn reload(&mut self, io: &mut common::Io) {
+        reload(
+            &mut io.reloads,
+            &self.path,
+            (self.listen, &self.management),
+            &mut self.core,
+            &mut io.out,
+        );
+    }
+
+    /// Logs what happened, and carries out what the core decided: edges behind a TCP
+    /// fallback register every few seconds, so a connection silent for two minutes is closed.
+    fn events(&mut self, io: &mut common::Io) {
+        log_events(&mut self.core, &self.state_dir);
+        for Command::CloseTcp(a) in self.core.drain_commands() {
+            if io.transport.tcp.remove(&a).is_some() {
+                info!("closing idle TCP connection from {a}");
+            }
+        }
+    }
+
+    fn answer(&self, req: MgmtRequest, io: &common::Io) {
+        let tcp_connections = io.transport.tcp.len();
+        crate::answer(req, &self.core, self.listen, tcp_connections, &io.reloads);
+    }
+
+    fn systemd_state(&self) -> (bool, String) {
+        systemd_state(&self.core, self.listen)
+    }
+
+    fn stopping(&self) {
+        info!("stopping");
+    }
+}
+
+fn log_events(core: &mut Supernode, state_dir: &std::path::Path) {
+    for ev in core.drain_events() {
+        match ev {
+            Event::Enrolled {
+                community,
+                key,
+                address,
+                name,
+            } => {
+                let file = enrol::path(state_dir, &community);
+                match enrol::record(&file, &key.to_base64(), &address.to_string(), &name) {
+                    Ok(()) => info!(
+                        "enrolled key {key} as '{name}' at {address} in community '{community}' (kept in {})",
+                        file.display()
+                    ),
+                    Err(e) => error!(
+                        "enrolled key {key} as '{name}' at {address} in community '{community}', but could not save it: {e:#}; it may get another address after a restart"
+                    ),
+                }
+            }
+            Event::Registered {
+                community,
+                member,
+                endpoint,
+            } => {
+                info!("registered member '{member}' of community '{community}' from {endpoint}")
+            }
+            Event::Refused(r) => warn!(
+                "{} (from {}, community '{}')",
+                r.reason, r.from, r.community
+            ),
+            Event::Expired { community, member } => {
+                info!("member '{member}' of community '{community}' stopped refreshing; registration expired")
+            }
+        }
+    }
+}
+
+/// Re-reads the config and applies its membership. A config with an error changes
+/// nothing: the running membership stays, and the error is logged and kept for `status`.
+fn reload(
+    stats: &mut common::ReloadStats,
+    path: &std::path::Path,
+    (listen, management): (std::net::SocketAddr, &common::MgmtAddr),
+    core: &mut Supernode,
+    out: &mut Output,
+) {
+    let Some(new) = stats.record(config::load(path)) else {
+        return;
+    };
+    if new.listen != listen {
+        warn!(
+            "reload: `listen` changed to {} but takes effect only at restart",
+            new.listen
+        );
+    }
+    if new.management.to_string() != management.to_string() {
+        warn!("reload: `management` changed but takes effect only at restart");
+    }
+    if new.core.private_key.public_key() != core.public_key() {
+        warn!("reload: `private_key_file` holds another key; it takes effect only at restart (edges must be given the new public key first)");
+    }
+    for c in new.core.communities.iter().filter(|c| c.signed.is_some()) {
+        let v = c.signed.as_ref().map_or(0, |s| s.version);
+        info!(
+            "reload: community '{}' carries signed membership version {v}",
+            c.name
+        );
+    }
+    let s = core.reload(new.core.communities, new.core.register_interval, out);
+    let list = |v: &[(String, String)]| {
+        v.iter()
+            .map(|(c, m)| format!("{m} ({c})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if s.is_empty() {
+        info!("reloaded {}: membership unchanged", path.display());
+        return;
+    }
+    info!(
+        "reloaded {}: added [{}], removed [{}], changed [{}], communities added [{}], removed [{}]",
+        path.display(),
+        list(&s.added),
+        list(&s.removed),
+        list(&s.changed),
+        s.communities_added.join(", "),
+        s.communities_removed.join(", ")
+    );
+    for (c, m) in &s.removed {
+        info!("member '{m}' removed from community '{c}': its sessions are closed and every member was told to close theirs");
+    }
+}
+
+/// What systemd is told (`Type=notify`): ready as soon as the loop runs, and the line
+/// `systemctl status` shows.
+fn systemd_state(core: &Supernode, listen: std::net::SocketAddr) -> (bool, String) {
+    let st = core.status(Instant::now());
+    let members: usize = st.communities.iter().map(|c| c.members.len()).sum();
+    let registered: usize = st
+        .communities
+        .iter()
+        .map(|c| c.members.iter().filter(|m| m.registered).count())
+        .sum();
+    (
+        true,
+        format!(
+            "listening on {listen}; {} communities; {registered} of {members} members registered; {} packets relayed",
+            st.communities.len(),
+            st.relay_packets
+        ),
+    )
+}
+
+fn accept_tcp(
+    listener: Option<&std::net::TcpListener>,
+    transport: &mut common::Transport,
+    core: &mut Supernode,
+) {
+    let Some(listener) = listener else { return };
+    while let Ok((stream, peer)) = listener.accept() {
+        if transport.tcp.len() >= MAX_TCP {
+            warn!("refusing TCP connection from {peer}: {MAX_TCP} connections already");
+            continue;
+        }
+        match common::FramedTcp::new(stream, peer) {
+            Ok(c) => {
+                info!("TCP fallback connection from {peer}");
+                core.tcp_opened(Instant::now(), c.peer);
+                transport.tcp.insert(c.peer, c);
+            }
+            Err(e) => warn!("TCP connection from {peer}: {e}"),
+        }
+    }
+}
