@@ -131,6 +131,15 @@ pub fn parse_public_key(file: &Path, key_path: &str, text: &str) -> Result<Publi
     })
 }
 
+/// A community name as both configs take it (the edge's `community`, the supernode's
+/// `name`): 1 to 64 ASCII letters, digits, '-', '_' or '.'.
+pub fn is_community_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+}
+
 /// `relay_policy`: "allow" (default) or "direct-only"; true when relays may be used.
 pub fn parse_relay_policy(path: &Path, key: &str, v: Option<&str>) -> Result<bool> {
     match v {

@@ -49,6 +49,20 @@ impl Drop for TempDir {
     }
 }
 
+/// Asserts that a config loader refused `config` (the text it was given, shown when it was
+/// accepted) with an error whose text, causes included (`{:#}`), contains every one of
+/// `needles`: the file, the key, `N problems`, ... Returns that text.
+pub fn assert_refused<T>(loaded: anyhow::Result<T>, config: &str, needles: &[&str]) -> String {
+    let err = match loaded {
+        Ok(_) => panic!("accepted: {config}"),
+        Err(e) => format!("{e:#}"),
+    };
+    for needle in needles {
+        assert!(err.contains(needle), "expected {needle:?} in: {err}");
+    }
+    err
+}
+
 /// Asserts that every `-h` and `--help` of `cmd` (the binary's command line) and of each of
 /// its subcommands, nested ones too, renders as `<crate>/testdata/help/` has it (`crate`: the
 /// crate's directory, `CARGO_MANIFEST_DIR`): `<name>.short.txt` (`-h`) and
