@@ -628,7 +628,7 @@ impl MgmtRequest {
         metrics: impl FnOnce(&R) -> String,
     ) {
         let reply = match self.path.as_str() {
-            "/status" | "/status.json" => match serde_json::to_string(&report()) {
+            "/status" | "/status.json" => match report::to_json(&report()) {
                 Ok(json) => (200, "application/json", json),
                 Err(e) => (500, "text/plain", format!("status: {e}\n")),
             },
