@@ -3,6 +3,11 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
+/// A public key whose 32 bytes are all `b` (reports and fixtures tell nodes apart by it).
+pub fn public_key(b: u8) -> metalvpc_protocol::PublicKey {
+    metalvpc_protocol::PublicKey([b; 32])
+}
+
 /// A fresh directory under the system's temp dir, removed with everything in it on drop.
 pub struct TempDir(PathBuf);
 

@@ -472,12 +472,11 @@ pub fn metrics(r: &EdgeReport) -> String {
         "Frames read from the TAP device that could not be segmented (dropped).",
         r.tap_bad_frames as f64,
     )
-    .drops(
-        "metalvpc_edge_drops_total",
+    .self_report(
+        "metalvpc_edge",
         "Packets and frames dropped, by reason.",
-        &r.this.drops,
-    )
-    .reloads("metalvpc_edge", &r.this.reloads);
+        &r.this,
+    );
     m.finish()
 }
 
@@ -486,15 +485,9 @@ mod tests {
     use super::*;
     use metalvpc_protocol::edge::{LinkStatus, MembershipStatus, PeerStatus};
     use metalvpc_protocol::io::Traffic;
-    use metalvpc_protocol::{DropReason, Mac, PublicKey};
+    use metalvpc_protocol::{DropReason, Mac};
 
-    fn key(b: u8) -> PublicKey {
-        PublicKey::from_base64(&base64_of(b)).unwrap()
-    }
-    fn base64_of(b: u8) -> String {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD.encode([b; 32])
-    }
+    use metalvpc_common::testing::public_key as key;
 
     /// A snapshot with every kind of value: two supernodes (one refused), a named direct
     /// peer and an unnamed relayed one, drops, signed membership.

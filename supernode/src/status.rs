@@ -293,12 +293,7 @@ pub fn metrics(r: &SupernodeReport) -> String {
         "Edges connected over the TCP fallback.",
         r.tcp_connections as f64,
     )
-    .drops(
-        "metalvpc_supernode_drops_total",
-        "Packets dropped, by reason.",
-        &r.this.drops,
-    )
-    .reloads("metalvpc_supernode", &r.this.reloads);
+    .self_report("metalvpc_supernode", "Packets dropped, by reason.", &r.this);
     m.finish()
 }
 
@@ -307,12 +302,9 @@ mod tests {
     use super::*;
     use metalvpc_protocol::io::Traffic;
     use metalvpc_protocol::supernode::{CommunityStatus, MemberStatus};
-    use metalvpc_protocol::{DropReason, Mac, PublicKey};
+    use metalvpc_protocol::{DropReason, Mac};
 
-    fn key(b: u8) -> PublicKey {
-        use base64::Engine as _;
-        PublicKey::from_base64(&base64::engine::general_purpose::STANDARD.encode([b; 32])).unwrap()
-    }
+    use metalvpc_common::testing::public_key as key;
 
     /// Two communities (one signed, one empty), a registered named member and an offline
     /// unnamed one, drops.
