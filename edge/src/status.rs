@@ -4,10 +4,10 @@
 //! The field names are a contract with scripts and the integration tests: add fields, never
 //! rename one. The JSON has its keys in name order, as it always had (it was a sorted map):
 //! [`common::report::to_json`] sorts them, the parts both daemons report
-//! ([`SelfReport`], [`NodeReport`]) flattened in among the others; fields are declared in
-//! name order too. Reading is lenient: a
-//! field the daemon does not send takes its default and one it sends that we do not know is
-//! ignored, so a `status` of another version still prints.
+//! ([`SelfReport`], [`NodeReport`]) flattened in among the others. Fields are declared in
+//! name order, but for the ones of a peer or member, grouped by what they say. Reading is
+//! lenient: a field the daemon does not send takes its default and one it sends that we do
+//! not know is ignored, so a `status` of another version still prints.
 
 use crate::config;
 use anyhow::Result;
@@ -78,27 +78,31 @@ pub struct SupernodeLinkReport {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PeerReport {
+    // Who it is.
+    /// `address`, `name`, `public_key`.
+    #[serde(flatten)]
+    pub node: NodeReport,
+    pub mac: String,
     pub allowed_cidrs: Vec<String>,
-    pub drops: Drops,
+    // Where it is reached, and when it was last heard from.
     pub endpoint: Option<String>,
     pub endpoints: Vec<String>,
     pub last_handshake_secs: Option<f64>,
     pub last_rx_secs: Option<f64>,
-    pub mac: String,
-    /// `address`, `name`, `public_key`.
-    #[serde(flatten)]
-    pub node: NodeReport,
+    // The path in use.
     /// "direct", "relay" or "none".
     pub path: String,
-    pub path_mtu: Option<u16>,
     pub path_reason: String,
+    pub path_mtu: Option<u16>,
     #[serde(rename = "rtt_ms")]
     pub rtt: Option<Rtt>,
+    pub session: bool,
+    // Traffic.
     pub rx_bytes: u64,
     pub rx_packets: u64,
-    pub session: bool,
     pub tx_bytes: u64,
     pub tx_packets: u64,
+    pub drops: Drops,
 }
 
 /// [`EdgeReport::neighbor_suppression`].

@@ -5,8 +5,9 @@
 //! The field names are a contract with scripts and the integration tests: add fields, never
 //! rename one. The JSON has its keys in name order, as it always had (it was a sorted map):
 //! [`common::report::to_json`] sorts them, the parts both daemons report
-//! ([`SelfReport`], [`NodeReport`]) flattened in among the others; fields are declared in
-//! name order too. Reading is lenient:
+//! ([`SelfReport`], [`NodeReport`]) flattened in among the others. Fields are declared in
+//! name order, but for the ones of a peer or member, grouped by what they say. Reading is
+//! lenient:
 //! missing fields take their defaults and unknown ones are ignored.
 
 use anyhow::Result;
@@ -67,17 +68,21 @@ pub struct CommunityReport {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MemberReport {
-    /// Observed endpoint.
-    pub endpoint: Option<String>,
-    pub id: u32,
-    pub last_seen_secs: Option<f64>,
-    pub local_endpoints: Vec<String>,
-    pub mac: Option<String>,
+    // Who it is.
     /// `address`, `name`, `public_key`.
     #[serde(flatten)]
     pub node: NodeReport,
+    pub mac: Option<String>,
+    pub id: u32,
+    // Where it is reached.
+    /// Observed endpoint.
+    pub endpoint: Option<String>,
+    pub local_endpoints: Vec<String>,
+    // Its registration.
     pub registered: bool,
     pub registered_secs: Option<f64>,
+    pub last_seen_secs: Option<f64>,
+    // Traffic.
     pub relay_rx_bytes: u64,
     pub relay_tx_bytes: u64,
     pub rx_packets: u64,
