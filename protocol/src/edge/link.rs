@@ -179,9 +179,9 @@ impl Edge {
             link.retired = true;
             link.registered = false;
             removed.push(link.addr);
-            if self.fallback.removed(link.addr) {
-                self.commands.push(Command::CloseTcp(link.addr));
-            }
+            // Whatever the state of its fallback (a connect may still be under way).
+            self.fallback.removed(link.addr);
+            self.commands.push(Command::CloseTcp(link.addr));
             for s in [link.session.take(), link.previous.take()] {
                 self.index.retire(s);
             }
