@@ -187,7 +187,7 @@ impl common::Daemon for EdgeDaemon {
                         "supernode {addr} reached over TCP (UDP got no answer); using TCP for it"
                     );
                     io.transport.tcp.insert(addr, conn);
-                    self.core.tcp_connected(addr, Instant::now());
+                    self.core.tcp_connected(Instant::now(), addr);
                 }
                 Err(e) => {
                     warn!("TCP fallback to supernode {addr} failed: {e}");

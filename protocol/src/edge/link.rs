@@ -125,7 +125,7 @@ impl Edge {
     /// The shell's TCP connection to supernode `addr` is up (after [`Command::ConnectTcp`]):
     /// it is not tried again while the connection lasts, and the handshake is repeated at
     /// once over it.
-    pub fn tcp_connected(&mut self, addr: SocketAddr, now: Instant) {
+    pub fn tcp_connected(&mut self, now: Instant, addr: SocketAddr) {
         if !self.links.iter().any(|(_, l)| l.addr == addr && !l.retired) {
             // Removed by a reload while the connect was under way.
             self.commands.push(Command::CloseTcp(addr));
