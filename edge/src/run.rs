@@ -183,7 +183,7 @@ impl common::Daemon for EdgeDaemon {
                         "supernode {addr} reached over TCP (UDP got no answer); using TCP for it"
                     );
                     io.transport.tcp.insert(addr, conn);
-                    self.core.tcp_connected(addr, Instant::now());
+                    self.core.tcp_connected(Instant::now(), addr);
                 }
                 Err(e) => {
                     warn!("TCP fallback to supernode {addr} failed: {e}");
@@ -197,43 +197,13 @@ impl common::Daemon for EdgeDaemon {
         if let Some(k) = reload(&mut io.reloads, &self.path, &self.cfg, &mut self.core) {
             self.info.keepalive = k;
         }
+        // A removed supernode's TCP connection closes now, before anything is sent to it.
+        self.carry_out(io);
     }
 
     fn events(&mut self, io: &mut common::Io) {
         log_events(&mut self.core);
-        let cfg = &self.cfg;
-        for cmd in self.core.drain_commands() {
-            match cmd {
-                Command::ConnectTcp(addr) => {
-                    // A connect can take seconds: on a helper thread, handed back through
-                    // the channel (and a wake-up).
-                    let (tx, wake) = (self.tcp_tx.clone(), io.wake_handle());
-                    std::thread::spawn(move || {
-                        let _ = tx.send((
-                            addr,
-                            TcpStream::connect_timeout(&addr, Duration::from_secs(5)),
-                        ));
-                        wake.wake();
-                    });
-                }
-                Command::CloseTcp(addr) => {
-                    io.transport.tcp.remove(&addr);
-                }
-                Command::PersistMembership(bytes) => {
-                    if let Some(path) = cfg.membership_cache.as_deref() {
-                        write_membership_cache(path, &bytes);
-                    }
-                }
-                Command::ApplyAddress { address, prefix } => {
-                    match self.tap.configure(cfg.mac, cfg.mtu, address, prefix) {
-                        Ok(()) => self.info.address = format!("{address}/{prefix}"),
-                        Err(e) => tracing::error!(
-                            "configuring the assigned address {address}/{prefix}: {e:#}"
-                        ),
-                    }
-                }
-            }
-        }
+        self.carry_out(io);
     }
 
     fn answer(&self, req: MgmtRequest, io: &common::Io) {
@@ -253,6 +223,47 @@ impl common::Daemon for EdgeDaemon {
 
     fn stopping(&self) {
         info!("stopping; {} goes away with the process", self.tap.name);
+    }
+}
+
+impl EdgeDaemon {
+    /// Carries out what the core decided.
+    fn carry_out(&mut self, io: &mut common::Io) {
+        let cfg = &self.cfg;
+        for cmd in self.core.drain_commands() {
+            match cmd {
+                Command::ConnectTcp(addr) => {
+                    // A connect can take seconds: on a helper thread, handed back through
+                    // the channel (and a wake-up).
+                    let (tx, wake) = (self.tcp_tx.clone(), io.wake_handle());
+                    std::thread::spawn(move || {
+                        let _ = tx.send((
+                            addr,
+                            TcpStream::connect_timeout(&addr, Duration::from_secs(5)),
+                        ));
+                        wake.wake();
+                    });
+                }
+                Command::CloseTcp(addr) => {
+                    if io.transport.tcp.remove(&addr).is_some() {
+                        info!("supernode {addr} is no longer configured: its TCP connection is closed");
+                    }
+                }
+                Command::PersistMembership(bytes) => {
+                    if let Some(path) = cfg.membership_cache.as_deref() {
+                        write_membership_cache(path, &bytes);
+                    }
+                }
+                Command::ApplyAddress { address, prefix } => {
+                    match self.tap.configure(cfg.mac, cfg.mtu, address, prefix) {
+                        Ok(()) => self.info.address = format!("{address}/{prefix}"),
+                        Err(e) => tracing::error!(
+                            "configuring the assigned address {address}/{prefix}: {e:#}"
+                        ),
+                    }
+                }
+            }
+        }
     }
 }
 

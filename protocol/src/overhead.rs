@@ -102,7 +102,13 @@ pub const fn largest_tap_mtu(underlay_mtu: usize, underlay: Underlay, path: Path
 /// largest outer IP packet that gets through) carries; None when not even the headers fit.
 /// The edge core's limit for frames on a probed direct path.
 pub const fn direct_frame_limit(path_mtu: usize, underlay: Underlay) -> Option<usize> {
-    path_mtu.checked_sub(outer_header(underlay) + wire::DATA_OVERHEAD)
+    path_mtu.checked_sub(direct_header(underlay))
+}
+
+/// What a direct data packet adds in front of and behind its frame on the underlay: the
+/// outer IP and UDP headers, our data header and the AEAD tag.
+pub const fn direct_header(underlay: Underlay) -> usize {
+    outer_header(underlay) + wire::DATA_OVERHEAD
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! fixed seed, so a scenario run twice sends the same bytes).
 //!
 //! Everything random in the cores comes from here: session indices, the edge's instance id,
-//! cookie secrets and nonces, and the Noise ephemeral keys (through [`Rng::noise_resolver`]).
+//! cookie secrets and nonces, and the Noise ephemeral keys (through a snow resolver, `Rng::noise_resolver`).
 //! Nothing in `protocol/` reads OS entropy.
 //!
 //! Why ChaCha20 and not a small PRNG: ephemeral keys and cookie secrets need a generator whose

@@ -1759,7 +1759,7 @@ fn a_silent_supernode_is_tried_over_tcp_every_10_s_until_connected() {
     }
     // Connected: the supernode is reached (the sim stands in for the TCP path by letting
     // its datagrams through), and no further attempt is made while the connection lasts.
-    net.edges[0].edge.tcp_connected(sn, net.now);
+    net.edges[0].edge.tcp_connected(net.now, sn);
     net.sn_down = false;
     net.run(Duration::from_secs(30));
     assert!(net.edges[0].edge.is_registered());

@@ -125,7 +125,7 @@ impl Edge {
     /// The shell's TCP connection to supernode `addr` is up (after [`Command::ConnectTcp`]):
     /// it is not tried again while the connection lasts, and the handshake is repeated at
     /// once over it.
-    pub fn tcp_connected(&mut self, addr: SocketAddr, now: Instant) {
+    pub fn tcp_connected(&mut self, now: Instant, addr: SocketAddr) {
         if !self.links.iter().any(|(_, l)| l.addr == addr && !l.retired) {
             // Removed by a reload while the connect was under way.
             self.commands.push(Command::CloseTcp(addr));
@@ -179,9 +179,9 @@ impl Edge {
             link.retired = true;
             link.registered = false;
             removed.push(link.addr);
-            if self.fallback.removed(link.addr) {
-                self.commands.push(Command::CloseTcp(link.addr));
-            }
+            // Whatever the state of its fallback (a connect may still be under way).
+            self.fallback.removed(link.addr);
+            self.commands.push(Command::CloseTcp(link.addr));
             for s in [link.session.take(), link.previous.take()] {
                 self.index.retire(s);
             }

@@ -5,25 +5,32 @@
 //!
 //! An [`Edge`] does no I/O: it never opens a socket, reads a clock or sleeps. One thread owns
 //! it (it is `Send`, not shared; wrap it in whatever the shell uses, and feed it from one
-//! loop). The shell drives it with four kinds of input and takes two kinds of output:
+//! loop). The shell drives it with five kinds of input and takes three kinds of output:
 //!
-//! - [`Edge::handle_udp`]: a datagram that arrived on the underlay socket, decrypted in place;
+//! - [`Edge::handle_udp`]: a datagram that arrived on the underlay socket (or a packet over a
+//!   TCP fallback connection, with the supernode's address as the source), decrypted in place;
 //! - [`Edge::handle_frame`]: an Ethernet frame read from the TAP device;
 //! - [`Edge::handle_timeout`]: run the timers. Call it when the instant returned by
 //!   [`Edge::poll_timeout`] has come (earlier calls do nothing). Check `poll_timeout` again
-//!   after every call that may have changed it: any `handle_*` call, and [`Edge::reload`]
-//!   or [`Edge::retry_supernode`];
+//!   after every call that may have changed it: any `handle_*` call, [`Edge::reload`],
+//!   [`Edge::tcp_connected`] or [`Edge::retry_supernode`];
+//! - what became of a command: [`Edge::tcp_connected`] (a [`Command::ConnectTcp`] succeeded)
+//!   and [`Edge::tcp_closed`] (it failed, or the connection finished or broke);
 //! - configuration changes: [`Edge::reload`] (supernodes and keepalive after SIGHUP),
-//!   [`Edge::set_local_endpoints`], [`Edge::retry_supernode`] (the TCP fallback connected),
-//!   [`Edge::set_join_secret`].
+//!   [`Edge::set_local_endpoints`], [`Edge::set_join_secret`].
 //!
 //! Every `handle_*` call appends to an [`Output`] the caller passes in: datagrams to send
 //! (`Output::transmits`, in order) and frames to write to the TAP device (`Output::frames`).
 //! The caller sends and writes them, then clears the `Output` before reusing it; one `Output`
 //! may collect the results of several calls (a batch of datagrams) before it is flushed.
-//! Events for the log and for the shell to act on (a supernode assigned our address, a
-//! newer signed membership to persist) queue up until [`Edge::drain_events`]; drain them
-//! after each batch, or the queue grows. [`Edge::status`] is a snapshot at any time.
+//! What the shell must carry out besides (connect or close a TCP fallback, keep the signed
+//! membership, configure an assigned address) queues up as [`Command`]s until
+//! [`Edge::drain_commands`]; events for the log until [`Edge::drain_events`]. Drain both
+//! after each batch, or the queues grow. [`Edge::status`] is a snapshot at any time.
+//!
+//! Randomness (session indices, the instance id, cookie secrets, handshake ephemerals) comes
+//! only from the [`Rng`] given to [`Edge::new`]: the shell seeds it from the OS, a test with
+//! a constant, and then a run is reproducible.
 //!
 //! Time only moves forward: every `now` passed in is the same as or later than the one
 //! before (a monotonic clock, `Instant::now()` in the shell, a fake clock in tests). The wall
@@ -225,7 +232,8 @@ pub enum Event {
         /// Which.
         supernode: SocketAddr,
     },
-    /// A supernode assigned our overlay address (enrolment): configure it.
+    /// A supernode assigned our overlay address (enrolment); [`Command::ApplyAddress`]
+    /// follows for an IPv4 address.
     AddressAssigned {
         /// The address.
         address: IpAddr,
@@ -254,8 +262,8 @@ pub enum Event {
         /// Seconds since its last packet.
         silent_secs: u64,
     },
-    /// A newer valid signed membership was accepted (the shell may persist
-    /// [`Edge::signed_membership`]); peers no longer on it were torn down (`PeerRemoved`).
+    /// A newer valid signed membership was accepted ([`Command::PersistMembership`] follows
+    /// when a supernode sent it); peers no longer on it were torn down (`PeerRemoved`).
     MembershipAccepted {
         /// Its version.
         version: u64,

@@ -9,8 +9,8 @@ use super::table::PeerId;
 use super::{Edge, Event, PMTU_INTERVAL};
 use crate::eth;
 use crate::io::Output;
+use crate::overhead::{self, Underlay};
 use crate::pmtu;
-use crate::wire;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -19,13 +19,10 @@ const PMTU_ROUND: Duration = Duration::from_secs(2);
 /// A round that got no acknowledgement at all is repeated after this long.
 const PMTU_RETRY: Duration = Duration::from_secs(30);
 
-/// Bytes of IP and UDP header in front of a datagram to `ep`.
-pub(super) fn outer_header(ep: SocketAddr) -> usize {
-    if ep.is_ipv4() {
-        28
-    } else {
-        48
-    }
+/// Bytes a direct data packet to `ep` adds to its frame (outer IP and UDP headers, our data
+/// header and tag): [`overhead::direct_header`].
+fn direct_header(ep: SocketAddr) -> usize {
+    overhead::direct_header(Underlay::of(&ep))
 }
 
 /// The path MTU state of one peer's direct path.
@@ -85,7 +82,7 @@ impl PathMtu {
     /// The largest frame (Ethernet header included) the direct path to `ep` carries, once
     /// probed.
     pub(super) fn frame_limit(&self, ep: SocketAddr) -> Option<usize> {
-        usize::from(self.pmtu?).checked_sub(outer_header(ep) + wire::DATA_OVERHEAD)
+        overhead::direct_frame_limit(usize::from(self.pmtu?), Underlay::of(&ep))
     }
 }
 
@@ -133,7 +130,7 @@ impl Edge {
         ep: SocketAddr,
         out: &mut Output,
     ) {
-        let hdr = outer_header(ep) + wire::DATA_OVERHEAD;
+        let hdr = direct_header(ep);
         let largest = self.cfg.mtu as usize + eth::ETH_HEADER_LEN + hdr;
         let mut sizes: Vec<u16> = std::iter::once(largest.min(usize::from(u16::MAX)) as u16)
             .chain(pmtu::CANDIDATES)
@@ -168,7 +165,7 @@ impl Edge {
         let Some(best) = peer.mtu.finish(now) else {
             return;
         };
-        let hdr = peer.direct.map_or(28, outer_header) + wire::DATA_OVERHEAD;
+        let hdr = overhead::direct_header(peer.direct.map_or(Underlay::V4, |ep| Underlay::of(&ep)));
         let inner = usize::from(best).saturating_sub(hdr + eth::ETH_HEADER_LEN) as u16;
         self.events.push(Event::PathMtu {
             peer: peer.label(),
@@ -181,6 +178,7 @@ impl Edge {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire;
 
     #[test]
     fn a_round_keeps_the_largest_acknowledged_size_and_an_empty_one_retries_soon() {

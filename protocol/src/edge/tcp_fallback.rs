@@ -13,7 +13,8 @@
 //!   that failed is not repeated sooner), and never while a connection to it is up;
 //! - a connection that closes makes the supernode eligible again (after the retry interval
 //!   since the last try);
-//! - a supernode removed by a reload loses its connection (the shell closes it).
+//! - a supernode removed by a reload loses its connection (the shell closes it, whatever
+//!   state the connection is in).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -93,9 +94,11 @@ impl TcpFallback {
         }
     }
 
-    /// `addr` is no longer one of our supernodes. True if it had a connection (to close).
-    pub(super) fn removed(&mut self, addr: SocketAddr) -> bool {
-        self.tried.remove(&addr).is_some_and(|a| a.connected)
+    /// `addr` is no longer one of our supernodes: its connection (if any) is to be closed.
+    /// When it was last tried is kept, so that one removed and added again by two reloads is
+    /// not tried sooner than [`RETRY_INTERVAL`] after its last attempt.
+    pub(super) fn removed(&mut self, addr: SocketAddr) {
+        self.closed(addr);
     }
 
     /// True while the shell reaches `addr` over TCP.
@@ -142,10 +145,15 @@ mod tests {
             f.poll(later + Duration::from_secs(1), &[sn(1)]),
             vec![sn(1)]
         );
-        // Removed by a reload: its connection is to be closed, and it is forgotten.
+        // Removed by a reload: no longer on TCP, and its last attempt still counts.
         f.connected(sn(1));
-        assert!(f.removed(sn(1)));
-        assert!(!f.removed(sn(2)));
+        f.removed(sn(1));
         assert!(!f.uses_tcp(sn(1)));
+        let t = later + Duration::from_secs(2);
+        assert!(
+            f.poll(t, &[sn(1)]).is_empty(),
+            "tried within 10 s of the last attempt"
+        );
+        assert_eq!(f.poll(t + Duration::from_secs(10), &[sn(1)]), vec![sn(1)]);
     }
 }

@@ -156,7 +156,7 @@ impl Supernode {
             reason: reason.clone(),
         }));
         // No amplification: the refusal is never larger than the initiation it answers (the
-        // message is cut to fit; edges pad their initiation to REGISTER_INIT_MIN so that a
+        // message is cut to fit; edges pad their initiation to REGISTER_INIT_PAYLOAD_MIN so that a
         // whole explanation fits).
         let room = (wire::INIT_HEADER_LEN + noise.len())
             .saturating_sub(wire::RESP_HEADER_LEN + RESP_NOISE_OVERHEAD + NAK_OVERHEAD);
