@@ -14,7 +14,7 @@
 //! ```text
 //! let shell = Shell::new(udp_socket, &cfg.management)?;   // waker, management, transport
 //! let mut daemon = MyDaemon { core, .. };                   // impl Daemon
-//! shell.run(&mut daemon)                                    // until SIGINT/SIGTERM
+//! shell.run(Some(own_fd), &mut daemon)                      // until SIGINT/SIGTERM
 //! ```
 //!
 //! A trait rather than closures registered per descriptor (boringtun's `device/` registers
@@ -27,9 +27,10 @@
 //! per wake.
 //!
 //! # One wake, in order
-//! Poll slots are the same for both daemons: 0 the waker, 1 UDP, 2 the daemon's descriptor
-//! ([`Daemon::source_fd`]; negative when it has none), 3.. one per TCP connection (with write
-//! interest while it has bytes queued). After the poll:
+//! Poll slots are the same for both daemons: 0 the waker, 1 UDP, 2 the daemon's own
+//! descriptor (given to [`Shell::run`] once: it stays the same for the whole run; without
+//! one the slot is empty), 3.. one per TCP connection (with write interest while it has
+//! bytes queued). After the poll:
 //! 1. the waker's pipe is drained; a SIGHUP since the last wake runs [`Daemon::reload`]
 //!    between systemd's `RELOADING=1` and `READY=1`;
 //! 2. UDP: up to 8 batches of 64 datagrams (GRO hands over many per call) into
@@ -121,9 +122,7 @@ pub trait Daemon {
     type Core: Core;
     /// The core, for the loop's UDP, TCP and timer work.
     fn core(&mut self) -> &mut Self::Core;
-    /// The daemon's own descriptor, polled for reading in slot 2 (negative: none).
-    fn source_fd(&self) -> RawFd;
-    /// The daemon's descriptor is readable.
+    /// The daemon's descriptor (given to [`Shell::run`]) is readable.
     fn on_source(&mut self, io: &mut Io);
     /// Writes what the core produced: by default the datagrams ([`Io::send`]); the edge
     /// writes its TAP frames first.
@@ -211,8 +210,10 @@ impl Shell {
         &self.io
     }
 
-    /// Runs the loop until SIGINT or SIGTERM, then shuts down cleanly.
-    pub fn run<D: Daemon>(mut self, d: &mut D) -> Result<()> {
+    /// Runs the loop until SIGINT or SIGTERM, then shuts down cleanly. `source` is the
+    /// daemon's own descriptor (the edge's TAP device, the supernode's TCP listener), polled
+    /// for reading in slot 2 for the whole run; it must stay open until `run` returns.
+    pub fn run<D: Daemon>(mut self, source: Option<RawFd>, d: &mut D) -> Result<()> {
         let mut sd = crate::systemd::Service::from_env();
         let io = &mut self.io;
         while !self.waker.stopping() {
@@ -224,7 +225,7 @@ impl Shell {
             self.poll.clear();
             self.poll.push(self.waker.fd(), false);
             self.poll.push(io.transport.udp.as_raw_fd(), false);
-            self.poll.push(d.source_fd(), false);
+            self.poll.push(source.unwrap_or(-1), false);
             self.tcp.clear();
             for (addr, conn) in &io.transport.tcp {
                 self.tcp.push(*addr);
@@ -337,9 +338,6 @@ mod tests {
         fn core(&mut self) -> &mut Echo {
             &mut self.core
         }
-        fn source_fd(&self) -> RawFd {
-            -1
-        }
         fn on_source(&mut self, _: &mut Io) {
             unreachable!("no descriptor of its own");
         }
@@ -390,7 +388,7 @@ mod tests {
             body
         });
         let mut d = EchoDaemon::default();
-        shell.run(&mut d).unwrap();
+        shell.run(None, &mut d).unwrap();
         let body = client.join().unwrap();
         assert!(body.contains("\"handled\":1"), "{body}");
         assert_eq!(d.core.handled, 1);

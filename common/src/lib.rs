@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub mod cli;
 pub mod daemon;
 pub mod datapath;
 pub mod metrics;
@@ -128,6 +129,15 @@ pub fn parse_public_key(file: &Path, key_path: &str, text: &str) -> Result<Publi
             file.display()
         )
     })
+}
+
+/// A community name as both configs take it (the edge's `community`, the supernode's
+/// `name`): 1 to 64 ASCII letters, digits, '-', '_' or '.'.
+pub fn is_community_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
 }
 
 /// `relay_policy`: "allow" (default) or "direct-only"; true when relays may be used.
@@ -618,7 +628,7 @@ impl MgmtRequest {
         metrics: impl FnOnce(&R) -> String,
     ) {
         let reply = match self.path.as_str() {
-            "/status" | "/status.json" => match serde_json::to_string(&report()) {
+            "/status" | "/status.json" => match report::to_json(&report()) {
                 Ok(json) => (200, "application/json", json),
                 Err(e) => (500, "text/plain", format!("status: {e}\n")),
             },

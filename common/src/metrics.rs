@@ -1,6 +1,6 @@
 //! Prometheus text exposition (format 0.0.4), written by hand: a few families, no registry.
 
-use crate::report::{Drops, Reloads};
+use crate::report::{Drops, Reloads, SelfReport};
 use std::fmt::Write;
 
 /// Builds one `/metrics` page. Families are declared once; samples follow their family.
@@ -61,6 +61,13 @@ impl Metrics {
         self.family(&name, "counter", "Reloads on SIGHUP by result.");
         self.sample(&name, &[("result", "ok")], reloads.ok as f64)
             .sample(&name, &[("result", "failed")], reloads.failed as f64)
+    }
+
+    /// The families of what every daemon reports about itself: `<prefix>_drops_total` by
+    /// reason (`drops_help` says what it counts) and `<prefix>_reloads_total` by result.
+    pub fn self_report(&mut self, prefix: &str, drops_help: &str, r: &SelfReport) -> &mut Self {
+        self.drops(&format!("{prefix}_drops_total"), drops_help, &r.drops)
+            .reloads(prefix, &r.reloads)
     }
 
     /// The page.

@@ -1,6 +1,8 @@
-//! The pieces of `status --json` both daemons share: drop counters by reason and the outcome
-//! of reloads. Each daemon's report type (`EdgeReport`, `SupernodeReport`) holds them; the
-//! JSON, the `status` table and `/metrics` are all rendered from those types.
+//! The pieces of `status --json` both daemons share: what a daemon says about itself
+//! ([`SelfReport`]: its key, cookie replies, drop counters by reason, the outcome of reloads)
+//! and how it shows another node ([`NodeReport`]). Each daemon's report type (`EdgeReport`,
+//! `SupernodeReport`) flattens them in; the JSON ([`to_json`]), the `status` table and
+//! `/metrics` are all rendered from those types.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -53,13 +55,75 @@ pub struct Reloads {
     pub ok: u64,
 }
 
-/// How tables and metric labels name a peer or member: its name, or its key when it has none.
-pub fn name_or_key<'a>(name: &'a str, public_key: &'a str) -> &'a str {
-    if name.is_empty() {
-        public_key
-    } else {
-        name
+/// What a daemon reports about itself, in both reports (flattened into them).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SelfReport {
+    pub cookie_replies: u64,
+    /// Drops by reason (the edge's: those not attributable to one peer, plus the sum of the
+    /// peers').
+    pub drops: Drops,
+    pub public_key: String,
+    pub reloads: Reloads,
+}
+
+impl SelfReport {
+    /// From the core's snapshot (`public_key`, `cookie_replies`, `drops`) and the shell's
+    /// reload counts.
+    pub fn new(
+        public_key: &metalvpc_protocol::PublicKey,
+        cookie_replies: u64,
+        drops: &metalvpc_protocol::DropCounters,
+        reloads: &crate::ReloadStats,
+    ) -> SelfReport {
+        SelfReport {
+            cookie_replies,
+            drops: Drops::from(drops),
+            public_key: public_key.to_base64(),
+            reloads: reloads.report(),
+        }
     }
+}
+
+/// Another node as both reports show it (an edge's peer, a supernode's member; flattened
+/// into those).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeReport {
+    /// Its overlay address.
+    pub address: String,
+    pub name: String,
+    pub public_key: String,
+}
+
+impl NodeReport {
+    pub fn new(
+        address: impl std::fmt::Display,
+        name: &str,
+        public_key: &metalvpc_protocol::PublicKey,
+    ) -> NodeReport {
+        NodeReport {
+            address: address.to_string(),
+            name: name.to_string(),
+            public_key: public_key.to_base64(),
+        }
+    }
+
+    /// How tables and metric labels name it: its name, or its key when it has none.
+    pub fn label(&self) -> &str {
+        if self.name.is_empty() {
+            &self.public_key
+        } else {
+            &self.name
+        }
+    }
+}
+
+/// `status --json` (and `GET /status`): the report with the keys of every object in name
+/// order, the order the JSON has always had, wherever a field is declared or flattened from
+/// (serde_json's map is sorted: the workspace does not turn on `preserve_order`).
+pub fn to_json<R: Serialize>(report: &R) -> serde_json::Result<String> {
+    serde_json::to_value(report).and_then(|v| serde_json::to_string(&v))
 }
 
 #[cfg(test)]

@@ -18,6 +18,9 @@ pub trait Source {
     /// A secret file (`join_secret_file`): its first 4 KiB and its permission bits (0 when
     /// they cannot be read), for the loader to refuse one that group or others may read.
     fn secret(&self, path: &Path) -> std::io::Result<(Vec<u8>, u32)>;
+    /// At most `limit` bytes of a data file a config names or implies (the supernode's
+    /// enrolment store, a `signed_membership` list), as [`crate::read_bounded`] reads them.
+    fn read_bounded(&self, path: &Path, limit: u64) -> std::io::Result<Vec<u8>>;
 }
 
 /// The filesystem.
@@ -44,5 +47,8 @@ impl Source for Disk {
             .map(|m| m.permissions().mode())
             .unwrap_or(0);
         Ok((bytes, mode))
+    }
+    fn read_bounded(&self, path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+        crate::read_bounded(path, limit)
     }
 }

@@ -472,7 +472,7 @@ pub fn cmd(path: &Path, a: Args) -> Result<()> {
         .map(|r| {
             r.peers
                 .into_iter()
-                .map(|p| (p.name, p.address))
+                .map(|p| (p.node.name, p.node.address))
                 .collect::<Vec<_>>()
         });
     let cpe = a

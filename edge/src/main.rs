@@ -20,7 +20,7 @@ use check::check;
 use mtu::auto_mtu;
 use status::{answer, status, Info};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use metalvpc_common as common;
 use std::path::PathBuf;
 
@@ -40,17 +40,13 @@ use std::path::PathBuf;
 ///   systemctl enable --now metalvpc-edge@prod     # or: metalvpc-edge run --config ...
 ///   metalvpc-edge status --config /etc/metalvpc/prod.toml
 #[derive(Parser)]
-#[command(
-    name = "metalvpc-edge",
-    version,
-    verbatim_doc_comment,
-    after_long_help = EDGE_MORE_HELP
-)]
+#[command(name = "metalvpc-edge", version, verbatim_doc_comment)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
 }
 
+/// The end of `--help` (and the man page), before what both binaries say there.
 const EDGE_MORE_HELP: &str = "\
 Files:
   /etc/metalvpc/<community>.toml   the config of one community
@@ -61,70 +57,13 @@ Files:
 
 Signals:
   SIGHUP           re-read the supernode list and keepalive (systemctl reload)
-  SIGINT, SIGTERM  stop; the TAP device goes away with the process
-
-Exit status: 0 on success; 1 on any error, with a message that names the file, the key and
-the fix. Logs go to stderr (the journal under systemd); RUST_LOG=debug shows more.
-
-Documentation: /usr/share/doc/metalvpc/ (install.md, configuration.md, nat-traversal.md).
-See also: metalvpc-supernode(1).";
+  SIGINT, SIGTERM  stop; the TAP device goes away with the process";
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Print a new private key (base64). Store it with mode 600.
-    ///
-    /// Example: (umask 077; metalvpc-edge genkey > /etc/metalvpc/prod.key)
-    #[command(verbatim_doc_comment)]
-    Genkey,
-    /// Read a private key on stdin and print its public key.
-    ///
-    /// Give the public key to the supernode's operator: it goes into a [[community.node]]
-    /// table of the community file, next to this server's overlay address.
-    /// Example: metalvpc-edge pubkey < /etc/metalvpc/prod.key
-    #[command(verbatim_doc_comment)]
-    Pubkey,
-    /// Run the edge (needs root or CAP_NET_ADMIN to create the TAP device).
-    ///
-    /// Creates the TAP device, registers with the supernodes and stays in the foreground,
-    /// logging to stderr. Under systemd (metalvpc-edge@<community>.service) it reports ready
-    /// once the TAP device is up and a supernode accepted it, and pings the watchdog.
-    /// SIGHUP re-reads the supernode list and keepalive; SIGTERM stops it.
-    #[command(verbatim_doc_comment)]
-    Run {
-        /// The community's TOML file (community, private_key_file, [[supernode]], [interface]).
-        #[arg(long, short)]
-        config: PathBuf,
-    },
-    /// Check a config file without starting; exits non-zero on any problem.
-    ///
-    /// Reads the file and the key it names exactly as `run` would (key file permissions,
-    /// addresses, MTU, supernode keys) and prints a one-line summary, or every problem found.
-    #[command(verbatim_doc_comment)]
-    Check {
-        /// The community's TOML file.
-        #[arg(long, short)]
-        config: PathBuf,
-    },
-    /// Show the running edge's supernodes and peers (path, endpoint, traffic, drops).
-    ///
-    /// Asks the daemon started with this config over its management socket. A table by
-    /// default; --json prints the same data for scripts.
-    #[command(verbatim_doc_comment)]
-    Status {
-        /// The config the daemon runs with (to find its management socket).
-        #[arg(long, short)]
-        config: PathBuf,
-        /// Print JSON for scripts instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Write the man pages (metalvpc-edge.1, metalvpc-edge-run.1, ...) into a directory.
-    #[command(hide = true)]
-    Man {
-        /// Where to write them.
-        #[arg(long)]
-        dir: PathBuf,
-    },
+    /// genkey, pubkey, run, check, status, man (their help: help.txt).
+    #[command(flatten)]
+    Shared(common::cli::Shared),
     /// Print this node's Kubernetes settings for the overlay: kubelet --node-ip, kubeadm
     /// snippets, kube-proxy, Calico/Flannel/Cilium (MTU arithmetic shown), public ports to close.
     #[command(alias = "k8s")]
@@ -151,16 +90,18 @@ enum Cmd {
     },
 }
 
+/// The command line: the clap definition with the help of the shared commands (help.txt).
+fn command() -> clap::Command {
+    common::cli::with_help(Cli::command(), include_str!("help.txt")).after_long_help(
+        common::cli::more_help(EDGE_MORE_HELP, "metalvpc-supernode(1)"),
+    )
+}
+
 fn main() {
-    let cli = Cli::parse();
-    let daemon = matches!(cli.cmd, Cmd::Run { .. });
+    let cli: Cli = common::cli::parse(command());
+    let daemon = matches!(&cli.cmd, Cmd::Shared(c) if c.is_daemon());
     common::daemon::main("metalvpc-edge", daemon, || match cli.cmd {
-        Cmd::Genkey => common::cmd_genkey(),
-        Cmd::Pubkey => common::cmd_pubkey(),
-        Cmd::Run { config } => run::run(config),
-        Cmd::Check { config } => check(config),
-        Cmd::Status { config, json } => status(config, json),
-        Cmd::Man { dir } => common::write_man_pages(<Cli as clap::CommandFactory>::command(), &dir),
+        Cmd::Shared(c) => c.execute(command, run::run, check, status),
         Cmd::Kubernetes {
             config,
             json,
@@ -179,4 +120,15 @@ fn main() {
             },
         ),
     });
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn edge_help_stays_as_testdata_has_it() {
+        metalvpc_common::testing::assert_help_unchanged(
+            super::command(),
+            env!("CARGO_MANIFEST_DIR"),
+        );
+    }
 }

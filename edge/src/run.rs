@@ -9,7 +9,6 @@ use anyhow::Result;
 use metalvpc_common::{self as common, MgmtRequest};
 use metalvpc_protocol::edge::{Command, Edge, EdgeConfig, Event};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -125,7 +124,7 @@ pub(crate) fn run(path: PathBuf) -> Result<()> {
         shell.io().udp.describe()
     );
     let (tcp_tx, tcp_rx) = mpsc::channel::<Connected>();
-    shell.run(&mut EdgeDaemon {
+    let mut daemon = EdgeDaemon {
         path,
         cfg,
         core,
@@ -134,7 +133,8 @@ pub(crate) fn run(path: PathBuf) -> Result<()> {
         info,
         tcp_tx,
         tcp_rx,
-    })
+    };
+    shell.run(Some(daemon.tap.fd()), &mut daemon)
 }
 
 impl common::Daemon for EdgeDaemon {
@@ -142,10 +142,6 @@ impl common::Daemon for EdgeDaemon {
 
     fn core(&mut self) -> &mut Edge {
         &mut self.core
-    }
-
-    fn source_fd(&self) -> RawFd {
-        self.tap.fd()
     }
 
     /// Frames from the TAP device.

@@ -2,14 +2,17 @@
 //! `status` table and the Prometheus page (`GET /metrics`) are rendered from the same type.
 //!
 //! The field names are a contract with scripts and the integration tests: add fields, never
-//! rename one. Fields are declared in name order because that is the order the JSON has
-//! always had (it was a sorted map), so the bytes stay the same too. Reading is lenient: a
-//! field the daemon does not send takes its default and one it sends that we do not know is
-//! ignored, so a `status` of another version still prints.
+//! rename one. The JSON has its keys in name order, as it always had (it was a sorted map):
+//! [`common::report::to_json`] sorts them, the parts both daemons report
+//! ([`SelfReport`], [`NodeReport`]) flattened in among the others. Fields are declared in
+//! name order, but for the ones of a peer or member, grouped by what they say. Reading is
+//! lenient: a field the daemon does not send takes its default and one it sends that we do
+//! not know is ignored, so a `status` of another version still prints.
 
 use crate::config;
 use anyhow::Result;
-use metalvpc_common::{self as common, ago, human_bytes, Drops, MgmtRequest, Reloads};
+use common::report::{NodeReport, SelfReport};
+use metalvpc_common::{self as common, ago, human_bytes, Drops, MgmtRequest};
 use metalvpc_protocol::edge::{Edge, EdgeStatus};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
@@ -36,9 +39,6 @@ pub struct EdgeReport {
     pub address: String,
     pub address6: Option<String>,
     pub community: String,
-    pub cookie_replies: u64,
-    /// Drops not attributable to one peer, plus the sum of the peers'.
-    pub drops: Drops,
     pub interface: String,
     pub keepalive_secs: u64,
     pub listen_port: u16,
@@ -48,10 +48,11 @@ pub struct EdgeReport {
     pub mtu: u32,
     pub neighbor_suppression: NeighborReport,
     pub peers: Vec<PeerReport>,
-    pub public_key: String,
     /// Registered with at least one supernode.
     pub registered: bool,
-    pub reloads: Reloads,
+    /// `cookie_replies`, `drops`, `public_key`, `reloads`.
+    #[serde(flatten)]
+    pub this: SelfReport,
     pub supernodes: Vec<SupernodeLinkReport>,
     /// Frames the kernel handed over on the TAP device that could not be segmented (dropped).
     pub tap_bad_frames: u64,
@@ -77,34 +78,31 @@ pub struct SupernodeLinkReport {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PeerReport {
-    pub address: String,
+    // Who it is.
+    /// `address`, `name`, `public_key`.
+    #[serde(flatten)]
+    pub node: NodeReport,
+    pub mac: String,
     pub allowed_cidrs: Vec<String>,
-    pub drops: Drops,
+    // Where it is reached, and when it was last heard from.
     pub endpoint: Option<String>,
     pub endpoints: Vec<String>,
     pub last_handshake_secs: Option<f64>,
     pub last_rx_secs: Option<f64>,
-    pub mac: String,
-    pub name: String,
+    // The path in use.
     /// "direct", "relay" or "none".
     pub path: String,
-    pub path_mtu: Option<u16>,
     pub path_reason: String,
-    pub public_key: String,
+    pub path_mtu: Option<u16>,
     #[serde(rename = "rtt_ms")]
     pub rtt: Option<Rtt>,
+    pub session: bool,
+    // Traffic.
     pub rx_bytes: u64,
     pub rx_packets: u64,
-    pub session: bool,
     pub tx_bytes: u64,
     pub tx_packets: u64,
-}
-
-impl PeerReport {
-    /// The name, or the key of a peer without one (tables and metric labels).
-    pub fn label(&self) -> &str {
-        common::report::name_or_key(&self.name, &self.public_key)
-    }
+    pub drops: Drops,
 }
 
 /// [`EdgeReport::neighbor_suppression`].
@@ -182,8 +180,6 @@ impl EdgeReport {
             address: info.address.clone(),
             address6: info.address6.clone(),
             community: info.community.clone(),
-            cookie_replies: st.cookie_replies,
-            drops: Drops::from(&st.drops),
             interface: info.interface.clone(),
             keepalive_secs: info.keepalive.as_secs(),
             listen_port: info.listen_port,
@@ -203,7 +199,6 @@ impl EdgeReport {
                 .peers
                 .iter()
                 .map(|p| PeerReport {
-                    address: p.address.to_string(),
                     allowed_cidrs: p.allowed_cidrs.iter().map(|c| c.to_string()).collect(),
                     drops: Drops::from(&p.drops),
                     endpoint: p.endpoint.map(|e| e.to_string()),
@@ -211,11 +206,10 @@ impl EdgeReport {
                     last_handshake_secs: p.last_handshake_secs,
                     last_rx_secs: p.last_rx_secs,
                     mac: p.mac.to_string(),
-                    name: p.name.clone(),
+                    node: NodeReport::new(p.address, &p.name, &p.public_key),
                     path: p.path.to_string(),
                     path_mtu: p.path_mtu,
                     path_reason: p.path_reason.clone(),
-                    public_key: p.public_key.to_base64(),
                     rtt: p.rtt_secs.map(Rtt::from_secs),
                     rx_bytes: p.traffic.rx_bytes,
                     rx_packets: p.traffic.rx_packets,
@@ -224,9 +218,8 @@ impl EdgeReport {
                     tx_packets: p.traffic.tx_packets,
                 })
                 .collect(),
-            public_key: st.public_key.to_base64(),
             registered: st.supernodes.iter().any(|s| s.registered),
-            reloads: reloads.report(),
+            this: SelfReport::new(&st.public_key, st.cookie_replies, &st.drops, reloads),
             supernodes: st
                 .supernodes
                 .iter()
@@ -291,7 +284,11 @@ pub fn table(r: &EdgeReport) -> String {
         "community {}  interface {} {} mtu {}  mac {}",
         r.community, r.interface, r.address, r.mtu, r.mac
     );
-    let _ = writeln!(w, "public key {}  udp port {}", r.public_key, r.listen_port);
+    let _ = writeln!(
+        w,
+        "public key {}  udp port {}",
+        r.this.public_key, r.listen_port
+    );
     for sn in &r.supernodes {
         let state = if sn.registered {
             format!(
@@ -319,8 +316,8 @@ pub fn table(r: &EdgeReport) -> String {
         let _ = writeln!(
             w,
             "{:<16} {:<15} {:<7} {:<22} {:>8} {:<12} {:>10} {:>10}",
-            p.label(),
-            p.address,
+            p.node.label(),
+            p.node.address,
             p.path,
             dash(&p.endpoint),
             rtt,
@@ -343,7 +340,7 @@ pub fn table(r: &EdgeReport) -> String {
                 .unwrap_or_default()
         );
     }
-    let mut drops = r.drops.line();
+    let mut drops = r.this.drops.line();
     if r.tap_bad_frames != 0 {
         let bad = format!("tap_bad_frames={}", r.tap_bad_frames);
         drops = if drops == "none" {
@@ -370,7 +367,7 @@ pub fn metrics(r: &EdgeReport) -> String {
             ("community", &r.community),
             ("interface", &r.interface),
             ("address", &r.address),
-            ("public_key", &r.public_key),
+            ("public_key", &r.this.public_key),
         ],
         1.0,
     );
@@ -435,7 +432,11 @@ pub fn metrics(r: &EdgeReport) -> String {
         m.family(metric, kind, help);
         for p in &r.peers {
             if let Some(v) = value(p) {
-                m.sample(metric, &[("peer", p.label()), ("address", &p.address)], v);
+                m.sample(
+                    metric,
+                    &[("peer", p.node.label()), ("address", &p.node.address)],
+                    v,
+                );
             }
         }
     }
@@ -448,7 +449,11 @@ pub fn metrics(r: &EdgeReport) -> String {
         for path in ["direct", "relay", "none"] {
             m.sample(
                 "metalvpc_edge_peer_path",
-                &[("peer", p.label()), ("address", &p.address), ("path", path)],
+                &[
+                    ("peer", p.node.label()),
+                    ("address", &p.node.address),
+                    ("path", path),
+                ],
                 f64::from(u8::from(p.path == path)),
             );
         }
@@ -471,12 +476,11 @@ pub fn metrics(r: &EdgeReport) -> String {
         "Frames read from the TAP device that could not be segmented (dropped).",
         r.tap_bad_frames as f64,
     )
-    .drops(
-        "metalvpc_edge_drops_total",
+    .self_report(
+        "metalvpc_edge",
         "Packets and frames dropped, by reason.",
-        &r.drops,
-    )
-    .reloads("metalvpc_edge", &r.reloads);
+        &r.this,
+    );
     m.finish()
 }
 
@@ -485,15 +489,9 @@ mod tests {
     use super::*;
     use metalvpc_protocol::edge::{LinkStatus, MembershipStatus, PeerStatus};
     use metalvpc_protocol::io::Traffic;
-    use metalvpc_protocol::{DropReason, Mac, PublicKey};
+    use metalvpc_protocol::{DropReason, Mac};
 
-    fn key(b: u8) -> PublicKey {
-        PublicKey::from_base64(&base64_of(b)).unwrap()
-    }
-    fn base64_of(b: u8) -> String {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD.encode([b; 32])
-    }
+    use metalvpc_common::testing::public_key as key;
 
     /// A snapshot with every kind of value: two supernodes (one refused), a named direct
     /// peer and an unnamed relayed one, drops, signed membership.
@@ -638,7 +636,7 @@ mod tests {
             include_str!("../testdata/status.json"),
             include_str!("../testdata/metrics.txt"),
         );
-        assert_eq!(serde_json::to_string(&r).unwrap(), json);
+        assert_eq!(common::report::to_json(&r).unwrap(), json);
         assert_eq!(metrics(&r), page);
         // The CLI reads back what the daemon wrote.
         let back: EdgeReport = serde_json::from_str(&json).unwrap();
@@ -656,7 +654,7 @@ mod tests {
             include_str!("../testdata/status-no-peers.json"),
             include_str!("../testdata/metrics-no-peers.txt"),
         );
-        assert_eq!(serde_json::to_string(&r).unwrap(), json);
+        assert_eq!(common::report::to_json(&r).unwrap(), json);
         assert_eq!(metrics(&r), page);
     }
 
@@ -667,7 +665,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.community, "prod");
-        assert_eq!(r.peers[0].name, "b");
+        assert_eq!(r.peers[0].node.name, "b");
         assert_eq!(r.tap_bad_frames, 0);
     }
 
@@ -684,8 +682,11 @@ mod tests {
     #[test]
     fn rtt_is_printed_in_seconds_without_float_noise() {
         let peer = |name: &str, address: &str, secs: f64| PeerReport {
-            name: name.into(),
-            address: address.into(),
+            node: NodeReport {
+                name: name.into(),
+                address: address.into(),
+                ..Default::default()
+            },
             path: "direct".into(),
             rtt: Some(Rtt::from_secs(secs)),
             ..Default::default()
@@ -706,7 +707,7 @@ mod tests {
         assert!(rtt[0].ends_with(" 0.000141"), "{}", rtt[0]);
         assert!(rtt[1].ends_with(" 0.012345"), "{}", rtt[1]);
         // And the JSON keeps milliseconds with three decimals.
-        let json = serde_json::to_string(&status.peers[0]).unwrap();
+        let json = common::report::to_json(&status.peers[0]).unwrap();
         assert!(json.contains("\"rtt_ms\":0.141,"), "{json}");
     }
 }

@@ -27,6 +27,9 @@ impl Source for KeyOnly {
     fn secret(&self, _: &Path) -> std::io::Result<(Vec<u8>, u32)> {
         Err(std::io::ErrorKind::NotFound.into())
     }
+    fn read_bounded(&self, _: &Path, _: u64) -> std::io::Result<Vec<u8>> {
+        Err(std::io::ErrorKind::NotFound.into())
+    }
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -13,7 +13,6 @@ use metalvpc_protocol::supernode::{
 use metalvpc_protocol::PublicKey;
 use serde::Deserialize;
 use std::collections::HashSet;
-use std::io::Read as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -94,8 +93,9 @@ fn parse_toml<T: for<'de> Deserialize<'de>>(path: &Path, text: &str) -> Result<T
     toml::from_str(text).map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))
 }
 
-/// What loading needs besides the main file's text: the community directory's files and the
-/// private key ([`Disk`]: the filesystem; tests and the fuzz targets give them from memory).
+/// What loading needs besides the main file's text: the community directory's files, the
+/// private key, join secrets, the enrolment store and signed membership lists ([`Disk`]: the
+/// filesystem; tests and the fuzz targets give them from memory).
 pub use metalvpc_common::source::{Disk, Source};
 
 /// True for RFC 1918 IPv4 networks and IPv6 unique local (fc00::/7) networks.
@@ -188,7 +188,7 @@ pub fn load_from_str(path: &Path, text: &str, source: &dyn Source) -> Result<Loa
             .unwrap_or(crate::enrol::DEFAULT_STATE_DIR),
     );
     for c in communities.iter_mut().filter(|c| c.enrolment.is_some()) {
-        merge_enrolled(&state_dir, c, &mut p);
+        merge_enrolled(&state_dir, c, source, &mut p);
     }
     if communities.is_empty() && p.len() == before {
         p.push(format!("{f}: no communities: add a [[community]] table (name, network, [[community.node]] entries) or set `community_dir`"));
@@ -237,9 +237,14 @@ fn community_files(path: &Path, dir: &str) -> Result<Vec<PathBuf>> {
 
 /// Adds the servers that enrolled earlier (from the store in `state_dir`) to `c`'s members
 /// and its revoked keys to its enrolment.
-fn merge_enrolled(state_dir: &Path, c: &mut CommunityConfig, p: &mut Problems) {
+fn merge_enrolled(
+    state_dir: &Path,
+    c: &mut CommunityConfig,
+    source: &dyn Source,
+    p: &mut Problems,
+) {
     let file = crate::enrol::path(state_dir, &c.name);
-    let Some(store) = p.ok(crate::enrol::load(&file)) else {
+    let Some(store) = p.ok(crate::enrol::load_from(source, &file)) else {
         return;
     };
     let f = file.display();
@@ -297,13 +302,7 @@ fn check_community(
         }
     };
     let start = p.len();
-    if c.name.is_empty()
-        || c.name.len() > 64
-        || !c
-            .name
-            .chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
-    {
+    if !metalvpc_common::is_community_name(&c.name) {
         p.push(format!(
             "{f}: key `{}` = \"{}\": a community name is 1 to 64 letters, digits, '-', '_' or '.'",
             at("name"),
@@ -405,7 +404,7 @@ fn check_community(
         c.cipher.as_deref(),
     ));
     let signed = if load_signed {
-        signed_membership(file, &at, &c, &mut nodes, p)
+        signed_membership(file, &at, &c, &mut nodes, source, p)
     } else {
         None
     };
@@ -492,13 +491,13 @@ fn enrolment(
     })
 }
 
-/// Reads at most [`MAX_MEMBERSHIP_BYTES`] of a signed membership file.
+/// What is read of a signed membership file: one byte more than [`MAX_MEMBERSHIP_BYTES`], so
+/// that verifying refuses a larger one.
+const SIGNED_FILE_LIMIT: u64 = MAX_MEMBERSHIP_BYTES as u64 + 1;
+
+/// Reads at most [`SIGNED_FILE_LIMIT`] bytes of a signed membership file.
 pub fn read_signed_file(path: &Path) -> std::io::Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)?
-        .take(MAX_MEMBERSHIP_BYTES as u64 + 1)
-        .read_to_end(&mut bytes)?;
-    Ok(bytes)
+    Disk.read_bounded(path, SIGNED_FILE_LIMIT)
 }
 
 /// The community's `signed_membership`, verified against its `admin_key`. Its members become
@@ -509,6 +508,7 @@ fn signed_membership(
     at: &dyn Fn(&str) -> String,
     c: &RawCommunity,
     nodes: &mut Vec<NodeEntry>,
+    source: &dyn Source,
     p: &mut Problems,
 ) -> Option<SignedBlob> {
     let f = file.display();
@@ -533,7 +533,7 @@ fn signed_membership(
     let rel = c.signed_membership.as_deref().unwrap_or_default();
     let path = relative_to(file, rel);
     let key = at("signed_membership");
-    let bytes = match read_signed_file(&path) {
+    let bytes = match source.read_bounded(&path, SIGNED_FILE_LIMIT) {
         Ok(b) => b,
         Err(e) => {
             p.push(format!("{f}: key `{key}` = \"{rel}\": cannot read {} ({e}); write it with `metalvpc-supernode sign`", path.display()));
@@ -671,7 +671,7 @@ pub fn membership_of(c: &CommunityConfig, version: u64) -> Membership {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use metalvpc_common::testing::TempDir;
+    use metalvpc_common::testing::{assert_refused, TempDir};
     use metalvpc_protocol::PrivateKey;
 
     fn setup(name: &str) -> (TempDir, String) {
@@ -735,16 +735,17 @@ mod tests {
         .replace("0.0.0.0:7654", "nowhere")
         .replace("sn.key", "missing.key");
         let p = write(&d, "sn.toml", &text);
-        let err = format!("{:#}", load(&p).err().unwrap());
-        assert!(err.contains("4 problems"), "{err}");
-        for needle in [
-            "`listen`",
-            "public_key",
-            "outside the community",
-            "missing.key",
-        ] {
-            assert!(err.contains(needle), "{needle} missing from: {err}");
-        }
+        assert_refused(
+            load(&p),
+            &text,
+            &[
+                "4 problems",
+                "`listen`",
+                "public_key",
+                "outside the community",
+                "missing.key",
+            ],
+        );
     }
 
     #[test]
@@ -791,13 +792,11 @@ mod tests {
             ),
         ];
         for (text, needle) in cases {
-            let p = write(&d, "sn.toml", &text);
-            let err = format!(
-                "{:#}",
-                load(&p).err().unwrap_or_else(|| panic!("accepted: {text}"))
+            assert_refused(
+                load(&write(&d, "sn.toml", &text)),
+                &text,
+                &["sn.toml", needle],
             );
-            assert!(err.contains("sn.toml"), "{err}");
-            assert!(err.contains(needle), "expected {needle:?} in: {err}");
         }
         // A broken file in the community directory is named too.
         std::fs::create_dir_all(d.join("c.d")).unwrap();
@@ -811,8 +810,7 @@ mod tests {
             "sn.toml",
             &format!("community_dir = \"c.d\"\n{}", base(&pk, "")),
         );
-        let err = format!("{:#}", load(&p).err().unwrap());
-        assert!(err.contains("bad.toml") && err.contains("bogus"), "{err}");
+        assert_refused(load(&p), "community_dir c.d", &["bad.toml", "bogus"]);
     }
 
     #[test]
@@ -875,16 +873,7 @@ mod tests {
             ),
         ];
         for (text, needle) in &cases {
-            let err = format!(
-                "{:#}",
-                load(&write(&d, "c.toml", text))
-                    .err()
-                    .unwrap_or_else(|| panic!("accepted: {text}"))
-            );
-            assert!(
-                err.contains("c.toml") && err.contains(needle),
-                "expected {needle:?} in: {err}"
-            );
+            assert_refused(load(&write(&d, "c.toml", text)), text, &["c.toml", needle]);
         }
         // The test-only switch admits the differing node (as a compromised supernode would).
         let insecure = cases[0]

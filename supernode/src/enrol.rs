@@ -4,6 +4,7 @@
 //! and an enrolled server keeps its address across supernode restarts.
 
 use anyhow::{anyhow, Context, Result};
+use metalvpc_common::source::{Disk, Source};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -43,7 +44,13 @@ pub fn path(state_dir: &Path, community: &str) -> PathBuf {
 
 /// Reads a store; a missing file is an empty store.
 pub fn load(file: &Path) -> Result<Store> {
-    match metalvpc_common::read_bounded(file, 16 << 20)
+    load_from(&Disk, file)
+}
+
+/// [`load`], reading through `source` (the config loader's).
+pub fn load_from(source: &dyn Source, file: &Path) -> Result<Store> {
+    match source
+        .read_bounded(file, 16 << 20)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
     {
         Ok(text) => toml::from_str(&text).map_err(|e| {

@@ -13,7 +13,7 @@ mod status;
 use check::check;
 use status::{answer, status};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use metalvpc_common as common;
 use std::path::PathBuf;
 
@@ -33,17 +33,13 @@ use std::path::PathBuf;
 ///   systemctl enable --now metalvpc-supernode   # or: metalvpc-supernode run --config ...
 ///   metalvpc-supernode status --config /etc/metalvpc/supernode.toml
 #[derive(Parser)]
-#[command(
-    name = "metalvpc-supernode",
-    version,
-    verbatim_doc_comment,
-    after_long_help = SUPERNODE_MORE_HELP
-)]
+#[command(name = "metalvpc-supernode", version, verbatim_doc_comment)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
 }
 
+/// The end of `--help` (and the man page), before what both binaries say there.
 const SUPERNODE_MORE_HELP: &str = "\
 Files:
   /etc/metalvpc/supernode.toml          listen address, key, communities and their members
@@ -57,49 +53,13 @@ Ports: UDP and TCP on the `listen` port (7654 in the examples); open both in the
 Signals:
   SIGHUP           re-read the community files: members added join, members removed are
                    cut off, nobody else notices (systemctl reload)
-  SIGINT, SIGTERM  stop; edges keep their direct tunnels and re-register when it is back
-
-Exit status: 0 on success; 1 on any error, with a message that names the file, the key and
-the fix. Logs go to stderr (the journal under systemd); RUST_LOG=debug shows more.
-
-Documentation: /usr/share/doc/metalvpc/ (install.md, configuration.md, nat-traversal.md).
-See also: metalvpc-edge(1).";
+  SIGINT, SIGTERM  stop; edges keep their direct tunnels and re-register when it is back";
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Print a new private key (base64). Store it with mode 600.
-    ///
-    /// Example: (umask 077; metalvpc-supernode genkey > /etc/metalvpc/supernode.key)
-    #[command(verbatim_doc_comment)]
-    Genkey,
-    /// Read a private key on stdin and print its public key.
-    ///
-    /// Every edge puts it in the public_key of its [[supernode]] table.
-    /// Example: metalvpc-supernode pubkey < /etc/metalvpc/supernode.key
-    #[command(verbatim_doc_comment)]
-    Pubkey,
-    /// Run the supernode.
-    ///
-    /// Binds UDP and TCP on `listen` and stays in the foreground, logging to stderr. Under
-    /// systemd (metalvpc-supernode.service) it reports ready once its sockets are bound and
-    /// pings the watchdog. SIGHUP re-reads the community files; SIGTERM stops it.
-    #[command(verbatim_doc_comment)]
-    Run {
-        /// The supernode's TOML file (listen, private_key_file, [[community]] …).
-        #[arg(long, short)]
-        config: PathBuf,
-    },
-    /// Check a config file without starting; exits non-zero on any problem.
-    ///
-    /// Reads the file, its community_dir and the key exactly as `run` would (key file
-    /// permissions, networks, duplicate addresses or keys) and prints a summary, or every
-    /// problem found.
-    #[command(verbatim_doc_comment)]
-    Check {
-        /// The supernode's TOML file.
-        #[arg(long, short)]
-        config: PathBuf,
-    },
+    /// genkey, pubkey, run, check, status, man (their help: help.txt).
+    #[command(flatten)]
+    Shared(common::cli::Shared),
     /// Write a new administrator signing key (Ed25519, base64) to FILE with mode 600, or
     /// print it. Keep it off the supernodes: whoever holds it decides who is a member.
     AdminGenkey {
@@ -138,26 +98,6 @@ enum Cmd {
         #[command(subcommand)]
         action: EnrolAction,
     },
-    /// Show the running supernode's communities and members.
-    ///
-    /// Asks the daemon started with this config over its management socket. A table by
-    /// default; --json prints the same data for scripts.
-    #[command(verbatim_doc_comment)]
-    Status {
-        /// The config the daemon runs with (to find its management socket).
-        #[arg(long, short)]
-        config: PathBuf,
-        /// Print JSON for scripts instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Write the man pages (metalvpc-supernode.1, metalvpc-supernode-run.1, ...) into a directory.
-    #[command(hide = true)]
-    Man {
-        /// Where to write them.
-        #[arg(long)]
-        dir: PathBuf,
-    },
 }
 
 #[derive(Subcommand)]
@@ -184,14 +124,10 @@ enum EnrolAction {
 }
 
 fn main() {
-    let cli = Cli::parse();
-    let daemon = matches!(cli.cmd, Cmd::Run { .. });
+    let cli: Cli = common::cli::parse(command());
+    let daemon = matches!(&cli.cmd, Cmd::Shared(c) if c.is_daemon());
     common::daemon::main("metalvpc-supernode", daemon, || match cli.cmd {
-        Cmd::Genkey => common::cmd_genkey(),
-        Cmd::Pubkey => common::cmd_pubkey(),
-        Cmd::Run { config } => run::run(config),
-        Cmd::Check { config } => check(config),
-        Cmd::Status { config, json } => status(config, json),
+        Cmd::Shared(c) => c.execute(command, run::run, check, status),
         Cmd::Enrolled { action } => enrolled::enrolled(action),
         Cmd::AdminGenkey { out } => admin::admin_genkey(out),
         Cmd::AdminPubkey { key } => admin::admin_pubkey(key),
@@ -202,6 +138,26 @@ fn main() {
             version,
             out,
         } => admin::sign(&key, &config, community.as_deref(), version, out),
-        Cmd::Man { dir } => common::write_man_pages(<Cli as clap::CommandFactory>::command(), &dir),
     });
+}
+
+/// The command line: the clap definition with the help of the shared commands (help.txt);
+/// `status` is listed after the supernode's own commands, as it always was.
+fn command() -> clap::Command {
+    let cmd = common::cli::with_help(Cli::command(), include_str!("help.txt")).after_long_help(
+        common::cli::more_help(SUPERNODE_MORE_HELP, "metalvpc-edge(1)"),
+    );
+    let last = cmd.get_subcommands().map(|c| c.get_display_order()).max();
+    cmd.mut_subcommand("status", |c| c.display_order(last.unwrap_or(0) + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn supernode_help_stays_as_testdata_has_it() {
+        metalvpc_common::testing::assert_help_unchanged(
+            super::command(),
+            env!("CARGO_MANIFEST_DIR"),
+        );
+    }
 }

@@ -9,7 +9,7 @@ use metalvpc_common::{self as common, MgmtRequest};
 use metalvpc_protocol::supernode::{Command, Event, Supernode, MAX_TCP};
 use metalvpc_protocol::Output;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::Instant;
 use tracing::{error, info, warn};
@@ -58,14 +58,16 @@ pub(crate) fn run(path: PathBuf) -> Result<()> {
     // GRO in, GSO out: a relayed bulk flow crosses the supernode in 64 KB batches.
     info!("data path: {}", shell.io().udp.describe());
     // Sockets are bound and the management socket is up: ready at the first tick.
-    shell.run(&mut SupernodeDaemon {
+    let mut daemon = SupernodeDaemon {
         path,
         listen: cfg.listen,
         management: cfg.management,
         state_dir: cfg.state_dir,
         core,
         tcp_listener,
-    })
+    };
+    let own = daemon.tcp_listener.as_ref().map(|l| l.as_raw_fd());
+    shell.run(own, &mut daemon)
 }
 
 impl common::Daemon for SupernodeDaemon {
@@ -73,10 +75,6 @@ impl common::Daemon for SupernodeDaemon {
 
     fn core(&mut self) -> &mut Supernode {
         &mut self.core
-    }
-
-    fn source_fd(&self) -> RawFd {
-        self.tcp_listener.as_ref().map_or(-1, |l| l.as_raw_fd())
     }
 
     /// New TCP fallback connections.

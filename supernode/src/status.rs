@@ -3,12 +3,16 @@
 //! from the same type.
 //!
 //! The field names are a contract with scripts and the integration tests: add fields, never
-//! rename one. Fields are declared in name order because that is the order the JSON has
-//! always had (it was a sorted map), so the bytes stay the same too. Reading is lenient:
+//! rename one. The JSON has its keys in name order, as it always had (it was a sorted map):
+//! [`common::report::to_json`] sorts them, the parts both daemons report
+//! ([`SelfReport`], [`NodeReport`]) flattened in among the others. Fields are declared in
+//! name order, but for the ones of a peer or member, grouped by what they say. Reading is
+//! lenient:
 //! missing fields take their defaults and unknown ones are ignored.
 
 use anyhow::Result;
-use metalvpc_common::{self as common, ago, human_bytes, Drops, MgmtRequest, Reloads};
+use common::report::{NodeReport, SelfReport};
+use metalvpc_common::{self as common, ago, human_bytes, MgmtRequest};
 use metalvpc_protocol::supernode::{Supernode, SupernodeStatus};
 use metalvpc_supernode::config;
 use serde::{Deserialize, Serialize};
@@ -22,19 +26,18 @@ use std::time::Instant;
 #[serde(default)]
 pub struct SupernodeReport {
     pub communities: Vec<CommunityReport>,
-    pub cookie_replies: u64,
-    pub drops: Drops,
     /// The UDP (and TCP) listen address.
     pub listen: String,
     /// The daemon's process id (`enrolled revoke` signals it to reload).
     pub pid: u32,
-    pub public_key: String,
     /// Registrations refused.
     pub refused: u64,
     /// Registration handshakes accepted.
     pub registrations: u64,
     pub relay: RelayReport,
-    pub reloads: Reloads,
+    /// `cookie_replies`, `drops`, `public_key`, `reloads`.
+    #[serde(flatten)]
+    pub this: SelfReport,
     /// Edges connected over the TCP fallback.
     pub tcp_connections: u64,
 }
@@ -65,28 +68,25 @@ pub struct CommunityReport {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MemberReport {
-    pub address: String,
+    // Who it is.
+    /// `address`, `name`, `public_key`.
+    #[serde(flatten)]
+    pub node: NodeReport,
+    pub mac: Option<String>,
+    pub id: u32,
+    // Where it is reached.
     /// Observed endpoint.
     pub endpoint: Option<String>,
-    pub id: u32,
-    pub last_seen_secs: Option<f64>,
     pub local_endpoints: Vec<String>,
-    pub mac: Option<String>,
-    pub name: String,
-    pub public_key: String,
+    // Its registration.
     pub registered: bool,
     pub registered_secs: Option<f64>,
+    pub last_seen_secs: Option<f64>,
+    // Traffic.
     pub relay_rx_bytes: u64,
     pub relay_tx_bytes: u64,
     pub rx_packets: u64,
     pub tx_packets: u64,
-}
-
-impl MemberReport {
-    /// The name, or the key of a member without one (tables and metric labels).
-    pub fn label(&self) -> &str {
-        common::report::name_or_key(&self.name, &self.public_key)
-    }
 }
 
 impl SupernodeReport {
@@ -107,7 +107,6 @@ impl SupernodeReport {
                         .members
                         .iter()
                         .map(|m| MemberReport {
-                            address: m.address.to_string(),
                             endpoint: m.endpoint.map(|e| e.to_string()),
                             id: m.id,
                             last_seen_secs: m.last_seen_secs,
@@ -117,8 +116,7 @@ impl SupernodeReport {
                                 .map(|e| e.to_string())
                                 .collect(),
                             mac: m.mac.map(|x| x.to_string()),
-                            name: m.name.clone(),
-                            public_key: m.public_key.to_base64(),
+                            node: NodeReport::new(m.address, &m.name, &m.public_key),
                             registered: m.registered,
                             registered_secs: m.registered_secs,
                             relay_rx_bytes: m.traffic.rx_bytes,
@@ -133,18 +131,15 @@ impl SupernodeReport {
                     signed_membership_version: c.signed_version,
                 })
                 .collect(),
-            cookie_replies: st.cookie_replies,
-            drops: Drops::from(&st.drops),
             listen: listen.to_string(),
             pid: std::process::id(),
-            public_key: st.public_key.to_base64(),
             refused: st.refused,
             registrations: st.registrations,
             relay: RelayReport {
                 bytes: st.relay_bytes,
                 packets: st.relay_packets,
             },
-            reloads: reloads.report(),
+            this: SelfReport::new(&st.public_key, st.cookie_replies, &st.drops, reloads),
             tcp_connections: tcp_connections as u64,
         }
     }
@@ -181,7 +176,7 @@ pub fn status(path: PathBuf, as_json: bool) -> Result<()> {
 /// The `status` table.
 pub fn table(r: &SupernodeReport) -> String {
     let mut w = String::new();
-    let _ = writeln!(w, "supernode {}  key {}", r.listen, r.public_key);
+    let _ = writeln!(w, "supernode {}  key {}", r.listen, r.this.public_key);
     let _ = writeln!(
         w,
         "relayed {} packets ({}), refused {} registrations",
@@ -200,8 +195,8 @@ pub fn table(r: &SupernodeReport) -> String {
             let _ = writeln!(
                 w,
                 "  {:<16} {:<16} {:<12} {:<24} {:<10}",
-                m.label(),
-                m.address,
+                m.node.label(),
+                m.node.address,
                 if m.registered {
                     "registered"
                 } else {
@@ -212,7 +207,7 @@ pub fn table(r: &SupernodeReport) -> String {
             );
         }
     }
-    let _ = writeln!(w, "\ndrops: {}", r.drops.line());
+    let _ = writeln!(w, "\ndrops: {}", r.this.drops.line());
     w
 }
 
@@ -265,8 +260,8 @@ pub fn metrics(r: &SupernodeReport) -> String {
                     metric,
                     &[
                         ("community", &c.name),
-                        ("member", member.label()),
-                        ("address", &member.address),
+                        ("member", member.node.label()),
+                        ("address", &member.node.address),
                     ],
                     value(member) as f64,
                 );
@@ -303,12 +298,7 @@ pub fn metrics(r: &SupernodeReport) -> String {
         "Edges connected over the TCP fallback.",
         r.tcp_connections as f64,
     )
-    .drops(
-        "metalvpc_supernode_drops_total",
-        "Packets dropped, by reason.",
-        &r.drops,
-    )
-    .reloads("metalvpc_supernode", &r.reloads);
+    .self_report("metalvpc_supernode", "Packets dropped, by reason.", &r.this);
     m.finish()
 }
 
@@ -317,12 +307,9 @@ mod tests {
     use super::*;
     use metalvpc_protocol::io::Traffic;
     use metalvpc_protocol::supernode::{CommunityStatus, MemberStatus};
-    use metalvpc_protocol::{DropReason, Mac, PublicKey};
+    use metalvpc_protocol::{DropReason, Mac};
 
-    fn key(b: u8) -> PublicKey {
-        use base64::Engine as _;
-        PublicKey::from_base64(&base64::engine::general_purpose::STANDARD.encode([b; 32])).unwrap()
-    }
+    use metalvpc_common::testing::public_key as key;
 
     /// Two communities (one signed, one empty), a registered named member and an offline
     /// unnamed one, drops.
@@ -404,7 +391,7 @@ mod tests {
         r.pid = 4242;
         // Captured from the untyped renderer before the report types.
         let json = include_str!("../testdata/status.json");
-        assert_eq!(serde_json::to_string(&r).unwrap(), json.trim_end());
+        assert_eq!(common::report::to_json(&r).unwrap(), json.trim_end());
         assert_eq!(metrics(&r), include_str!("../testdata/metrics.txt"));
         assert_eq!(table(&r), include_str!("../testdata/table.txt"));
         let back: SupernodeReport = serde_json::from_str(json).unwrap();
