@@ -58,6 +58,7 @@ fn record() -> PeerRecord {
             "198.18.0.5:7655".parse().unwrap(),
             "[2001:db8::5]:7655".parse().unwrap(),
         ],
+        ipv6_router: false,
     }
 }
 

@@ -69,6 +69,8 @@ struct RawNode {
     name: Option<String>,
     #[serde(default)]
     allowed_cidrs: Vec<String>,
+    /// May send IPv6 router advertisements and redirects to the other members.
+    ipv6_router: Option<bool>,
 }
 
 /// A loaded and checked configuration.
@@ -270,6 +272,7 @@ fn merge_enrolled(
             name: n.name,
             address,
             allowed_cidrs: vec![],
+            ipv6_router: false,
         });
     }
     if let Some(e) = c.enrolment.as_mut() {
@@ -390,6 +393,7 @@ fn check_community(
                 name: n.name.unwrap_or_default(),
                 address,
                 allowed_cidrs,
+                ipv6_router: n.ipv6_router.unwrap_or(false),
             });
         }
     }
