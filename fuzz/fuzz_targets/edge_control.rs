@@ -40,7 +40,8 @@ enum Op {
 const OPS: usize = 128;
 
 fn check_commands(edge: &mut Edge) {
-    for c in edge.drain_commands() {
+    let commands: Vec<Command> = edge.drain_commands().collect();
+    for c in commands {
         if let Command::ApplyAddress { address, prefix } = c {
             assert!((8..=32).contains(&prefix), "ApplyAddress with /{prefix}");
             assert_eq!(IpAddr::V4(address), edge.address());
