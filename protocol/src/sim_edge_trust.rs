@@ -472,3 +472,36 @@ fn the_peer_behind_an_unknown_session_is_found_in_o1_through_roaming_and_removal
     let get = |k: &str| sizes.iter().find(|(n, _)| *n == k).unwrap().1;
     assert!(get("by_endpoint") >= 1 && get("by_relay") == 1, "{sizes:?}");
 }
+
+// ------------------------------------------------------------------------------------------
+// Pending lookups.
+
+#[test]
+fn a_flood_of_frames_to_unknown_macs_keeps_the_pending_lookups_bounded() {
+    let mut net = crate::sim::two_edges();
+    let before = net.sn_capture.len();
+    // 5000 frames to distinct MACs nobody owns, all in one instant (as from our own TAP).
+    for i in 0..5000u32 {
+        let b = i.to_be_bytes();
+        let dst = crate::keys::Mac([2, 0x77, b[0], b[1], b[2], b[3]]);
+        let f = crate::sim::ip_frame(dst, net.mac(0), net.ip(0), b"who?");
+        net.edges[0].edge.handle_frame(net.now, &f, &mut net.out);
+        net.drain_edge(0);
+    }
+    net.deliver_all();
+    let sizes = net.edges[0].edge.table_sizes();
+    let lookups = sizes.iter().find(|(n, _)| *n == "lookups").unwrap().1;
+    let asked = net.sn_capture.len() - before;
+    println!("5000 unknown MACs at once: {lookups} pending lookups, {asked} datagrams to the supernode");
+    assert!(lookups <= crate::edge::MAX_LOOKUPS, "{lookups}");
+    assert!(asked <= crate::edge::MAX_LOOKUPS, "{asked}");
+    // A second later they have expired: a new query is asked again, the table stays small.
+    net.run(crate::edge::LOOKUP_RETRY);
+    let f = crate::sim::ip_frame(crate::keys::Mac([2, 0x78, 0, 0, 0, 1]), net.mac(0), net.ip(0), b"?");
+    let before = net.sn_capture.len();
+    net.send_frame(0, &f);
+    assert_eq!(net.sn_capture.len() - before, 1, "asked again");
+    let sizes = net.edges[0].edge.table_sizes();
+    assert!(sizes.iter().find(|(n, _)| *n == "lookups").unwrap().1 <= 2);
+    assert!(net.unicast(0, 1, b"still fine"));
+}
