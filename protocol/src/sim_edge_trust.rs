@@ -492,12 +492,19 @@ fn a_flood_of_frames_to_unknown_macs_keeps_the_pending_lookups_bounded() {
     let sizes = net.edges[0].edge.table_sizes();
     let lookups = sizes.iter().find(|(n, _)| *n == "lookups").unwrap().1;
     let asked = net.sn_capture.len() - before;
-    println!("5000 unknown MACs at once: {lookups} pending lookups, {asked} datagrams to the supernode");
+    println!(
+        "5000 unknown MACs at once: {lookups} pending lookups, {asked} datagrams to the supernode"
+    );
     assert!(lookups <= crate::edge::MAX_LOOKUPS, "{lookups}");
     assert!(asked <= crate::edge::MAX_LOOKUPS, "{asked}");
     // A second later they have expired: a new query is asked again, the table stays small.
     net.run(crate::edge::LOOKUP_RETRY);
-    let f = crate::sim::ip_frame(crate::keys::Mac([2, 0x78, 0, 0, 0, 1]), net.mac(0), net.ip(0), b"?");
+    let f = crate::sim::ip_frame(
+        crate::keys::Mac([2, 0x78, 0, 0, 0, 1]),
+        net.mac(0),
+        net.ip(0),
+        b"?",
+    );
     let before = net.sn_capture.len();
     net.send_frame(0, &f);
     assert_eq!(net.sn_capture.len() - before, 1, "asked again");
