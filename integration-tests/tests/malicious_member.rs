@@ -52,28 +52,41 @@ fn arp(src_mac: &str, sha: &str, spa: &str, tpa: &str) -> String {
     )
 }
 
-fn drops(lab: &Lab, e: &metalvpc_integration_tests::Edge) -> u64 {
-    lab.edge_status(e).unwrap()["drops"]["source_mismatch"]
+type Edge = metalvpc_integration_tests::Edge;
+
+fn drops(lab: &Lab, e: &Edge) -> u64 {
+    drops_of(lab, e, "source_mismatch")
+}
+
+fn drops_of(lab: &Lab, e: &Edge, reason: &str) -> u64 {
+    lab.edge_status(e).unwrap()["drops"][reason]
         .as_u64()
         .unwrap_or(0)
 }
 
-#[test]
-fn a_member_cannot_impersonate_another() {
-    const TEST: &str = "a_member_cannot_impersonate_another";
-    let Some((mut lab, edges)) = Lab::one_community(TEST, "10.77.0", &["a", "b", "m"]) else {
-        return;
-    };
+/// A community on `net` with members a, b and m (the malicious one), all reaching b; the
+/// edges and their MACs.
+fn three_members(test: &str, net: &str) -> Option<(Lab, [Edge; 3], [String; 3])> {
+    let (mut lab, edges) = Lab::one_community(test, net, &["a", "b", "m"])?;
     let (a, b, m) = (edges[0].clone(), edges[1].clone(), edges[2].clone());
     lab.wait_ping(&a, &b, Duration::from_secs(15));
     lab.wait_ping(&m, &b, Duration::from_secs(15));
-    let mac = |e: &metalvpc_integration_tests::Edge| {
+    let mac = |e: &Edge| {
         lab.edge_status(e).unwrap()["mac"]
             .as_str()
             .unwrap()
             .to_string()
     };
-    let (a_mac, b_mac, m_mac) = (mac(&a), mac(&b), mac(&m));
+    let macs = [mac(&a), mac(&b), mac(&m)];
+    Some((lab, [a, b, m], macs))
+}
+
+#[test]
+fn a_member_cannot_impersonate_another() {
+    const TEST: &str = "a_member_cannot_impersonate_another";
+    let Some((mut lab, [a, b, m], [a_mac, b_mac, m_mac])) = three_members(TEST, "10.77.0") else {
+        return;
+    };
     let (a_ip, b_ip, m_ip) = (a.ip(), b.ip(), m.ip());
     let neigh = || {
         exec_in(
@@ -162,28 +175,12 @@ fn ra(src_mac: &str) -> String {
     format!("860000004000070800000000000000000101{}", mac_bytes(src_mac))
 }
 
-fn drops_of(lab: &Lab, e: &metalvpc_integration_tests::Edge, reason: &str) -> u64 {
-    lab.edge_status(e).unwrap()["drops"][reason]
-        .as_u64()
-        .unwrap_or(0)
-}
-
 #[test]
 fn a_member_cannot_spoof_ipv6_neighbour_discovery_or_advertise_routes() {
     const TEST: &str = "a_member_cannot_spoof_ipv6_neighbour_discovery_or_advertise_routes";
-    let Some((mut lab, edges)) = Lab::one_community(TEST, "10.78.0", &["a", "b", "m"]) else {
+    let Some((mut lab, [a, b, m], [a_mac, _, m_mac])) = three_members(TEST, "10.78.0") else {
         return;
     };
-    let (a, b, m) = (edges[0].clone(), edges[1].clone(), edges[2].clone());
-    lab.wait_ping(&m, &b, Duration::from_secs(15));
-    lab.wait_ping(&a, &b, Duration::from_secs(15));
-    let mac = |e: &metalvpc_integration_tests::Edge| {
-        lab.edge_status(e).unwrap()["mac"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    let (a_mac, m_mac) = (mac(&a), mac(&m));
     let (a_ll, m_ll) = (link_local_hex(&a_mac), link_local_hex(&m_mac));
     assert_eq!(m_ll.len(), 32, "{m_ll}");
     let cases = [
