@@ -702,7 +702,7 @@ mod tests {
         write(
             &d,
             "communities.d/staging.toml",
-            &format!("name = \"staging\"\nnetwork = \"192.168.50.0/24\"\n[[node]]\npublic_key = \"{pk}\"\naddress = \"192.168.50.9\"\nallowed_cidrs = [\"10.244.0.0/16\"]\n"),
+            &format!("name = \"staging\"\nnetwork = \"192.168.50.0/24\"\n[[node]]\npublic_key = \"{pk}\"\naddress = \"192.168.50.9\"\nallowed_cidrs = [\"10.244.0.0/16\"]\nipv6_router = true\n"),
         );
         let p = write(
             &d,
@@ -716,6 +716,8 @@ mod tests {
             c.core.communities[1].nodes[0].allowed_cidrs[0].to_string(),
             "10.244.0.0/16"
         );
+        assert!(c.core.communities[1].nodes[0].ipv6_router);
+        assert!(!c.core.communities[0].nodes[0].ipv6_router, "by default");
         assert_eq!(c.management, MgmtAddr::Unix(default_management().into()));
         assert_eq!(c.core.communities[0].cipher, Default::default());
         let p = write(
