@@ -77,6 +77,8 @@ fn main() {
         "edge_datagrams",
         "supernode_datagrams",
         "session_mix",
+        "edge_control",
+        "member_frames",
     ] {
         clear(t);
     }
@@ -170,6 +172,8 @@ fn main() {
     blobs("edge_datagrams");
     blobs("supernode_datagrams");
     blobs("session_mix");
+    blobs("edge_control");
+    blobs("member_frames");
 
     let mut arp = vec![0xff; 6];
     arp.extend_from_slice(&mac0.0);
