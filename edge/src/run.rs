@@ -47,6 +47,11 @@ pub(crate) fn run(path: PathBuf) -> Result<()> {
         }
     }
     let tap = tap::Tap::open(&cfg.if_name)?;
+    // Peers accept IPv6 from our link-local address only if it is the one derived from our
+    // MAC (EUI-64): make the kernel use that one, whatever the host's default.
+    if let Err(e) = ipv6::use_eui64(&tap.name) {
+        warn!("{e:#}: members drop IPv6 from this server's link-local address unless it is the EUI-64 one derived from its MAC");
+    }
     // An enrolling edge has no address until the supernode assigns one: a link-local /32
     // stands in (no route, nothing to reach) until then.
     let boot_address = if cfg.address.addr().is_unspecified() {
@@ -87,6 +92,7 @@ pub(crate) fn run(path: PathBuf) -> Result<()> {
             community: cfg.community.clone(),
             private_key: cfg.private_key.clone(),
             address: cfg.address.addr().into(),
+            network: (!cfg.address.addr().is_unspecified()).then(|| cfg.address.trunc().into()),
             mac: cfg.mac,
             supernodes: cfg.supernodes.clone(),
             local_endpoints: locals,
@@ -298,6 +304,14 @@ fn log_events(core: &mut Edge) {
             } => {
                 info!("supernode {supernode} assigned this server the overlay address {address}/{prefix}");
             }
+            Event::AddressRefused {
+                address,
+                prefix,
+                supernode,
+                reason,
+            } => warn!(
+                "supernode {supernode} assigned the overlay address {address}/{prefix}, refused: {reason}"
+            ),
             Event::MembershipAccepted {
                 version,
                 members,

@@ -164,6 +164,9 @@ impl Tap {
 
     /// Sets MAC, MTU, IPv4 address and netmask, and brings the link up.
     pub fn configure(&self, mac: Mac, mtu: u32, addr: Ipv4Addr, prefix: u8) -> Result<()> {
+        if prefix > 32 {
+            bail!("{addr}/{prefix}: an IPv4 prefix is at most 32");
+        }
         // SAFETY: a plain datagram socket used only for interface ioctls.
         let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
         if s < 0 {

@@ -58,6 +58,7 @@ fn record() -> PeerRecord {
             "198.18.0.5:7655".parse().unwrap(),
             "[2001:db8::5]:7655".parse().unwrap(),
         ],
+        ipv6_router: false,
     }
 }
 
@@ -76,6 +77,8 @@ fn main() {
         "edge_datagrams",
         "supernode_datagrams",
         "session_mix",
+        "edge_control",
+        "member_frames",
     ] {
         clear(t);
     }
@@ -169,6 +172,8 @@ fn main() {
     blobs("edge_datagrams");
     blobs("supernode_datagrams");
     blobs("session_mix");
+    blobs("edge_control");
+    blobs("member_frames");
 
     let mut arp = vec![0xff; 6];
     arp.extend_from_slice(&mac0.0);

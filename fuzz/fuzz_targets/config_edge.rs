@@ -2,8 +2,8 @@
 //! fixed answers (no file, no network): never a panic; every error names the file; whatever
 //! loads is within the documented limits.
 #![no_main]
-use libfuzzer_sys::fuzz_target;
 use anyhow::{anyhow, Result};
+use libfuzzer_sys::fuzz_target;
 use metalvpc_common::source::Source;
 use metalvpc_edge::config::load_from_str;
 use metalvpc_fuzz::key;

@@ -80,7 +80,12 @@ fn spoofed(n: u8) -> std::net::SocketAddr {
 /// A stranger's real initiation: (bytes, destination, whether the answer may be bigger).
 fn stranger_init(net: &Overlay, who: &Stranger) -> (Vec<u8>, std::net::SocketAddr, bool) {
     let edge_init = |cfg| {
-        let mut e = Edge::new(cfg, net.now, 1_700_000_000_000_000, metalvpc_protocol::Rng::from_seed([9; 32]));
+        let mut e = Edge::new(
+            cfg,
+            net.now,
+            1_700_000_000_000_000,
+            metalvpc_protocol::Rng::from_seed([9; 32]),
+        );
         let mut out = Output::default();
         e.handle_timeout(net.now, &mut out);
         let t = &out.transmits[0];

@@ -19,7 +19,11 @@ enum Op {
 fuzz_target!(|input: (bool, Vec<Op>)| {
     let (relay, ops) = input;
     let mut now = Instant::now();
-    let mut sn = Supernode::new(supernode_config(relay), now, metalvpc_protocol::Rng::from_seed([1; 32]));
+    let mut sn = Supernode::new(
+        supernode_config(relay),
+        now,
+        metalvpc_protocol::Rng::from_seed([1; 32]),
+    );
     let mut out = Output::default();
     for op in ops.into_iter().take(256) {
         match op {

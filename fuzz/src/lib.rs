@@ -71,6 +71,7 @@ fn arb_record(u: &mut Unstructured<'_>) -> Result<PeerRecord> {
             Ok(IpNet::new(ip, u.int_in_range(0..=max)?).expect("prefix in range"))
         })?,
         endpoints: arb_vec(u, MAX_ENDPOINTS + 4, arb_sockaddr)?,
+        ipv6_router: u.arbitrary()?,
     })
 }
 
@@ -332,7 +333,16 @@ pub fn check_edge_tables(edge: &Edge, members: usize, links: usize) {
     // Per link: pending, current, previous. Per peer: pending, current, previous, unconfirmed.
     assert!(size(&s, "index") <= 3 * links + 4 * peers, "{s:?}");
     assert!(size(&s, "queue_max") <= 32, "{s:?}");
-    assert!(size(&s, "lookups") <= 1025, "{s:?}");
+    assert!(
+        size(&s, "lookups") <= metalvpc_protocol::edge::MAX_LOOKUPS,
+        "{s:?}"
+    );
+    // Each live peer's endpoints and direct path, its relay id at each link.
+    assert!(
+        size(&s, "by_endpoint") <= peers * (MAX_ENDPOINTS + 1),
+        "{s:?}"
+    );
+    assert!(size(&s, "by_relay") <= peers * links, "{s:?}");
     assert!(
         size(&s, "list_chunks") <= links * usize::from(u16::MAX),
         "{s:?}"
@@ -385,6 +395,7 @@ pub fn supernode_config(relay: bool) -> SupernodeConfig {
                     name: format!("m{i}"),
                     address: member_ip(i),
                     allowed_cidrs: vec!["10.244.0.0/24".parse().unwrap()],
+                    ipv6_router: false,
                 })
                 .collect(),
             relay,
@@ -434,6 +445,17 @@ pub struct Datagram {
     pub bytes: Vec<u8>,
 }
 
+/// Frames an edge writes to its TAP itself whatever the peer sent: ARP (gratuitous ARP for
+/// a peer's new MAC) and ICMP/ICMPv6 "too big" answers to frames it was to send.
+fn made_by_edge_itself(f: &[u8]) -> bool {
+    match u16::from_be_bytes([f[12], f[13]]) {
+        0x0806 => true,
+        0x0800 => f.len() >= 36 && f[23] == 1 && f[34] == 3 && f[35] == 4,
+        0x86dd => f.len() >= 55 && f[20] == 58 && f[54] == 2,
+        _ => false,
+    }
+}
+
 /// Datagrams in flight and already delivered are each kept to this many.
 const KEEP: usize = 128;
 
@@ -466,7 +488,11 @@ impl Overlay {
         let unix = 1_700_000_000_000_000;
         Overlay {
             now,
-            sn: Supernode::new(supernode_config(relay), now, metalvpc_protocol::Rng::from_seed([1; 32])),
+            sn: Supernode::new(
+                supernode_config(relay),
+                now,
+                metalvpc_protocol::Rng::from_seed([1; 32]),
+            ),
             edges: [0, 1].map(|i| {
                 Edge::new(
                     edge_config(MEMBER_KEYS[i], COMMUNITY, member_ip(i), relay),
@@ -486,9 +512,10 @@ impl Overlay {
 
     /// Frames an edge writes to its own TAP from what it knows, not from what arrived: ARP
     /// answers and gratuitous ARP (neighbour suppression, a peer's new MAC), ICMP
-    /// "fragmentation needed" / ICMPv6 "packet too big" and neighbour advertisements, and a
-    /// TCP SYN whose MSS it lowered (the same headers as an injected frame).
-    fn made_by_the_edge(&self, f: &[u8]) -> bool {
+    /// "fragmentation needed" / ICMPv6 "packet too big", neighbour advertisements (only in
+    /// answer to its own TAP's solicitation, `local`), and a TCP SYN whose MSS it lowered (the
+    /// same headers as an injected frame).
+    fn made_by_the_edge(&self, f: &[u8], local: bool) -> bool {
         if f.len() < 14 {
             return false;
         }
@@ -496,7 +523,9 @@ impl Overlay {
         match ethertype {
             0x0806 => true,
             0x0800 if f.len() >= 36 && f[23] == 1 => f[34] == 3 && f[35] == 4,
-            0x86dd if f.len() >= 55 && f[20] == 58 => matches!(f[54], 2 | 136),
+            0x86dd if f.len() >= 55 && f[20] == 58 && (f[54] == 2 || (local && f[54] == 136)) => {
+                true
+            }
             0x0800 | 0x86dd => self
                 .injected
                 .iter()
@@ -505,9 +534,46 @@ impl Overlay {
         }
     }
 
+    /// What an edge guarantees of a frame it delivers from its peer (edge `1 - e`): the
+    /// peer's source MAC, and for IPv6 its own source address and neighbour discovery
+    /// speaking only for itself (`icmpv6::check` with the peer's identity).
+    fn check_from_peer(&self, e: usize, f: &[u8]) {
+        let (mac, _) = self.identity(1 - e);
+        if made_by_edge_itself(f) {
+            return;
+        }
+        assert_eq!(
+            metalvpc_protocol::eth::src_mac(f),
+            mac,
+            "edge {e} delivered a frame from another MAC than its peer's: {f:02x?}"
+        );
+        if u16::from_be_bytes([f[12], f[13]]) == 0x86dd {
+            let ll = metalvpc_protocol::neighbor::link_local(mac);
+            let owns = |a: Ipv6Addr| a == ll;
+            let who = metalvpc_protocol::icmpv6::Sender {
+                mac,
+                owns: &owns,
+                router: false,
+            };
+            assert_eq!(
+                metalvpc_protocol::icmpv6::check(f, &who),
+                Ok(()),
+                "edge {e} delivered an IPv6 frame its peer may not send: {f:02x?}"
+            );
+        }
+    }
+
     /// Takes what the last step produced: datagrams go on the wire (bounded), frames are
-    /// checked against what was injected. Returns the bytes sent to `to`.
-    fn collect(&mut self, from: SocketAddr, edge: Option<usize>, to: Option<SocketAddr>) -> usize {
+    /// checked against what was injected (and, when they came from the peer rather than
+    /// being the edge's answer to its own TAP, against what the peer may send). Returns the
+    /// bytes sent to `to`.
+    fn collect(
+        &mut self,
+        from: SocketAddr,
+        edge: Option<usize>,
+        to: Option<SocketAddr>,
+        local: bool,
+    ) -> usize {
         let to_src = check_output(&self.out, to);
         for t in &self.out.transmits {
             if self.wire.len() >= KEEP {
@@ -522,9 +588,12 @@ impl Overlay {
         for f in &self.out.frames {
             let frame = &self.out.buf[f.clone()];
             assert!(
-                self.injected.contains(frame) || self.made_by_the_edge(frame),
+                self.injected.contains(frame) || self.made_by_the_edge(frame, local),
                 "edge {edge:?} delivered a frame no TAP device sent: {frame:02x?}"
             );
+            if let (Some(e), false) = (edge, local) {
+                self.check_from_peer(e, frame);
+            }
             if let (Some(e), true) = (edge, self.injected.contains(frame)) {
                 self.delivered[e] += 1;
             }
@@ -543,10 +612,10 @@ impl Overlay {
         let mut pkt = bytes.to_vec();
         if dst == sn_addr() {
             self.sn.handle_udp(self.now, src, &mut pkt, &mut self.out);
-            Some(self.collect(sn_addr(), None, Some(src)))
+            Some(self.collect(sn_addr(), None, Some(src), false))
         } else if let Some(i) = self.edge_addrs.iter().position(|a| *a == dst) {
             self.edges[i].handle_udp(self.now, src, &mut pkt, &mut self.out);
-            Some(self.collect(dst, Some(i), Some(src)))
+            Some(self.collect(dst, Some(i), Some(src), false))
         } else {
             None
         }
@@ -580,18 +649,18 @@ impl Overlay {
         self.injected.insert(frame.to_vec());
         self.edges[e].handle_frame(self.now, frame, &mut self.out);
         let from = self.edge_addrs[e];
-        self.collect(from, Some(e), None);
+        self.collect(from, Some(e), None, true);
     }
 
     /// Moves time forward and runs every timer that is due.
     pub fn advance(&mut self, d: Duration) {
         self.now += d;
         self.sn.handle_timeout(self.now, &mut self.out);
-        self.collect(sn_addr(), None, None);
+        self.collect(sn_addr(), None, None, false);
         for e in 0..2 {
             self.edges[e].handle_timeout(self.now, &mut self.out);
             let from = self.edge_addrs[e];
-            self.collect(from, Some(e), None);
+            self.collect(from, Some(e), None, true);
         }
     }
 

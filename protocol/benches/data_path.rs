@@ -95,6 +95,7 @@ impl Pair {
                     name: format!("e{i}"),
                     address: std::net::Ipv4Addr::from(ips[i]).into(),
                     allowed_cidrs: vec![],
+                    ipv6_router: false,
                 })
                 .collect(),
             relay: true,

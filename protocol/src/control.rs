@@ -72,6 +72,10 @@ pub struct PeerRecord {
     pub allowed_cidrs: Vec<IpNet>,
     /// Underlay endpoints: the one the supernode observed first, then the ones the edge announced.
     pub endpoints: Vec<SocketAddr>,
+    /// The community lets this member send IPv6 router advertisements and redirects
+    /// (`ipv6_router`). Appended after the records of a message (one flags byte per record),
+    /// so that older edges, which ignore trailing bytes, still read it; absent means false.
+    pub ipv6_router: bool,
 }
 
 /// What a lookup asks for.
@@ -310,7 +314,40 @@ fn get_record(r: &mut Reader<'_>) -> Result<PeerRecord, Truncated> {
         instance,
         allowed_cidrs,
         endpoints,
+        ipv6_router: false,
     })
+}
+
+/// The flags byte of a record (appended after a message's records).
+fn record_flags(r: &PeerRecord) -> u8 {
+    u8::from(r.ipv6_router)
+}
+
+fn set_record_flags(r: &mut PeerRecord, flags: u8) {
+    r.ipv6_router = flags & 1 != 0;
+}
+
+/// Appends the records' flags: a count, then one byte per record.
+fn put_flags(w: &mut Writer, records: &[PeerRecord]) {
+    w.u8(records.len() as u8);
+    for r in records {
+        w.u8(record_flags(r));
+    }
+}
+
+/// Reads what [`put_flags`] appended, if it is there (an older sender omits it).
+fn get_flags(r: &mut Reader<'_>, records: &mut [PeerRecord]) -> Result<(), Truncated> {
+    if r.remaining() == 0 {
+        return Ok(());
+    }
+    let n = r.count(RECORDS_PER_LIST)?;
+    for i in 0..n {
+        let f = r.u8()?;
+        if let Some(rec) = records.get_mut(i) {
+            set_record_flags(rec, f);
+        }
+    }
+    Ok(())
 }
 
 fn get_endpoints(r: &mut Reader<'_>) -> Result<Vec<SocketAddr>, Truncated> {
@@ -390,6 +427,7 @@ impl Control {
                 for r in recs {
                     put_record(&mut w, r);
                 }
+                put_flags(&mut w, recs);
             }
             Control::Lookup { txid, query } => {
                 w.u8(T_LOOKUP).u32(*txid);
@@ -405,6 +443,7 @@ impl Control {
                     Some(r) => {
                         w.u8(1);
                         put_record(&mut w, r);
+                        w.u8(record_flags(r));
                     }
                     None => {
                         w.u8(0);
@@ -414,6 +453,7 @@ impl Control {
             Control::PeerNotify { record } => {
                 w.u8(T_NOTIFY);
                 put_record(&mut w, record);
+                w.u8(record_flags(record));
             }
             Control::PeerRemoved { keys } => {
                 let keys = &keys[..keys.len().min(KEYS_PER_REMOVAL)];
@@ -442,6 +482,7 @@ impl Control {
                 for k in gone {
                     w.raw(&k.0);
                 }
+                put_flags(&mut w, recs);
             }
             Control::SignedList {
                 version,
@@ -510,9 +551,10 @@ impl Control {
                 let chunk = r.u16()?;
                 let chunks = r.u16()?;
                 let n = r.count(RECORDS_PER_LIST)?;
-                let records = (0..n)
+                let mut records: Vec<PeerRecord> = (0..n)
                     .map(|_| get_record(&mut r))
                     .collect::<Result<_, _>>()?;
+                get_flags(&mut r, &mut records)?;
                 Control::PeerList {
                     epoch,
                     chunk,
@@ -534,14 +576,24 @@ impl Control {
                 let txid = r.u32()?;
                 let record = match r.u8()? {
                     0 => None,
-                    1 => Some(get_record(&mut r)?),
+                    1 => {
+                        let mut rec = get_record(&mut r)?;
+                        if r.remaining() > 0 {
+                            set_record_flags(&mut rec, r.u8()?);
+                        }
+                        Some(rec)
+                    }
                     _ => return Err(Truncated),
                 };
                 Control::LookupReply { txid, record }
             }
-            T_NOTIFY => Control::PeerNotify {
-                record: get_record(&mut r)?,
-            },
+            T_NOTIFY => {
+                let mut record = get_record(&mut r)?;
+                if r.remaining() > 0 {
+                    set_record_flags(&mut record, r.u8()?);
+                }
+                Control::PeerNotify { record }
+            }
             T_REMOVED => {
                 let n = r.count(KEYS_PER_REMOVAL)?;
                 let keys = (0..n)
@@ -554,13 +606,14 @@ impl Control {
                 let from = r.u64()?;
                 let epoch = r.u64()?;
                 let n = r.count(RECORDS_PER_LIST)?;
-                let records = (0..n)
+                let mut records: Vec<PeerRecord> = (0..n)
                     .map(|_| get_record(&mut r))
                     .collect::<Result<_, _>>()?;
                 let n = r.count(KEYS_PER_REMOVAL)?;
                 let gone = (0..n)
                     .map(|_| r.array().map(PublicKey))
                     .collect::<Result<_, _>>()?;
+                get_flags(&mut r, &mut records)?;
                 Control::PeerUpdate {
                     from,
                     epoch,
@@ -609,6 +662,53 @@ mod tests {
                 "198.18.0.5:7655".parse().unwrap(),
                 "[2001:db8::5]:7655".parse().unwrap(),
             ],
+            ipv6_router: id % 2 == 1,
+        }
+    }
+
+    #[test]
+    fn a_record_without_its_flags_from_an_older_supernode_means_no_router() {
+        let rec = record(1);
+        assert!(rec.ipv6_router);
+        for msg in [
+            Control::PeerNotify {
+                record: rec.clone(),
+            },
+            Control::LookupReply {
+                txid: 3,
+                record: Some(rec.clone()),
+            },
+            Control::PeerList {
+                epoch: 1,
+                chunk: 0,
+                chunks: 1,
+                records: vec![rec.clone()],
+            },
+            Control::PeerUpdate {
+                from: 1,
+                epoch: 2,
+                records: vec![rec.clone()],
+                gone: vec![],
+            },
+        ] {
+            let b = msg.encode();
+            assert_eq!(Control::decode(&b), Ok(msg.clone()));
+            // What an older supernode sends: the same without the appended flags.
+            let cut = if matches!(msg, Control::PeerList { .. } | Control::PeerUpdate { .. }) {
+                2
+            } else {
+                1
+            };
+            let old = Control::decode(&b[..b.len() - cut]).unwrap();
+            let records = match old {
+                Control::PeerNotify { record } => vec![record],
+                Control::LookupReply { record, .. } => record.into_iter().collect(),
+                Control::PeerList { records, .. } | Control::PeerUpdate { records, .. } => records,
+                _ => unreachable!(),
+            };
+            assert_eq!(records.len(), 1);
+            assert!(!records[0].ipv6_router);
+            assert_eq!(records[0].endpoints, rec.endpoints);
         }
     }
 

@@ -100,8 +100,8 @@ pub fn source_ip(f: &[u8]) -> SourceIp {
                 return SourceIp::Truncated;
             }
             let src = Ipv6Addr::from(<[u8; 16]>::try_from(&p[8..24]).unwrap());
-            // Link-local and unspecified sources are bound by the MAC check; global ones must
-            // be allowed explicitly (see issue on IPv6 for the full treatment).
+            // Link-local and unspecified sources are not named here: the edge checks IPv6
+            // frames from members fully (link-local = the sender's own, ND) in `icmpv6`.
             if src.is_unspecified() || (src.segments()[0] & 0xffc0) == 0xfe80 {
                 SourceIp::None
             } else {

@@ -11,6 +11,7 @@ pub mod cookie;
 pub mod crypto;
 pub mod edge;
 pub mod eth;
+pub mod icmpv6;
 pub mod io;
 pub mod keys;
 pub mod membership;
@@ -25,6 +26,8 @@ pub mod wire;
 
 #[cfg(test)]
 mod sim;
+#[cfg(test)]
+mod sim_edge_trust;
 
 pub use io::{DropCounters, DropReason, Output, Transmit};
 pub use keys::{Mac, PrivateKey, PublicKey};

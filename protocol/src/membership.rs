@@ -11,8 +11,13 @@
 //! body  = magic "metalvpc members" (16 bytes) | format u8 (= 1) | community str
 //!       | version u64 | count u16 | count × member
 //! member = key [32] | name str | address ip | cidr count u8 | cidr count × (ip, prefix u8)
+//!          [| flags u8, format 2 only: bit 0 = ipv6_router]
 //! file  = body | Ed25519 signature over body (64 bytes)
 //! ```
+//!
+//! A list in which no member has a flag set is written in format 1, which every edge reads;
+//! format 2 (a flags byte per member) only when one has, and an edge reading format 1 takes
+//! every flag as unset.
 //!
 //! Decoding is strict: no trailing bytes, no duplicate keys or addresses, bounded counts
 //! ([`MAX_MEMBERS`], [`MAX_ALLOWED_CIDRS`]) and size ([`MAX_MEMBERSHIP_BYTES`]). The signature
@@ -31,8 +36,11 @@ use std::net::IpAddr;
 
 /// The first bytes of every signed membership (also a domain separator for the signature).
 pub const MAGIC: &[u8; 16] = b"metalvpc members";
-/// The format this build writes and reads.
+/// The format of a list without member flags (written whenever no flag is set; read by every
+/// edge).
 pub const FORMAT: u8 = 1;
+/// The format with a flags byte per member (written when a member has `ipv6_router`).
+pub const FORMAT_FLAGS: u8 = 2;
 /// Length of the Ed25519 signature at the end.
 pub const SIGNATURE_LEN: usize = 64;
 /// Largest signed membership accepted (file or reassembled from the wire).
@@ -54,7 +62,7 @@ pub enum MembershipError {
     #[error("it is not a metalvpc signed membership (wrong header or too short)")]
     NotMembership,
     /// A format this build does not read.
-    #[error("it has format {0}, but this build reads format {FORMAT}")]
+    #[error("it has format {0}, but this build reads formats {FORMAT} and {FORMAT_FLAGS}")]
     Format(u8),
     /// The signature does not verify against the administrator key.
     #[error("its signature does not verify against the configured admin_key (signed with another key, or altered)")]
@@ -155,6 +163,8 @@ pub struct NodeEntry {
     pub address: IpAddr,
     /// Extra source ranges it owns.
     pub allowed_cidrs: Vec<IpNet>,
+    /// It may send IPv6 router advertisements and redirects to the others (`ipv6_router`).
+    pub ipv6_router: bool,
 }
 
 /// One member as the administrator signed it.
@@ -168,6 +178,8 @@ pub struct SignedMember {
     pub address: IpAddr,
     /// Extra source ranges it owns (at most [`MAX_ALLOWED_CIDRS`]).
     pub allowed_cidrs: Vec<IpNet>,
+    /// It may send IPv6 router advertisements and redirects (`ipv6_router`).
+    pub ipv6_router: bool,
 }
 
 impl From<&NodeEntry> for SignedMember {
@@ -177,6 +189,7 @@ impl From<&NodeEntry> for SignedMember {
             name: n.name.clone(),
             address: n.address,
             allowed_cidrs: n.allowed_cidrs.clone(),
+            ipv6_router: n.ipv6_router,
         }
     }
 }
@@ -188,6 +201,7 @@ impl From<&SignedMember> for NodeEntry {
             name: m.name.clone(),
             address: m.address,
             allowed_cidrs: m.allowed_cidrs.clone(),
+            ipv6_router: m.ipv6_router,
         }
     }
 }
@@ -253,9 +267,10 @@ impl Membership {
     }
 
     fn encode_body(&self) -> Vec<u8> {
+        let flags = self.members.iter().any(|m| m.ipv6_router);
         let mut w = Writer::default();
         w.raw(MAGIC)
-            .u8(FORMAT)
+            .u8(if flags { FORMAT_FLAGS } else { FORMAT })
             .str(&self.community)
             .u64(self.version);
         w.u16(self.members.len().min(MAX_MEMBERS) as u16);
@@ -265,6 +280,9 @@ impl Membership {
             w.u8(cidrs.len() as u8);
             for c in cidrs {
                 w.ip(c.addr()).u8(c.prefix_len());
+            }
+            if flags {
+                w.u8(u8::from(m.ipv6_router));
             }
         }
         w.buf
@@ -287,7 +305,7 @@ impl Membership {
             return Err(MembershipError::NotMembership);
         }
         let format = bytes[MAGIC.len()];
-        if format != FORMAT {
+        if format != FORMAT && format != FORMAT_FLAGS {
             return Err(MembershipError::Format(format));
         }
         let (body, sig) = bytes.split_at(bytes.len() - SIGNATURE_LEN);
@@ -300,7 +318,8 @@ impl Membership {
     fn decode_body(body: &[u8]) -> Result<Membership, MembershipError> {
         let bad = |what: &str| MembershipError::Malformed(what.to_string());
         let t = |_: Truncated| bad("cut short or an impossible value");
-        let mut r = Reader::new(&body[MAGIC.len() + 1..]);
+        let flags = body.get(MAGIC.len()) == Some(&FORMAT_FLAGS);
+        let mut r = Reader::new(body.get(MAGIC.len() + 1..).unwrap_or_default());
         let community = r.str().map_err(t)?;
         let version = r.u64().map_err(t)?;
         let n = usize::from(r.u16().map_err(t)?);
@@ -322,6 +341,7 @@ impl Membership {
                 let net = IpNet::new(ip, len).map_err(|_| bad("a CIDR prefix is too long"))?;
                 allowed_cidrs.push(net.trunc());
             }
+            let ipv6_router = flags && r.u8().map_err(t)? & 1 != 0;
             if !keys.insert(key) {
                 return Err(bad("a key is listed twice"));
             }
@@ -333,6 +353,7 @@ impl Membership {
                 name,
                 address,
                 allowed_cidrs,
+                ipv6_router,
             });
         }
         if r.remaining() != 0 {
@@ -371,6 +392,7 @@ mod tests {
                     name: format!("node-{i}"),
                     address: IpAddr::from([10, 0, (i / 250) as u8, (i % 250) as u8 + 1]),
                     allowed_cidrs: vec![format!("10.244.{}.0/24", i % 250).parse().unwrap()],
+                    ipv6_router: false,
                 })
                 .collect(),
         }
@@ -389,6 +411,19 @@ mod tests {
             AdminPublicKey::from_base64(&admin.public_key().to_base64()),
             Ok(admin.public_key())
         );
+    }
+
+    #[test]
+    fn a_router_flag_is_signed_in_format_2_and_a_list_without_one_stays_format_1() {
+        let admin = AdminKey::generate();
+        let mut m = sample(3, 2);
+        assert_eq!(m.sign(&admin)[MAGIC.len()], FORMAT);
+        m.members[1].ipv6_router = true;
+        let bytes = m.sign(&admin);
+        assert_eq!(bytes[MAGIC.len()], FORMAT_FLAGS);
+        let back = Membership::verify(&bytes, &admin.public_key()).unwrap();
+        assert_eq!(back, m);
+        assert!(!back.members[0].ipv6_router && back.members[1].ipv6_router);
     }
 
     #[test]

@@ -10,41 +10,41 @@ use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-struct SimEdge {
-    addr: SocketAddr,
-    key: PrivateKey,
-    cfg: EdgeConfig,
-    edge: Edge,
-    delivered: Vec<Vec<u8>>,
+pub(crate) struct SimEdge {
+    pub(crate) addr: SocketAddr,
+    pub(crate) key: PrivateKey,
+    pub(crate) cfg: EdgeConfig,
+    pub(crate) edge: Edge,
+    pub(crate) delivered: Vec<Vec<u8>>,
 }
 
-struct Net {
-    now: Instant,
-    sn_addr: SocketAddr,
-    sn_key: PrivateKey,
-    sn_cfg: SupernodeConfig,
-    sn: Supernode,
-    sn_down: bool,
-    edges: Vec<SimEdge>,
-    wire: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
-    blocked: HashSet<(SocketAddr, SocketAddr)>,
+pub(crate) struct Net {
+    pub(crate) now: Instant,
+    pub(crate) sn_addr: SocketAddr,
+    pub(crate) sn_key: PrivateKey,
+    pub(crate) sn_cfg: SupernodeConfig,
+    pub(crate) sn: Supernode,
+    pub(crate) sn_down: bool,
+    pub(crate) edges: Vec<SimEdge>,
+    pub(crate) wire: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
+    pub(crate) blocked: HashSet<(SocketAddr, SocketAddr)>,
     /// Largest IP packet (UDP payload + 28) each direction carries; larger ones vanish.
-    path_mtu: std::collections::HashMap<(SocketAddr, SocketAddr), usize>,
+    pub(crate) path_mtu: std::collections::HashMap<(SocketAddr, SocketAddr), usize>,
     /// Every datagram that reached the supernode.
-    sn_capture: Vec<Vec<u8>>,
+    pub(crate) sn_capture: Vec<Vec<u8>>,
     /// Every datagram that left each edge: (from, to, bytes).
-    capture: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
-    out: Output,
+    pub(crate) capture: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+    pub(crate) out: Output,
     /// `admin_key` of edges added from now on.
-    admin: Option<crate::membership::AdminPublicKey>,
+    pub(crate) admin: Option<crate::membership::AdminPublicKey>,
 }
 
-fn addr(i: u8, port: u16) -> SocketAddr {
+pub(crate) fn addr(i: u8, port: u16) -> SocketAddr {
     SocketAddr::new([198, 18, 0, i].into(), port)
 }
 
 /// An IPv4/UDP-ish frame from `src` to `dst` carrying `payload` (enough for our checks).
-fn ip_frame(dst: Mac, src: Mac, src_ip: [u8; 4], payload: &[u8]) -> Vec<u8> {
+pub(crate) fn ip_frame(dst: Mac, src: Mac, src_ip: [u8; 4], payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::new();
     f.extend_from_slice(&dst.0);
     f.extend_from_slice(&src.0);
@@ -60,7 +60,7 @@ fn ip_frame(dst: Mac, src: Mac, src_ip: [u8; 4], payload: &[u8]) -> Vec<u8> {
 impl Net {
     /// A supernode with communities `(name, [(node name, address)])`; edges are added later.
     #[allow(clippy::type_complexity)]
-    fn new(communities: &[(&str, &[(&str, [u8; 4])])]) -> (Net, Vec<PrivateKey>) {
+    pub(crate) fn new(communities: &[(&str, &[(&str, [u8; 4])])]) -> (Net, Vec<PrivateKey>) {
         let now = Instant::now();
         // Keys from a fixed seed: a scenario run twice sends the same bytes.
         let mut rng = Rng::from_seed([42; 32]);
@@ -81,6 +81,7 @@ impl Net {
                             name: n.to_string(),
                             address: std::net::Ipv4Addr::from(*a).into(),
                             allowed_cidrs: vec!["10.244.0.0/24".parse().unwrap()],
+                            ipv6_router: false,
                         }
                     })
                     .collect(),
@@ -114,11 +115,18 @@ impl Net {
         (net, keys)
     }
 
-    fn add_edge(&mut self, community: &str, key: &PrivateKey, address: [u8; 4]) -> usize {
+    pub(crate) fn add_edge(
+        &mut self,
+        community: &str,
+        key: &PrivateKey,
+        address: [u8; 4],
+    ) -> usize {
         let i = self.edges.len();
         let a = addr(11 + i as u8, 7655);
         let cfg = EdgeConfig {
             admin_key: self.admin,
+            // A static edge knows the community network (as `interface.address` says it).
+            network: (address != [0; 4]).then(|| "10.0.0.0/16".parse().unwrap()),
             ..EdgeConfig::new(
                 community,
                 key.clone(),
@@ -142,7 +150,7 @@ impl Net {
         i
     }
 
-    fn restart_edge(&mut self, i: usize) {
+    pub(crate) fn restart_edge(&mut self, i: usize) {
         let e = &mut self.edges[i];
         e.edge = Edge::new(
             e.cfg.clone(),
@@ -153,21 +161,21 @@ impl Net {
         e.delivered.clear();
     }
 
-    fn restart_supernode(&mut self) {
+    pub(crate) fn restart_supernode(&mut self) {
         self.sn = Supernode::new(self.sn_cfg.clone(), self.now, Rng::from_seed([2; 32]));
     }
 
-    fn block(&mut self, a: usize, b: usize) {
+    pub(crate) fn block(&mut self, a: usize, b: usize) {
         let (x, y) = (self.edges[a].addr, self.edges[b].addr);
         self.blocked.insert((x, y));
         self.blocked.insert((y, x));
     }
 
-    fn unblock_all(&mut self) {
+    pub(crate) fn unblock_all(&mut self) {
         self.blocked.clear();
     }
 
-    fn collect(&mut self, from: SocketAddr) {
+    pub(crate) fn collect(&mut self, from: SocketAddr) {
         for t in &self.out.transmits {
             let bytes = self.out.bytes(t).to_vec();
             self.capture.push((from, t.dst, bytes.clone()));
@@ -175,7 +183,7 @@ impl Net {
         }
     }
 
-    fn drain_edge(&mut self, i: usize) {
+    pub(crate) fn drain_edge(&mut self, i: usize) {
         let from = self.edges[i].addr;
         self.collect(from);
         for f in &self.out.frames {
@@ -186,7 +194,7 @@ impl Net {
         self.out.clear();
     }
 
-    fn deliver_all(&mut self) {
+    pub(crate) fn deliver_all(&mut self) {
         let mut budget = 100_000;
         while let Some((src, dst, mut pkt)) = self.wire.pop_front() {
             budget -= 1;
@@ -218,7 +226,7 @@ impl Net {
         }
     }
 
-    fn run(&mut self, dur: Duration) {
+    pub(crate) fn run(&mut self, dur: Duration) {
         let end = self.now + dur;
         while self.now < end {
             self.now += Duration::from_millis(50);
@@ -235,7 +243,7 @@ impl Net {
         }
     }
 
-    fn send_frame(&mut self, from: usize, frame: &[u8]) {
+    pub(crate) fn send_frame(&mut self, from: usize, frame: &[u8]) {
         self.edges[from]
             .edge
             .handle_frame(self.now, frame, &mut self.out);
@@ -243,11 +251,11 @@ impl Net {
         self.deliver_all();
     }
 
-    fn mac(&self, i: usize) -> Mac {
+    pub(crate) fn mac(&self, i: usize) -> Mac {
         self.edges[i].cfg.mac
     }
 
-    fn ip(&self, i: usize) -> [u8; 4] {
+    pub(crate) fn ip(&self, i: usize) -> [u8; 4] {
         match self.edges[i].cfg.address {
             std::net::IpAddr::V4(a) => a.octets(),
             _ => unreachable!(),
@@ -255,7 +263,7 @@ impl Net {
     }
 
     /// Sends a unicast frame from `a` to `b` and says whether `b` got exactly it.
-    fn unicast(&mut self, a: usize, b: usize, marker: &[u8]) -> bool {
+    pub(crate) fn unicast(&mut self, a: usize, b: usize, marker: &[u8]) -> bool {
         let f = ip_frame(self.mac(b), self.mac(a), self.ip(a), marker);
         let before = self.edges[b].delivered.len();
         self.send_frame(a, &f);
@@ -263,7 +271,7 @@ impl Net {
         self.edges[b].delivered[before..].contains(&f)
     }
 
-    fn path(&self, a: usize, b: usize) -> &'static str {
+    pub(crate) fn path(&self, a: usize, b: usize) -> &'static str {
         let key = self.edges[b].key.public_key();
         let st = self.edges[a].edge.status(self.now);
         st.peers
@@ -272,7 +280,7 @@ impl Net {
             .map_or("unknown", |p| p.path)
     }
 
-    fn drops(&self, i: usize, r: DropReason) -> u64 {
+    pub(crate) fn drops(&self, i: usize, r: DropReason) -> u64 {
         self.edges[i].edge.status(self.now).drops.get(r)
     }
 }
@@ -283,7 +291,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 /// Community "prod" with the first `n` of the members a (10.0.0.1), b (10.0.0.2) and
 /// c (10.0.0.3); no edges yet.
-fn prod(n: usize) -> (Net, Vec<PrivateKey>) {
+pub(crate) fn prod(n: usize) -> (Net, Vec<PrivateKey>) {
     let members = [
         ("a", [10, 0, 0, 1]),
         ("b", [10, 0, 0, 2]),
@@ -294,7 +302,7 @@ fn prod(n: usize) -> (Net, Vec<PrivateKey>) {
 
 impl Net {
     /// An edge of "prod" for each of `keys`, the i-th at 10.0.0.(1 + i) (as in [`prod`]).
-    fn add_edges(&mut self, keys: &[PrivateKey]) {
+    pub(crate) fn add_edges(&mut self, keys: &[PrivateKey]) {
         for (i, k) in keys.iter().enumerate() {
             self.add_edge("prod", k, [10, 0, 0, 1 + i as u8]);
         }
@@ -302,14 +310,14 @@ impl Net {
 }
 
 /// [`prod`] with an edge for each of its `n` members, run for 3 s (registered, sessions up).
-fn prod_edges(n: usize) -> (Net, Vec<PrivateKey>) {
+pub(crate) fn prod_edges(n: usize) -> (Net, Vec<PrivateKey>) {
     let (mut net, keys) = prod(n);
     net.add_edges(&keys);
     net.run(Duration::from_secs(3));
     (net, keys)
 }
 
-fn two_edges() -> Net {
+pub(crate) fn two_edges() -> Net {
     prod_edges(2).0
 }
 
@@ -952,7 +960,7 @@ fn a_dead_peer_is_shown_down() {
 
 impl Net {
     /// Reloads the supernode with its communities edited by `edit`.
-    fn reload(&mut self, edit: impl FnOnce(&mut Vec<CommunityConfig>)) -> ReloadSummary {
+    pub(crate) fn reload(&mut self, edit: impl FnOnce(&mut Vec<CommunityConfig>)) -> ReloadSummary {
         edit(&mut self.sn_cfg.communities);
         let s = self.sn.reload(
             self.sn_cfg.communities.clone(),
@@ -964,7 +972,7 @@ impl Net {
         s
     }
 
-    fn knows(&self, a: usize, b: usize) -> bool {
+    pub(crate) fn knows(&self, a: usize, b: usize) -> bool {
         self.path(a, b) != "unknown"
     }
 }
@@ -975,6 +983,7 @@ fn node(name: &str, key: &PrivateKey, a: [u8; 4]) -> NodeEntry {
         name: name.to_string(),
         address: std::net::Ipv4Addr::from(a).into(),
         allowed_cidrs: vec![],
+        ipv6_router: false,
     }
 }
 
@@ -1285,7 +1294,7 @@ fn arp_for_a_member_is_answered_locally_instead_of_flooded() {
 use crate::membership::{AdminKey, Membership, SignedBlob, SignedMember};
 
 /// The signed list of `nodes` at `version`.
-fn signed_blob(admin: &AdminKey, version: u64, nodes: &[NodeEntry]) -> SignedBlob {
+pub(crate) fn signed_blob(admin: &AdminKey, version: u64, nodes: &[NodeEntry]) -> SignedBlob {
     let m = Membership {
         community: "prod".into(),
         version,
@@ -1302,7 +1311,10 @@ fn signed_blob(admin: &AdminKey, version: u64, nodes: &[NodeEntry]) -> SignedBlo
 /// config; the administrator signed only a and b (version 5), unless `sign_all`. `tamper`
 /// edits the supernode's nodes after signing (what a compromised supernode would serve).
 /// Edges a, b, r run with the administrator's key.
-fn signed_net(sign_all: bool, tamper: impl FnOnce(&mut Vec<NodeEntry>)) -> (Net, AdminKey) {
+pub(crate) fn signed_net(
+    sign_all: bool,
+    tamper: impl FnOnce(&mut Vec<NodeEntry>),
+) -> (Net, AdminKey) {
     let (mut net, keys) = Net::new(&[(
         "prod",
         &[
@@ -1418,6 +1430,7 @@ fn a_moved_address_or_widened_ranges_from_the_supernode_are_refused() {
             instance: 1,
             allowed_cidrs: vec!["10.244.0.0/24".parse().unwrap()],
             endpoints: vec![],
+            ipv6_router: false,
         },
     };
     net.sn_push(1, &forged);
@@ -1427,7 +1440,7 @@ fn a_moved_address_or_widened_ranges_from_the_supernode_are_refused() {
 
 impl Net {
     /// Sends edge `i` a control message from the supernode (as a compromised one would).
-    fn sn_push(&mut self, i: usize, msg: &crate::control::Control) {
+    pub(crate) fn sn_push(&mut self, i: usize, msg: &crate::control::Control) {
         let key = self.edges[i].key.public_key();
         self.sn.test_send(&key, msg, &mut self.out);
         self.collect(self.sn_addr);
@@ -1636,6 +1649,7 @@ fn enrolment_hands_out_stable_addresses_from_the_pool() {
         name: "enrolled".into(),
         address: got,
         allowed_cidrs: vec![],
+        ipv6_router: false,
     });
     net.sn_cfg.communities[0].enrolment = e;
     net.restart_supernode();

@@ -69,6 +69,8 @@ struct RawNode {
     name: Option<String>,
     #[serde(default)]
     allowed_cidrs: Vec<String>,
+    /// May send IPv6 router advertisements and redirects to the other members.
+    ipv6_router: Option<bool>,
 }
 
 /// A loaded and checked configuration.
@@ -270,6 +272,7 @@ fn merge_enrolled(
             name: n.name,
             address,
             allowed_cidrs: vec![],
+            ipv6_router: false,
         });
     }
     if let Some(e) = c.enrolment.as_mut() {
@@ -390,6 +393,7 @@ fn check_community(
                 name: n.name.unwrap_or_default(),
                 address,
                 allowed_cidrs,
+                ipv6_router: n.ipv6_router.unwrap_or(false),
             });
         }
     }
@@ -698,7 +702,7 @@ mod tests {
         write(
             &d,
             "communities.d/staging.toml",
-            &format!("name = \"staging\"\nnetwork = \"192.168.50.0/24\"\n[[node]]\npublic_key = \"{pk}\"\naddress = \"192.168.50.9\"\nallowed_cidrs = [\"10.244.0.0/16\"]\n"),
+            &format!("name = \"staging\"\nnetwork = \"192.168.50.0/24\"\n[[node]]\npublic_key = \"{pk}\"\naddress = \"192.168.50.9\"\nallowed_cidrs = [\"10.244.0.0/16\"]\nipv6_router = true\n"),
         );
         let p = write(
             &d,
@@ -712,6 +716,8 @@ mod tests {
             c.core.communities[1].nodes[0].allowed_cidrs[0].to_string(),
             "10.244.0.0/16"
         );
+        assert!(c.core.communities[1].nodes[0].ipv6_router);
+        assert!(!c.core.communities[0].nodes[0].ipv6_router, "by default");
         assert_eq!(c.management, MgmtAddr::Unix(default_management().into()));
         assert_eq!(c.core.communities[0].cipher, Default::default());
         let p = write(

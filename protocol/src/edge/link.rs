@@ -16,7 +16,7 @@ use crate::io::{DropReason, Output};
 use crate::keys::PublicKey;
 use crate::session::Session;
 use crate::wire;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Least time between two requests for the whole member list made because our copy fell out
@@ -186,9 +186,7 @@ impl Edge {
                 self.index.retire(s);
             }
             self.index.retire_pending(link.pending.take());
-            for peer in self.peers.iter_mut() {
-                peer.unlisted_by(l);
-            }
+            self.peers.unlist_all(l);
         }
         for &(addr, key) in supernodes {
             if !self
@@ -323,18 +321,7 @@ impl Edge {
             return;
         };
         if let Some((ip, prefix)) = assigned {
-            if ip != self.cfg.address {
-                self.cfg.address = ip;
-                self.events.push(Event::AddressAssigned {
-                    address: ip,
-                    prefix,
-                    supernode: self.links[l].addr,
-                });
-                if let IpAddr::V4(address) = ip {
-                    self.commands
-                        .push(Command::ApplyAddress { address, prefix });
-                }
-            }
+            self.on_assigned(l, ip, prefix);
         }
         // A newer signed membership than ours: ask for it first (the records that
         // follow are checked against it).
@@ -399,18 +386,9 @@ impl Edge {
 
     /// Asks every registered supernode about `query`, at most once a second per query.
     pub(super) fn lookup(&mut self, now: Instant, query: Query, out: &mut Output) {
-        if self
-            .lookups
-            .get(&query)
-            .is_some_and(|t| now.saturating_duration_since(*t) < Duration::from_secs(1))
-        {
+        if !self.lookups.try_ask(now, query) {
             return;
         }
-        if self.lookups.len() > 1024 {
-            self.lookups
-                .retain(|_, t| now.saturating_duration_since(*t) < Duration::from_secs(1));
-        }
-        self.lookups.insert(query, now);
         let txid = self.next_txid;
         self.next_txid = self.next_txid.wrapping_add(1);
         for l in self.links.ids() {

@@ -2,7 +2,7 @@
 //! updates between epochs, notifications and removals, and the records they carry applied to
 //! the peer table; with `admin_key`, the signed membership every record is checked against.
 
-use super::paths::relay_path;
+use super::paths::{probe_worthy, relay_path};
 use super::peers::Peer;
 use super::table::{LinkId, PeerId};
 use super::{Command, Edge, Event};
@@ -117,6 +117,7 @@ impl Edge {
                 .push(Command::PersistMembership(bytes.clone()));
         }
         self.signed = Some((m, bytes));
+        self.retry_assignment();
         // Records refused while we had no (or an older) list: ask for them again.
         for l in self.links.ids() {
             let link = &mut self.links[l];
@@ -174,8 +175,8 @@ impl Edge {
             // Not registered with this supernode any more: it cannot relay to them.
             // Sessions stay, as for a peer missing from a whole list.
             for key in gone {
-                if let Some(peer) = self.peers.by_key(&key).and_then(|p| self.peers.get_mut(p)) {
-                    peer.unlisted_by(l);
+                if let Some(p) = self.peers.by_key(&key) {
+                    self.peers.set_relay_id(p, l, None);
                 }
             }
         } else if link.epoch_applied != Some(epoch) {
@@ -240,7 +241,7 @@ impl Edge {
             return;
         };
         if peer.current.is_some() {
-            self.probe(now, p, out);
+            self.probe_on_notice(now, p, out);
         } else if peer.pending.is_none() && relay_path(peer, &self.links, self.cfg.relay).is_none()
         {
             self.start_handshake(now, p, out);
@@ -322,9 +323,13 @@ impl Edge {
         }
         // A supernode that no longer lists a peer cannot relay to it. Its session, if any,
         // stays: a supernode restart must not cut tunnels that work without it.
-        for peer in self.peers.iter_mut() {
-            if !listed.contains(&peer.key) {
-                peer.unlisted_by(l);
+        for p in self.peers.ids() {
+            if self
+                .peers
+                .get(p)
+                .is_some_and(|peer| !listed.contains(&peer.key))
+            {
+                self.peers.set_relay_id(p, l, None);
             }
         }
     }
@@ -369,13 +374,24 @@ impl Edge {
             ] {
                 self.index.retire(s);
             }
-            peer.direct = None;
             peer.last_direct_rx = None;
+            self.peers.set_direct(p, None);
         }
+        // With admin_key only the administrator decides who may advertise routes.
+        let ipv6_router = match (&self.cfg.admin_key, &self.signed) {
+            (None, _) => r.ipv6_router,
+            (Some(_), Some((m, _))) => m.get(&r.key).is_some_and(|s| s.ipv6_router),
+            (Some(_), None) => false,
+        };
+        let Some(peer) = self.peers.get_mut(p) else {
+            return;
+        };
+        peer.ipv6_router = ipv6_router;
         peer.name = r.name;
         peer.address = r.address;
         peer.allowed = r.allowed_cidrs;
-        peer.endpoints = r.endpoints;
-        peer.relay_ids.set(l, Some(r.id));
+        let endpoints = probe_worthy(r.endpoints, self.cfg.network);
+        self.peers.set_endpoints(p, endpoints);
+        self.peers.set_relay_id(p, l, Some(r.id));
     }
 }

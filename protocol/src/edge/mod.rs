@@ -55,8 +55,10 @@
 //! endpoints every [`PROBE_INTERVAL`]; the first one that arrives authenticated switches both
 //! sides to direct.
 
+mod assign;
 mod inside;
 mod link;
+mod lookups;
 mod members;
 mod mtu;
 mod outside;
@@ -66,6 +68,7 @@ mod status;
 mod table;
 mod tcp_fallback;
 
+pub use lookups::{LOOKUP_RETRY, MAX_LOOKUPS};
 pub use status::{EdgeStatus, LinkStatus, MembershipStatus, PeerStatus};
 
 use crate::cookie::{self, CookieGuard};
@@ -76,7 +79,6 @@ use crate::membership::{AdminPublicKey, Membership};
 use crate::rng::Rng;
 use crate::wire;
 use link::Link;
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 use table::{Links, PeerId, PeerTable, SessionIndex};
@@ -124,6 +126,10 @@ pub struct EdgeConfig {
     pub private_key: PrivateKey,
     /// Our overlay address.
     pub address: IpAddr,
+    /// The community's overlay network as this edge knows it (`interface.address` with its
+    /// prefix); None while enrolling. An address a supernode assigns must lie in it with
+    /// exactly its prefix; peers' endpoints inside it are not probed.
+    pub network: Option<ipnet::IpNet>,
     /// Our overlay MAC.
     pub mac: Mac,
     /// Supernodes: underlay address and static public key.
@@ -157,8 +163,8 @@ pub struct EdgeConfig {
 
 impl EdgeConfig {
     /// A configuration with the defaults of the edge's config file for everything but the
-    /// community, our key, our overlay address and the supernodes: the MAC derived from the
-    /// key, no local endpoints, keepalives every [`DEFAULT_KEEPALIVE`], relays allowed,
+    /// community, our key, our overlay address and the supernodes: the community network
+    /// unknown, the MAC derived from the key, no local endpoints, keepalives every [`DEFAULT_KEEPALIVE`], relays allowed,
     /// neighbour suppression and MSS clamping on, a [`crate::DEFAULT_MTU`] TAP, no join
     /// secret, no administrator key or cached membership, the default cipher.
     pub fn new(
@@ -172,6 +178,7 @@ impl EdgeConfig {
             mac: private_key.public_key().derived_mac(),
             private_key,
             address,
+            network: None,
             supernodes,
             local_endpoints: Vec::new(),
             keepalive: DEFAULT_KEEPALIVE,
@@ -241,6 +248,18 @@ pub enum Event {
         prefix: u8,
         /// Which supernode.
         supernode: SocketAddr,
+    },
+    /// A supernode assigned an address this edge may not take (see `assign.rs`): nothing
+    /// changed; counted as `address_refused`.
+    AddressRefused {
+        /// The address.
+        address: IpAddr,
+        /// Its prefix length.
+        prefix: u8,
+        /// Which supernode.
+        supernode: SocketAddr,
+        /// Why, in words.
+        reason: String,
     },
     /// A session with a peer came up.
     PeerUp {
@@ -316,7 +335,7 @@ pub struct Edge {
     drops: DropCounters,
     next_tick: Instant,
     next_txid: u32,
-    lookups: HashMap<crate::control::Query, Instant>,
+    lookups: lookups::Lookups,
     events: Vec<Event>,
     commands: Vec<Command>,
     /// When to try the TCP fallback to silent supernodes.
@@ -329,6 +348,11 @@ pub struct Edge {
     /// The newest valid signed membership (with `admin_key`), and its bytes.
     signed: Option<(Membership, Vec<u8>)>,
     membership_error: Option<String>,
+    /// An address assigned under `admin_key` before any signed membership arrived: decided
+    /// when one is accepted.
+    pending_assignment: Option<(table::LinkId, IpAddr, u8)>,
+    /// Probe datagrams sent for supernodes' `PeerNotify`s: since when, how many.
+    notice_probes: (Instant, u32),
 }
 
 fn backoff(attempts: u32) -> Duration {
@@ -358,7 +382,7 @@ impl Edge {
             drops: DropCounters::default(),
             next_tick: now,
             next_txid: 1,
-            lookups: HashMap::new(),
+            lookups: lookups::Lookups::default(),
             events: Vec::new(),
             commands: Vec::new(),
             fallback: tcp_fallback::TcpFallback::new(now),
@@ -368,6 +392,8 @@ impl Edge {
             flooded_frames: 0,
             signed: None,
             membership_error: None,
+            pending_assignment: None,
+            notice_probes: (now, 0),
         };
         if let Some(bytes) = edge.cfg.membership.take() {
             edge.accept_signed(now, None, bytes, &mut Output::default());
@@ -399,10 +425,14 @@ impl Edge {
     /// targets: `peers` (slots), `peers_live`, `by_key`, `by_mac`, `index`, `lookups`,
     /// `events`, `last_path` (peers whose path was reported), `queued` (frames waiting, all
     /// peers), `queue_max` (the longest queue), `list_chunks` (member-list chunks being
-    /// assembled, all supernodes).
+    /// assembled, all supernodes), `by_endpoint` and `by_relay` (the indexes that find the
+    /// peer a packet came from).
     pub fn table_sizes(&self) -> Vec<(&'static str, usize)> {
         let live = self.peers.iter().map(|(_, p)| p);
+        let (by_endpoint, by_relay) = self.peers.paths_len();
         vec![
+            ("by_endpoint", by_endpoint),
+            ("by_relay", by_relay),
             ("peers", self.peers.slots()),
             ("peers_live", live.clone().count()),
             ("by_key", self.peers.keys_len()),
@@ -425,6 +455,18 @@ impl Edge {
                     .sum(),
             ),
         ]
+    }
+
+    /// The instance id this edge announces (tests: forging its record).
+    #[cfg(test)]
+    pub(crate) fn test_instance(&self) -> u64 {
+        self.instance
+    }
+
+    /// Peers visited by scans of the peer table so far (tests: the cost of a lookup).
+    #[cfg(test)]
+    pub(crate) fn test_peer_visits(&self) -> u64 {
+        self.peers.visited.get()
     }
 
     /// Events since the last call.

@@ -10,6 +10,7 @@ use super::{Edge, Event};
 use crate::control::Control;
 use crate::cookie::Verdict;
 use crate::eth::{self, SourceIp};
+use crate::icmpv6;
 use crate::io::{DropReason, Output};
 use crate::keys::Mac;
 use crate::pmtu;
@@ -18,7 +19,8 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 /// Anti-spoofing: the frame must come from the peer's MAC and from an address it owns,
-/// and be addressed to us or to a group.
+/// and be addressed to us or to a group; IPv6 neighbour discovery may speak only for the
+/// peer itself (see [`crate::icmpv6`]).
 fn check_frame(peer: &Peer, our_mac: Mac, frame: &[u8]) -> Result<(), DropReason> {
     if eth::src_mac(frame) != peer.mac {
         return Err(DropReason::SourceMismatch);
@@ -31,6 +33,18 @@ fn check_frame(peer: &Peer, our_mac: Mac, frame: &[u8]) -> Result<(), DropReason
     let dst = eth::dst_mac(frame);
     if !dst.is_group() && dst != our_mac {
         return Err(DropReason::NotForUs);
+    }
+    if eth::ethertype(frame) == eth::ETHERTYPE_IPV6 {
+        let ll = crate::neighbor::link_local(peer.mac);
+        let owns = |a: std::net::Ipv6Addr| a == ll || peer.allows(a.into());
+        return icmpv6::check(
+            frame,
+            &icmpv6::Sender {
+                mac: peer.mac,
+                owns: &owns,
+                router: peer.ipv6_router,
+            },
+        );
     }
     match eth::source_ip(frame) {
         SourceIp::Addr(ip) if !peer.allows(ip) => Err(DropReason::SourceMismatch),

@@ -22,6 +22,44 @@ const MSG_PONG: u8 = 2;
 const MSG_RELAY_PING: u8 = 3;
 const MSG_RELAY_PONG: u8 = 4;
 
+/// Most endpoints kept per peer (what a record may carry at most).
+pub(super) const MAX_PEER_ENDPOINTS: usize = crate::control::MAX_ENDPOINTS;
+/// Probes sent at once to a peer's endpoints (one round).
+pub(super) const PROBES_PER_ROUND: usize = 4;
+/// Least time between two probe rounds to one peer asked for by a supernode (`PeerNotify`,
+/// the answer to another member's `Lookup`).
+pub(super) const NOTIFY_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Most probe datagrams all supernodes' `PeerNotify`s may make this edge send per second.
+pub(super) const NOTIFY_PROBES_PER_SEC: u32 = 64;
+
+/// The endpoints of a peer's record worth probing: no unspecified, loopback, multicast
+/// (link-local multicast included) or broadcast address, no port 0, nothing inside the
+/// community's overlay network (`network`), no duplicates, at most [`MAX_PEER_ENDPOINTS`].
+/// A supernode (or a member announcing local endpoints) cannot point our probes at this
+/// host, a multicast group, or the overlay itself.
+pub(super) fn probe_worthy(eps: Vec<SocketAddr>, network: Option<ipnet::IpNet>) -> Vec<SocketAddr> {
+    let mut kept: Vec<SocketAddr> = Vec::with_capacity(eps.len().min(MAX_PEER_ENDPOINTS));
+    for ep in eps {
+        let ip = ep.ip().to_canonical();
+        let bad = match ip {
+            std::net::IpAddr::V4(a) => {
+                a.is_unspecified() || a.is_loopback() || a.is_multicast() || a.is_broadcast()
+            }
+            std::net::IpAddr::V6(a) => a.is_unspecified() || a.is_loopback() || a.is_multicast(),
+        };
+        if bad
+            || ep.port() == 0
+            || network.is_some_and(|n| n.contains(&ip))
+            || kept.contains(&ep)
+            || kept.len() == MAX_PEER_ENDPOINTS
+        {
+            continue;
+        }
+        kept.push(ep);
+    }
+    kept
+}
+
 /// Where a packet came from or goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Path {
@@ -96,10 +134,10 @@ impl Edge {
     /// The peer a packet came from, by its path: the relay's source id, or a direct
     /// endpoint we know for it.
     pub(super) fn peer_on_path(&self, path: Path) -> Option<PeerId> {
-        self.peers.find(|peer| match path {
-            Path::Direct(src) => peer.direct == Some(src) || peer.endpoints.contains(&src),
-            Path::Relay { link, id } => peer.relay_ids.get(link) == Some(id),
-        })
+        match path {
+            Path::Direct(src) => self.peers.by_endpoint(&src),
+            Path::Relay { link, id } => self.peers.by_relay(link, id),
+        }
     }
 
     /// Authenticated data straight from `src` (the peer's session already checked it): if
@@ -158,8 +196,8 @@ impl Edge {
                     peer.rtt = Some(now.saturating_duration_since(sent));
                     peer.awaiting_pong = false;
                 }
-                peer.direct = Some(src);
                 peer.last_direct_rx = Some(now);
+                self.peers.set_direct(p, Some(src));
             }
             _ => {} // a later version's message: ignore
         }
@@ -327,6 +365,32 @@ impl Edge {
         })
     }
 
+    /// A supernode asks us to probe peer `p` now (`PeerNotify`): at most one round per
+    /// [`NOTIFY_PROBE_INTERVAL`] per peer and [`NOTIFY_PROBES_PER_SEC`] datagrams in total,
+    /// however many notices arrive.
+    pub(super) fn probe_on_notice(&mut self, now: Instant, p: PeerId, out: &mut Output) {
+        let Some(peer) = self.peers.get(p) else {
+            return;
+        };
+        if peer
+            .last_probe
+            .is_some_and(|t| now.saturating_duration_since(t) < NOTIFY_PROBE_INTERVAL)
+        {
+            return;
+        }
+        let n = peer.endpoints.len().min(PROBES_PER_ROUND) as u32;
+        let (since, sent) = &mut self.notice_probes;
+        if now.saturating_duration_since(*since) >= Duration::from_secs(1) {
+            *since = now;
+            *sent = 0;
+        }
+        if *sent + n > NOTIFY_PROBES_PER_SEC {
+            return;
+        }
+        *sent += n;
+        self.probe(now, p, out);
+    }
+
     /// Probes straight to each of the peer's endpoints: the relay-to-direct upgrade and the
     /// NAT hole punch. Each endpoint that works answers with a pong.
     pub(super) fn probe(&mut self, now: Instant, p: PeerId, out: &mut Output) {
@@ -335,7 +399,12 @@ impl Edge {
         };
         peer.last_probe = Some(now);
         peer.awaiting_pong = true;
-        let eps: Vec<SocketAddr> = peer.endpoints.iter().copied().take(4).collect();
+        let eps: Vec<SocketAddr> = peer
+            .endpoints
+            .iter()
+            .copied()
+            .take(PROBES_PER_ROUND)
+            .collect();
         for ep in eps {
             self.send_small(now, p, &[MSG_PROBE], Path::Direct(ep), out);
         }

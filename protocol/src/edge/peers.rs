@@ -3,7 +3,7 @@
 
 use super::mtu::PathMtu;
 use super::paths::{emit, relay_path, Path};
-use super::table::{LinkId, Owner, PeerId, RelayIds};
+use super::table::{Owner, PeerId, RelayIds};
 use super::{backoff, Edge, Event, DIRECT_TIMEOUT, PEER_EXPIRY};
 use crate::control::{PeerRecord, Query};
 use crate::cookie;
@@ -39,6 +39,8 @@ pub(super) struct Peer {
     pub(super) mac: Mac,
     pub(super) instance: u64,
     pub(super) allowed: Vec<IpNet>,
+    /// May send IPv6 router advertisements and redirects (`ipv6_router`).
+    pub(super) ipv6_router: bool,
     pub(super) endpoints: Vec<SocketAddr>,
     /// This peer's id at each supernode (None: that supernode does not list it now).
     pub(super) relay_ids: RelayIds,
@@ -93,6 +95,7 @@ impl Peer {
             mac: r.mac,
             instance: r.instance,
             allowed: Vec::new(),
+            ipv6_router: false,
             endpoints: Vec::new(),
             relay_ids: RelayIds::new(links),
             current: None,
@@ -130,11 +133,6 @@ impl Peer {
         } else {
             self.name.clone()
         }
-    }
-
-    /// Supernode `l` no longer lists this peer: it cannot relay to it (sessions stay).
-    pub(super) fn unlisted_by(&mut self, l: LinkId) {
-        self.relay_ids.set(l, None);
     }
 
     pub(super) fn direct_active(&self, now: Instant) -> Option<SocketAddr> {
@@ -288,12 +286,14 @@ impl Edge {
         self.index.retire(old);
         peer.last_handshake = Some(now);
         peer.last_rx = Some(now);
-        if let Path::Direct(src) = path {
-            peer.direct = Some(src);
+        if let Path::Direct(_) = path {
             peer.last_direct_rx = Some(now);
         }
         if peer.previous.is_none() {
             self.events.push(Event::PeerUp { peer: peer.label() });
+        }
+        if let Path::Direct(src) = path {
+            self.peers.set_direct(p, Some(src));
         }
         self.flush_queue(now, p, out);
     }

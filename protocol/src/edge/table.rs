@@ -13,6 +13,7 @@ use crate::keys::{Mac, PublicKey};
 use crate::rng::Rng;
 use crate::session::Session;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::ops::{Index, IndexMut};
 
 /// A peer's slot in the [`PeerTable`]. A slot is reused after its peer is forgotten.
@@ -39,16 +40,25 @@ pub(super) enum Owner {
     Peer(PeerId),
 }
 
-/// The peers, with their lookups by key and by MAC.
+/// The peers, with their lookups by key, by MAC, by underlay endpoint and by relay id.
 ///
 /// Invariants: `by_key` maps exactly the keys of the live peers to their slots; an entry of
 /// `by_mac` points at a live peer with that MAC (a MAC two peers claim points at the one
-/// that claimed it last).
+/// that claimed it last); an entry of `by_endpoint` points at a live peer whose `direct`
+/// or `endpoints` hold that endpoint (shared by two: the one that got it last); `by_relay`
+/// maps (link, id) to the live peer whose relay id at that link it is. The peer's
+/// `endpoints`, `direct` and `relay_ids` change only through this table, so that the peer a
+/// packet came from is found in O(1) (an unknown receiver index costs no scan).
 #[derive(Default)]
 pub(super) struct PeerTable {
     slots: Vec<Option<Peer>>,
     by_key: HashMap<PublicKey, PeerId>,
     by_mac: HashMap<Mac, PeerId>,
+    by_endpoint: HashMap<SocketAddr, PeerId>,
+    by_relay: HashMap<(LinkId, u32), PeerId>,
+    /// Slots visited by [`PeerTable::iter`] (tests: what a lookup costs).
+    #[cfg(test)]
+    pub(super) visited: std::cell::Cell<u64>,
 }
 
 impl PeerTable {
@@ -70,6 +80,82 @@ impl PeerTable {
         self.by_mac.get(mac).copied()
     }
 
+    /// The peer whose direct path or one of whose endpoints is `ep`.
+    pub(super) fn by_endpoint(&self, ep: &SocketAddr) -> Option<PeerId> {
+        self.by_endpoint.get(ep).copied()
+    }
+
+    /// The peer with relay id `id` at supernode `l`.
+    pub(super) fn by_relay(&self, l: LinkId, id: u32) -> Option<PeerId> {
+        self.by_relay.get(&(l, id)).copied()
+    }
+
+    /// Gives peer `p` the endpoints `eps` (from a supernode's record).
+    pub(super) fn set_endpoints(&mut self, p: PeerId, eps: Vec<SocketAddr>) {
+        let Some(peer) = self.slots.get_mut(p.0).and_then(Option::as_mut) else {
+            return;
+        };
+        let old = std::mem::replace(&mut peer.endpoints, eps);
+        for e in old {
+            self.unindex_endpoint(p, e);
+        }
+        self.index_endpoints(p);
+    }
+
+    /// Sets peer `p`'s proven direct endpoint.
+    pub(super) fn set_direct(&mut self, p: PeerId, direct: Option<SocketAddr>) {
+        let Some(peer) = self.slots.get_mut(p.0).and_then(Option::as_mut) else {
+            return;
+        };
+        if peer.direct == direct {
+            return;
+        }
+        let old = std::mem::replace(&mut peer.direct, direct);
+        if let Some(e) = old {
+            self.unindex_endpoint(p, e);
+        }
+        self.index_endpoints(p);
+    }
+
+    /// Sets peer `p`'s relay id at supernode `l` (None: `l` does not list it now).
+    pub(super) fn set_relay_id(&mut self, p: PeerId, l: LinkId, id: Option<u32>) {
+        let Some(peer) = self.slots.get_mut(p.0).and_then(Option::as_mut) else {
+            return;
+        };
+        let old = peer.relay_ids.get(l);
+        if old == id {
+            return;
+        }
+        peer.relay_ids.set(l, id);
+        if let Some(o) = old {
+            if self.by_relay.get(&(l, o)) == Some(&p) {
+                self.by_relay.remove(&(l, o));
+            }
+        }
+        if let Some(n) = id {
+            self.by_relay.insert((l, n), p);
+        }
+    }
+
+    /// Drops `e` from the endpoint index if it leads to `p` and `p` no longer has it.
+    fn unindex_endpoint(&mut self, p: PeerId, e: SocketAddr) {
+        let still = self
+            .get(p)
+            .is_some_and(|peer| peer.direct == Some(e) || peer.endpoints.contains(&e));
+        if !still && self.by_endpoint.get(&e) == Some(&p) {
+            self.by_endpoint.remove(&e);
+        }
+    }
+
+    fn index_endpoints(&mut self, p: PeerId) {
+        let Some(peer) = self.slots.get(p.0).and_then(Option::as_ref) else {
+            return;
+        };
+        for e in peer.endpoints.iter().chain(peer.direct.iter()) {
+            self.by_endpoint.insert(*e, p);
+        }
+    }
+
     /// Adds a peer (its key not in the table yet) in the first free slot.
     pub(super) fn insert(&mut self, peer: Peer) -> PeerId {
         let (key, mac) = (peer.key, peer.mac);
@@ -85,6 +171,12 @@ impl PeerTable {
         };
         self.by_key.insert(key, p);
         self.by_mac.insert(mac, p);
+        self.index_endpoints(p);
+        if let Some(peer) = self.slots[p.0].as_ref() {
+            for (l, id) in peer.relay_ids.iter() {
+                self.by_relay.insert((l, id), p);
+            }
+        }
         p
     }
 
@@ -109,15 +201,35 @@ impl PeerTable {
         if self.by_mac.get(&peer.mac) == Some(&p) {
             self.by_mac.remove(&peer.mac);
         }
+        for e in peer.endpoints.iter().chain(peer.direct.iter()) {
+            if self.by_endpoint.get(e) == Some(&p) {
+                self.by_endpoint.remove(e);
+            }
+        }
+        for (l, id) in peer.relay_ids.iter() {
+            if self.by_relay.get(&(l, id)) == Some(&p) {
+                self.by_relay.remove(&(l, id));
+            }
+        }
         Some(peer)
+    }
+
+    /// Supernode `l` lists no peer any more (it was removed by a reload).
+    pub(super) fn unlist_all(&mut self, l: LinkId) {
+        for p in self.ids() {
+            self.set_relay_id(p, l, None);
+        }
     }
 
     /// The live peers, in slot order.
     pub(super) fn iter(&self) -> impl Iterator<Item = (PeerId, &Peer)> + Clone {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| Some((PeerId(i), s.as_ref()?)))
+        #[cfg(test)]
+        let visited = &self.visited;
+        self.slots.iter().enumerate().filter_map(move |(i, s)| {
+            #[cfg(test)]
+            visited.set(visited.get() + 1);
+            Some((PeerId(i), s.as_ref()?))
+        })
     }
 
     pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Peer> {
@@ -127,11 +239,6 @@ impl PeerTable {
     /// The ids of the live peers, in slot order (a copy: the caller may change the table).
     pub(super) fn ids(&self) -> Vec<PeerId> {
         self.iter().map(|(p, _)| p).collect()
-    }
-
-    /// The first live peer `f` is true of.
-    pub(super) fn find(&self, mut f: impl FnMut(&Peer) -> bool) -> Option<PeerId> {
-        self.iter().find(|(_, peer)| f(peer)).map(|(p, _)| p)
     }
 
     /// Slots, live or free (`table_sizes`).
@@ -145,6 +252,11 @@ impl PeerTable {
 
     pub(super) fn macs_len(&self) -> usize {
         self.by_mac.len()
+    }
+
+    /// Entries of the endpoint and relay-id indexes (`table_sizes`).
+    pub(super) fn paths_len(&self) -> (usize, usize) {
+        (self.by_endpoint.len(), self.by_relay.len())
     }
 }
 
@@ -212,7 +324,16 @@ impl RelayIds {
         self.0.get(l.0).copied().flatten()
     }
 
-    pub(super) fn set(&mut self, l: LinkId, id: Option<u32>) {
+    /// The (link, id) pairs set.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (LinkId, u32)> + '_ {
+        self.0
+            .iter()
+            .enumerate()
+            .filter_map(|(i, id)| Some((LinkId(i), (*id)?)))
+    }
+
+    /// Only through [`PeerTable::set_relay_id`] for a peer in the table.
+    fn set(&mut self, l: LinkId, id: Option<u32>) {
         if let Some(x) = self.0.get_mut(l.0) {
             *x = id;
         }
@@ -292,6 +413,7 @@ mod tests {
             instance: 1,
             allowed_cidrs: vec![],
             endpoints: vec![],
+            ipv6_router: false,
         };
         Peer::new(&r, 1, Instant::now())
     }

@@ -62,6 +62,7 @@ impl Supernode {
             name: name.clone(),
             address,
             allowed_cidrs: Vec::new(),
+            ipv6_router: false,
         };
         self.table.community_mut(c).push(Node::new(entry, id));
         self.events.push(Event::Enrolled {

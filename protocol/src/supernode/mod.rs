@@ -392,6 +392,7 @@ pub(crate) mod tests {
                         name: "m0".into(),
                         address: "10.77.0.1".parse().unwrap(),
                         allowed_cidrs: vec![],
+                        ipv6_router: false,
                     }],
                     relay: true,
                     signed: None,

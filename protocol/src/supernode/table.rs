@@ -147,6 +147,7 @@ impl Node {
             instance: reg.instance,
             allowed_cidrs: self.entry.allowed_cidrs.clone(),
             endpoints,
+            ipv6_router: self.entry.ipv6_router,
         })
     }
 
@@ -175,7 +176,8 @@ impl Node {
         }
         let changed = moved
             || self.entry.name != entry.name
-            || self.entry.allowed_cidrs != entry.allowed_cidrs;
+            || self.entry.allowed_cidrs != entry.allowed_cidrs
+            || self.entry.ipv6_router != entry.ipv6_router;
         if changed {
             self.entry = entry;
         }
@@ -447,6 +449,7 @@ mod tests {
                 name: "n".into(),
                 address: "10.0.0.1".parse().unwrap(),
                 allowed_cidrs: Vec::new(),
+                ipv6_router: false,
             }],
             relay: true,
             cipher: Cipher::default(),
