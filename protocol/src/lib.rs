@@ -17,6 +17,7 @@ pub mod membership;
 pub mod neighbor;
 pub mod overhead;
 pub mod pmtu;
+pub mod ratelimit;
 pub mod replay;
 pub mod rng;
 pub mod session;
@@ -25,6 +26,8 @@ pub mod wire;
 
 #[cfg(test)]
 mod sim;
+#[cfg(test)]
+mod sim_supernode_abuse;
 
 pub use io::{DropCounters, DropReason, Output, Transmit};
 pub use keys::{Mac, PrivateKey, PublicKey};
