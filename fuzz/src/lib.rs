@@ -78,7 +78,7 @@ fn arb_record(u: &mut Unstructured<'_>) -> Result<PeerRecord> {
 /// Any control message, including ones the encoder has to cut (strings over 255 bytes,
 /// lists over their limits).
 pub fn arb_control(u: &mut Unstructured<'_>) -> Result<Control> {
-    Ok(match u.int_in_range(0..=10u8)? {
+    Ok(match u.int_in_range(0..=12u8)? {
         0 => Control::Register {
             max_version: u.arbitrary()?,
             community: u.arbitrary()?,
@@ -152,10 +152,17 @@ pub fn arb_control(u: &mut Unstructured<'_>) -> Result<Control> {
                 Ok(metalvpc_protocol::PublicKey(u.arbitrary()?))
             })?,
         },
+        10 => Control::PathChallenge {
+            nonce: u.arbitrary()?,
+        },
+        11 => Control::PathResponse {
+            nonce: u.arbitrary()?,
+        },
         _ => {
-            // Type bytes 1..=12 are known messages; an unknown one is anything else.
+            // Type bytes 1..=12, 16 and 17 are known messages; an unknown one is anything else.
             let t: u8 = u.arbitrary()?;
-            Control::Unknown(if (1..=12).contains(&t) { t + 100 } else { t })
+            let known = (1..=12).contains(&t) || t == 16 || t == 17;
+            Control::Unknown(if known { t + 100 } else { t })
         }
     })
 }
@@ -354,10 +361,14 @@ pub fn check_supernode_tables(sn: &Supernode) {
     let s = sn.table_sizes();
     let nodes = size(&s, "nodes");
     let regs = size(&s, "registrations");
-    assert!(regs <= nodes, "{s:?}");
-    // A registration holds a current and a previous session.
-    assert!(size(&s, "sessions") <= 2 * regs, "{s:?}");
-    assert!(size(&s, "locals") <= MAX_ENDPOINTS * regs, "{s:?}");
+    let pending = size(&s, "pending");
+    assert!(regs <= nodes && pending <= nodes, "{s:?}");
+    // A registration holds a current and a previous session; a pending one, one more.
+    assert!(size(&s, "sessions") <= 2 * regs + pending, "{s:?}");
+    assert!(
+        size(&s, "locals") <= metalvpc_protocol::supernode::MAX_LOCALS * regs,
+        "{s:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

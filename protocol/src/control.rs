@@ -213,6 +213,19 @@ pub enum Control {
         /// `PeerRemoved`, this is no revocation: the supernode just cannot relay to them.
         gone: Vec<PublicKey>,
     },
+    /// Supernode → edge: a packet of this session came from an address the supernode has not
+    /// proven for you; answer with [`Control::PathResponse`] (from wherever you are). The
+    /// supernode moves the member's endpoint only when the answer comes from the new address:
+    /// return-path proof, so that a member cannot point the supernode at a spoofed source.
+    PathChallenge {
+        /// Random; echoed.
+        nonce: u64,
+    },
+    /// Edge → supernode: the answer to a [`Control::PathChallenge`].
+    PathResponse {
+        /// The challenge's nonce.
+        nonce: u64,
+    },
     /// A type this build does not know; ignored.
     Unknown(u8),
 }
@@ -232,6 +245,8 @@ const T_REMOVED: u8 = 9;
 const T_SIGNED_REQUEST: u8 = 10;
 const T_SIGNED_LIST: u8 = 11;
 const T_UPDATE: u8 = 12;
+const T_PATH_CHALLENGE: u8 = 16;
+const T_PATH_RESPONSE: u8 = 17;
 
 /// The enrolment proof an edge with public key `key` sends: a BLAKE2s MAC, under a key
 /// derived from the community's join secret, of its key, the community and the Register's
@@ -498,6 +513,12 @@ impl Control {
                     .u16(data.len() as u16)
                     .raw(data);
             }
+            Control::PathChallenge { nonce } => {
+                w.u8(T_PATH_CHALLENGE).u64(*nonce);
+            }
+            Control::PathResponse { nonce } => {
+                w.u8(T_PATH_RESPONSE).u64(*nonce);
+            }
             Control::Unknown(t) => {
                 w.u8(*t);
             }
@@ -636,6 +657,8 @@ impl Control {
                     data: r.raw(n)?.to_vec(),
                 }
             }
+            T_PATH_CHALLENGE => Control::PathChallenge { nonce: r.u64()? },
+            T_PATH_RESPONSE => Control::PathResponse { nonce: r.u64()? },
             t => Control::Unknown(t),
         })
     }
@@ -810,6 +833,10 @@ mod tests {
                 records: vec![],
                 gone: vec![],
             },
+            Control::PathChallenge {
+                nonce: 0x0102_0304_0506_0708,
+            },
+            Control::PathResponse { nonce: u64::MAX },
             Control::Unknown(200),
         ];
         for m in msgs {

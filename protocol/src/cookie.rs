@@ -18,10 +18,15 @@
 //! and `mac2 = BLAKE2s-128(key = cookie, initiation without mac2)` appended, which the
 //! responder checks (against this and the previous secret) before any Diffie-Hellman. Spoofed
 //! floods therefore cost one keyed hash each, and legitimate initiators one extra round trip.
+//! A valid `mac2` buys Diffie-Hellman only within its source's budget
+//! ([`crate::ratelimit::SourceLimiter`]: 20 per second, 5 at once, per IPv4 address or IPv6
+//! /64); beyond it the initiation is dropped ([`Verdict::RateLimited`]), so one cookie does not
+//! buy unlimited work.
 //! Initiations that arrive through a supernode relay are exempt: the relay envelope already
 //! proves their origin.
 
 use crate::keys::PublicKey;
+use crate::ratelimit::SourceLimiter;
 use crate::rng::Rng;
 use crate::wire::{self, INIT_HEADER_LEN};
 use blake2::digest::{FixedOutput, KeyInit, Update};
@@ -90,6 +95,8 @@ pub enum Verdict {
     CookieSent,
     /// A `mac2` that does not verify: drop.
     BadMac2,
+    /// A valid `mac2` from a source over its budget of Diffie-Hellman work: drop.
+    RateLimited,
 }
 
 /// The responder's side: load accounting and cookie checks. Pure: time comes in as `now`.
@@ -102,6 +109,7 @@ pub struct CookieGuard {
     window: Instant,
     count: u32,
     under_load_until: Option<Instant>,
+    sources: SourceLimiter,
     /// Initiations per second processed before cookies are required.
     pub limit: u32,
     /// Cookie replies sent so far.
@@ -121,6 +129,7 @@ impl CookieGuard {
             window: now,
             count: 0,
             under_load_until: None,
+            sources: SourceLimiter::default(),
             limit,
             replies: 0,
         }
@@ -174,10 +183,12 @@ impl CookieGuard {
                 let expect = mac16(&c, &[&pkt[..end]]);
                 equal_in_constant_time(&expect, mac2)
             });
-            return if ok {
-                Verdict::Process { end }
-            } else {
+            return if !ok {
                 Verdict::BadMac2
+            } else if !self.sources.allow(now, src) {
+                Verdict::RateLimited
+            } else {
+                Verdict::Process { end }
             };
         }
         if !self.under_load(now) || pkt.len() < AAD_LEN {

@@ -85,6 +85,7 @@ drop_reasons! {
     RelayDenied => "relay_denied", "A relay request in a community whose relay_policy is direct-only.";
     TooBig => "too_big", "A frame larger than the direct path to its peer carries (answered on the TAP with ICMP fragmentation needed / packet too big).";
     BadCookie => "bad_cookie", "An initiation whose proof of address (mac2) did not verify, or a cookie reply that did not open.";
+    RateLimited => "rate_limited", "Over a budget: a source's handshakes past its cookie (Diffie-Hellman per source), or a member's requests to the supernode (member lists, signed lists, lookups).";
     NotSigned => "not_signed", "A peer record (or its handshake) the signed membership does not vouch for: key not on the newest valid list, another address or allowed ranges than signed, or a MAC another member uses (edges with admin_key only).";
     RouterAdvertisement => "router_advertisement", "An IPv6 router advertisement or redirect from a member the community does not let send them (`ipv6_router`).";
     AddressRefused => "address_refused", "An address a supernode assigned that this edge may not take: it is not enrolling (a static or already assigned address), the prefix is not 8 to 32 (128 for IPv6) or not the community network's, the address is no unicast host address or lies outside the network, or the signed membership gives this key another one (an `AddressRefused` event says which).";

@@ -18,6 +18,7 @@ pub mod membership;
 pub mod neighbor;
 pub mod overhead;
 pub mod pmtu;
+pub mod ratelimit;
 pub mod replay;
 pub mod rng;
 pub mod session;
@@ -28,6 +29,7 @@ pub mod wire;
 mod sim;
 #[cfg(test)]
 mod sim_edge_trust;
+mod sim_supernode_abuse;
 
 pub use io::{DropCounters, DropReason, Output, Transmit};
 pub use keys::{Mac, PrivateKey, PublicKey};

@@ -285,7 +285,7 @@ impl Net {
     }
 }
 
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
+pub(crate) fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
@@ -475,7 +475,7 @@ fn an_idle_relayed_peer_stays_up() {
 }
 
 /// Bytes the supernode has sent so far (from the capture).
-fn sn_bytes_sent(net: &Net) -> usize {
+pub(crate) fn sn_bytes_sent(net: &Net) -> usize {
     net.capture
         .iter()
         .filter(|(from, _, _)| *from == net.sn_addr)
@@ -816,7 +816,7 @@ fn lookups_by_mac_ip_and_key_find_registered_members() {
 impl Net {
     /// Sends a lookup from edge `i` (over its real supernode session) and returns the reply,
     /// opened with the edge's own session keys by a test-only hook.
-    fn sn_lookup(
+    pub(crate) fn sn_lookup(
         &mut self,
         i: usize,
         txid: u32,
@@ -977,7 +977,7 @@ impl Net {
     }
 }
 
-fn node(name: &str, key: &PrivateKey, a: [u8; 4]) -> NodeEntry {
+pub(crate) fn node(name: &str, key: &PrivateKey, a: [u8; 4]) -> NodeEntry {
     NodeEntry {
         key: key.public_key(),
         name: name.to_string(),
@@ -1160,7 +1160,7 @@ fn edge_reload_changes_supernodes_and_keepalive_but_keeps_tunnels() {
 
 /// A handshake initiation of random bytes (it costs the responder its Diffie-Hellman
 /// unless a cookie is required).
-fn junk_init(seed: u32) -> Vec<u8> {
+pub(crate) fn junk_init(seed: u32) -> Vec<u8> {
     let mut p = vec![0u8; 150];
     for (i, b) in p.iter_mut().enumerate() {
         *b = (seed.wrapping_mul(2654435761).wrapping_add(i as u32 * 40503) >> 13) as u8;
@@ -1346,7 +1346,7 @@ pub(crate) fn signed_net(
 }
 
 impl Net {
-    fn membership(&self, i: usize) -> crate::edge::MembershipStatus {
+    pub(crate) fn membership(&self, i: usize) -> crate::edge::MembershipStatus {
         self.edges[i].edge.status(self.now).membership.unwrap()
     }
 }

@@ -297,7 +297,12 @@ impl Edge {
                 chunks,
                 data,
             } => self.on_signed_chunk(now, l, version, (chunk, chunks), data, out),
+            // Return-path proof: the answer goes to the supernode from wherever we are now.
+            Control::PathChallenge { nonce } => {
+                self.send_control(l, &Control::PathResponse { nonce }, out)
+            }
             Control::LookupReply { record: None, .. }
+            | Control::PathResponse { .. }
             | Control::Register { .. }
             | Control::SignedListRequest
             | Control::SyncRequest

@@ -90,6 +90,7 @@ impl Edge {
                     }
                     Verdict::CookieSent => {}
                     Verdict::BadMac2 => self.drops.add(DropReason::BadCookie),
+                    Verdict::RateLimited => self.drops.add(DropReason::RateLimited),
                 }
             }
             Packet::CookieReply { receiver } => self.on_cookie(path, receiver, pkt, out),

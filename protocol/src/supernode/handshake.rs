@@ -1,7 +1,11 @@
 //! Registration handshakes: an initiation (past the cookie guard in `handle_udp`) is a
-//! Noise response carrying either a `RegisterAck` that installs the member's session, or a
-//! `RegisterNak` that says why it was refused, never larger than the initiation.
+//! Noise response carrying either a `RegisterAck`, or a `RegisterNak` that says why it was
+//! refused, never larger than the initiation. An accepted registration stays pending until
+//! the edge confirms its key with a packet in the new session (`Table::open`): only then do
+//! its endpoint and announcements take effect, so a replayed initiation (even after a
+//! restart forgot the timestamp floor) or one sent from a spoofed source changes nothing.
 
+use super::limits::filter_locals;
 use super::table::Announced;
 use super::{Event, Refusal, Supernode};
 use crate::control::{Control, NakCode};
@@ -85,16 +89,11 @@ impl Supernode {
             return self.drops.add(DropReason::Replay);
         }
         node.last_timestamp = timestamp;
+        self.claim_mac(&community, remote, mac);
         let local_index = self.table.fresh_index(&mut self.rng);
-        let node = self.table.node(r);
-        let id = node.id;
-        let changed = node.reg().is_none_or(|r| {
-            r.instance != instance || r.endpoint != src || r.mac != mac || r.locals != endpoints
-        });
-        let comm = self.table.community_mut(r.community);
-        if changed {
-            comm.epoch += 1;
-        }
+        let id = self.table.node(r).id;
+        let comm = self.table.community(r.community);
+        let endpoints = filter_locals(&comm.network, endpoints);
         let ack = Control::RegisterAck {
             id,
             observed: src,
@@ -122,15 +121,8 @@ impl Supernode {
             mac,
             instance,
         };
-        self.table.register(r, session, announced, now);
-        if changed {
-            self.events.push(Event::Registered {
-                community: self.table.community(r.community).name.clone(),
-                member: self.table.node(r).label(),
-                endpoint: src,
-            });
-            self.push_member(r, Some(r), out);
-        }
+        // In force once the edge confirms the key (`Supernode::confirmed`).
+        self.table.register_pending(r, session, announced, now);
     }
 
     /// Answers a refused initiation with the refusal, so the operator of the edge sees why;

@@ -33,6 +33,8 @@
 
 mod enrol;
 mod handshake;
+mod limits;
+mod macs;
 mod members;
 mod register;
 mod relay;
@@ -42,6 +44,10 @@ mod table;
 mod tcp;
 
 pub use crate::membership::NodeEntry;
+pub use limits::{
+    ANNOUNCE_BURST, ANNOUNCE_PERIOD, CHALLENGE_BURST, CHALLENGE_PERIOD, LIST_BURST, LIST_PERIOD,
+    LOOKUP_BURST, LOOKUP_PERIOD, MAX_LOCALS, SIGNED_BURST, SIGNED_PERIOD,
+};
 pub use status::{CommunityStatus, MemberStatus, SupernodeStatus};
 pub use tcp::{Command, MAX_TCP, TCP_IDLE};
 
@@ -52,9 +58,11 @@ use crate::io::{DropCounters, DropReason, Output};
 use crate::keys::{PrivateKey, PublicKey};
 use crate::membership::SignedBlob;
 use crate::rng::Rng;
+use crate::session::{OpenError, Session};
 use crate::wire::{self, Packet, WireError};
 use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
 use std::time::{Duration, Instant};
 use table::{NodeRef, Table};
 
@@ -197,6 +205,8 @@ pub struct Supernode {
     /// Session indices and handshake ephemerals come from here.
     rng: Rng,
     tcp: tcp::TcpSources,
+    /// Which key owns which MAC, per community name (see `macs`).
+    macs: std::collections::HashMap<String, macs::MacBook>,
 }
 
 impl Supernode {
@@ -219,6 +229,7 @@ impl Supernode {
             guard: CookieGuard::new(&public, cookie::DEFAULT_LIMIT, now, rng.fork()),
             rng,
             tcp: tcp::TcpSources::default(),
+            macs: Default::default(),
         };
         sn.reload(
             cfg.communities,
@@ -254,6 +265,7 @@ impl Supernode {
                 }
                 Verdict::CookieSent => {}
                 Verdict::BadMac2 => self.drops.add(DropReason::BadCookie),
+                Verdict::RateLimited => self.drops.add(DropReason::RateLimited),
             },
             Packet::Resp { .. } | Packet::CookieReply { .. } => {
                 self.drops.add(DropReason::Malformed)
@@ -279,18 +291,18 @@ impl Supernode {
         pkt: &mut [u8],
         out: &mut Output,
     ) {
-        let Some((r, reg)) = self.table.by_session(receiver) else {
-            return self.drops.add(DropReason::UnknownSession);
+        let len = pkt.len();
+        let Some((r, range)) = self.open(now, receiver, |s| s.open_data(counter, pkt), out) else {
+            return;
         };
-        let range = match reg.open(receiver, |s| s.open_data(counter, pkt)) {
-            Ok(r) => r,
-            Err(e) => return self.drops.add(e),
-        };
-        self.seen(now, r, src, out);
+        let msg = Control::decode(&pkt[range]);
+        if let Ok(Control::PathResponse { nonce }) = msg {
+            self.on_path_response(now, r, src, nonce, out);
+        }
+        self.seen(now, r, src, len, out);
         self.table.node_mut(r).traffic.rx_packets += 1;
-        let msg = match Control::decode(&pkt[range]) {
-            Ok(m) => m,
-            Err(_) => return self.drops.add(DropReason::Malformed),
+        let Ok(msg) = msg else {
+            return self.drops.add(DropReason::Malformed);
         };
         match msg {
             Control::Register {
@@ -302,11 +314,24 @@ impl Supernode {
                 cipher,
                 ..
             } => self.on_reregister(
-                r, &community, address, mac, instance, endpoints, cipher, out,
+                now, r, &community, address, mac, instance, endpoints, cipher, out,
             ),
-            Control::SyncRequest => self.send_list(r, out),
-            Control::SignedListRequest => self.send_signed(r, out),
-            Control::Lookup { txid, query } => self.on_lookup(r, txid, query, out),
+            // Answered only to the proven endpoint (`Node::send`), within the member's budget.
+            Control::SyncRequest => {
+                if self.within_budget(now, r, |b| &mut b.lists) {
+                    self.send_list(r, out)
+                }
+            }
+            Control::SignedListRequest => {
+                if self.within_budget(now, r, |b| &mut b.signed) {
+                    self.send_signed(r, out)
+                }
+            }
+            Control::Lookup { txid, query } => {
+                if self.within_budget(now, r, |b| &mut b.lookups) {
+                    self.on_lookup(r, txid, query, out)
+                }
+            }
             Control::RegisterAck { .. }
             | Control::RegisterNak { .. }
             | Control::PeerList { .. }
@@ -315,22 +340,49 @@ impl Supernode {
             | Control::PeerRemoved { .. }
             | Control::SignedList { .. }
             | Control::PeerUpdate { .. }
+            | Control::PathChallenge { .. }
+            | Control::PathResponse { .. }
             | Control::Unknown(_) => {}
         }
     }
 
-    /// An authenticated packet from member `r` arrived from `src`: refresh it, and follow
-    /// it if its endpoint moved (roaming, NAT rebinding).
-    fn seen(&mut self, now: Instant, r: NodeRef, src: SocketAddr, out: &mut Output) {
-        let moved = self
-            .table
-            .node_mut(r)
-            .reg_mut()
-            .is_some_and(|reg| reg.seen(now, src));
-        if moved {
-            self.table.community_mut(r.community).epoch += 1;
-            self.push_member(r, None, out);
+    /// Opens a packet on session `receiver` with `open` (data or relay): the member and the
+    /// plaintext, after the registration it confirmed (if any) took effect; None: dropped
+    /// and counted.
+    fn open(
+        &mut self,
+        now: Instant,
+        receiver: u32,
+        open: impl FnOnce(&mut Session) -> Result<Range<usize>, OpenError>,
+        out: &mut Output,
+    ) -> Option<(NodeRef, Range<usize>)> {
+        match self.table.open(now, receiver, open) {
+            Ok((r, range, confirmed)) => {
+                self.confirmed(now, r, confirmed, out);
+                Some((r, range))
+            }
+            Err(e) => {
+                self.drops.add(e);
+                None
+            }
         }
+    }
+
+    /// A packet confirmed member `r`'s pending registration (`confirmed` is Some(changed)):
+    /// it is in force now; if it differs from the one before, say so and tell the others.
+    fn confirmed(&mut self, now: Instant, r: NodeRef, confirmed: Option<bool>, out: &mut Output) {
+        if confirmed != Some(true) {
+            return;
+        }
+        let node = self.table.node(r);
+        if let Some(reg) = node.reg() {
+            self.events.push(Event::Registered {
+                community: self.table.community(r.community).name.clone(),
+                member: node.label(),
+                endpoint: reg.endpoint,
+            });
+        }
+        self.announce(now, r, None, out);
     }
 
     /// Sends a control message to member `r`; no-op if it is not registered.
@@ -362,6 +414,7 @@ impl Supernode {
         }
         self.next_tick = now + TICK;
         self.expire_registrations(now, out);
+        self.flush_announces(now, out);
         self.tcp.expire(now);
     }
 }

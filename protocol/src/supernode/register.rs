@@ -2,6 +2,7 @@
 //! inside a session and its acknowledgement, and the expiry of registrations that stopped
 //! refreshing.
 
+use super::limits::filter_locals;
 use super::table::NodeRef;
 use super::{Event, Supernode};
 use crate::control::{Control, NakCode, KEYS_PER_REMOVAL};
@@ -84,6 +85,7 @@ impl Supernode {
                 ),
             ));
         }
+        self.check_mac(community, c, key, mac)?;
         if let Some(other) = nodes
             .iter()
             .find(|x| x.entry.key != *key && x.reg().is_some_and(|r| r.mac == mac))
@@ -104,6 +106,7 @@ impl Supernode {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn on_reregister(
         &mut self,
+        now: Instant,
         r: NodeRef,
         community: &str,
         address: IpAddr,
@@ -132,6 +135,8 @@ impl Supernode {
             self.send(r, &Control::RegisterNak { code, message }, out);
             return;
         }
+        self.claim_mac(community, key, mac);
+        let endpoints = filter_locals(&self.table.community(r.community).network, endpoints);
         let Some(reg) = self.table.node_mut(r).reg_mut() else {
             return; // found by its session, so registered
         };
@@ -141,8 +146,7 @@ impl Supernode {
         reg.locals = endpoints;
         let observed = reg.endpoint;
         if changed {
-            self.table.community_mut(r.community).epoch += 1;
-            self.push_member(r, Some(r), out);
+            self.announce(now, r, Some(r), out);
         }
         let comm = self.table.community(r.community);
         let ack = Control::RegisterAck {
@@ -164,6 +168,7 @@ impl Supernode {
         for c in self.table.community_ids() {
             let mut gone = Vec::new();
             for r in self.table.members(c) {
+                self.table.expire_pending(r, now, expiry);
                 let node = self.table.node(r);
                 let stale = node
                     .reg()

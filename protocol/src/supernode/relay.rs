@@ -21,14 +21,11 @@ impl Supernode {
         pkt: &mut [u8],
         out: &mut Output,
     ) {
-        let Some((r, reg)) = self.table.by_session(receiver) else {
-            return self.drops.add(DropReason::UnknownSession);
+        let len = pkt.len();
+        let Some((r, inner)) = self.open(now, receiver, |s| s.open_relay(counter, pkt), out) else {
+            return;
         };
-        let inner = match reg.open(receiver, |s| s.open_relay(counter, pkt)) {
-            Ok(r) => r,
-            Err(e) => return self.drops.add(e),
-        };
-        self.seen(now, r, src, out);
+        self.seen(now, r, src, len, out);
         if !self.table.community(r.community).relay {
             return self.drops.add(DropReason::RelayDenied);
         }

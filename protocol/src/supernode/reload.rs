@@ -96,6 +96,7 @@ impl Supernode {
                 send_removals(node, &keys, out);
             }
         }
+        self.refresh_macs();
         for c in self.table.community_ids() {
             self.push_lists(c, None, out);
         }

@@ -117,7 +117,8 @@ impl Supernode {
     }
 
     /// The sizes of the supernode's tables, by name, to check memory bounds in tests and
-    /// fuzz targets: `sessions` (indices of live sessions), `registrations`, `nodes`
+    /// fuzz targets: `sessions` (indices of live sessions), `registrations`, `pending`
+    /// (registrations waiting for key confirmation, at most one per node), `nodes`
     /// (configured members, fixed), `locals` (announced endpoints, all members), `events`,
     /// `tcp` (TCP fallback sources watched for idleness), `commands`.
     pub fn table_sizes(&self) -> Vec<(&'static str, usize)> {
@@ -130,6 +131,7 @@ impl Supernode {
         vec![
             ("sessions", self.table.session_count()),
             ("registrations", regs.clone().count()),
+            ("pending", nodes.clone().filter(|n| n.is_pending()).count()),
             ("nodes", nodes.count()),
             ("locals", regs.map(|r| r.locals.len()).sum()),
             ("events", self.events.len()),

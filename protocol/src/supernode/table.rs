@@ -8,6 +8,7 @@
 //! ([`Table::unregister`]) here, where the index map follows; a node's key and id are fixed
 //! once it is in a community, so `by_key` and `by_id` stay true.
 
+use super::limits::Budgets;
 use super::{CommunityConfig, Enrolment};
 use crate::control::PeerRecord;
 use crate::crypto::Cipher;
@@ -20,7 +21,7 @@ use ipnet::IpNet;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A community's place in the [`Table`] (valid until the next reload).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -45,6 +46,16 @@ pub(super) struct Registration {
     pub instance: u64,
     pub last_seen: Instant,
     pub since: Instant,
+    /// A new source the member's packets came from, challenged and not yet proven.
+    pub candidate: Option<Candidate>,
+}
+
+/// A source challenged with a `PathChallenge` (return-path proof before the endpoint moves).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Candidate {
+    pub addr: SocketAddr,
+    pub nonce: u64,
+    pub sent: Instant,
 }
 
 impl Registration {
@@ -78,13 +89,35 @@ impl Registration {
         out.transmit_from(start, self.endpoint);
     }
 
-    /// Follows an authenticated packet from `src`: true if the endpoint moved (roaming,
-    /// NAT rebinding).
-    pub fn seen(&mut self, now: Instant, src: SocketAddr) -> bool {
-        self.last_seen = now;
-        let moved = self.endpoint != src;
-        self.endpoint = src;
-        moved
+    /// Seals `msg` in the current session and sends it to `dst` (which need not be the
+    /// proven endpoint: a path challenge), only if the datagram is at most `max` bytes.
+    pub fn send_to(&mut self, msg: &[u8], dst: SocketAddr, max: usize, out: &mut Output) -> bool {
+        let start = out.buf.len();
+        self.session.seal_data(msg, &mut out.buf);
+        if out.buf.len() - start > max {
+            out.buf.truncate(start);
+            return false;
+        }
+        out.transmit_from(start, dst);
+        true
+    }
+
+    fn new(session: Session, a: Announced, previous: Option<Session>, since: Instant) -> Self {
+        Registration {
+            session,
+            previous,
+            endpoint: a.endpoint,
+            locals: a.locals,
+            mac: a.mac,
+            instance: a.instance,
+            last_seen: since,
+            since,
+            candidate: None,
+        }
+    }
+
+    fn announced(&self) -> (u64, SocketAddr, Mac, &[SocketAddr]) {
+        (self.instance, self.endpoint, self.mac, &self.locals)
     }
 }
 
@@ -105,7 +138,13 @@ pub(super) struct Node {
     /// Newest handshake timestamp accepted, against replayed initiations.
     pub last_timestamp: u64,
     reg: Option<Registration>,
+    /// A registration whose handshake was answered but whose key the edge has not yet
+    /// confirmed (no authenticated packet in the new session yet): it takes effect only then,
+    /// so a replayed or spoofed initiation changes nothing.
+    pending: Option<Registration>,
     pub traffic: Traffic,
+    /// What the member may still ask of the supernode (token buckets).
+    pub budget: Budgets,
 }
 
 impl Node {
@@ -115,7 +154,9 @@ impl Node {
             id,
             last_timestamp: 0,
             reg: None,
+            pending: None,
             traffic: Traffic::default(),
+            budget: Budgets::default(),
         }
     }
 
@@ -160,6 +201,16 @@ impl Node {
         self.traffic.tx_packets += 1;
     }
 
+    /// True while a registration waits for key confirmation.
+    pub fn is_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Its registration (if any), its budgets and its counters, apart.
+    pub fn parts(&mut self) -> (Option<&mut Registration>, &mut Budgets, &mut Traffic) {
+        (self.reg.as_mut(), &mut self.budget, &mut self.traffic)
+    }
+
     /// Its registration, to update what it announced (its sessions stay as they are).
     pub fn reg_mut(&mut self) -> Option<&mut Registration> {
         self.reg.as_mut()
@@ -173,6 +224,7 @@ impl Node {
         let moved = self.entry.address != entry.address;
         if moved {
             self.reg = None;
+            self.pending = None;
         }
         let changed = moved
             || self.entry.name != entry.name
@@ -313,6 +365,7 @@ impl Table {
     }
 
     /// The registered member whose session has local index `index`.
+    #[cfg(test)]
     pub fn by_session(&mut self, index: u32) -> Option<(NodeRef, &mut Registration)> {
         let r = *self.sessions.get(&index)?;
         let reg = self.node_mut(r).reg.as_mut()?;
@@ -344,7 +397,8 @@ impl Table {
     pub fn push(&mut self, comm: Community) -> CommunityId {
         let c = CommunityId(self.communities.len());
         for (node, n) in comm.nodes.iter().enumerate() {
-            for i in n.reg.iter().flat_map(Registration::indices) {
+            let regs = n.reg.iter().chain(n.pending.iter());
+            for i in regs.flat_map(Registration::indices) {
                 self.sessions.insert(i, NodeRef { community: c, node });
             }
         }
@@ -359,13 +413,29 @@ impl Table {
         std::mem::take(&mut self.communities)
     }
 
-    /// Installs a new registration for `r` with `session`, replacing the old one: the same
-    /// process re-keying keeps its old session for packets in flight; a restarted edge (new
-    /// instance) replaces its old registration at once.
-    pub fn register(&mut self, r: NodeRef, session: Session, a: Announced, now: Instant) {
+    /// A registration handshake of `r` was answered with `session`: it is kept pending
+    /// (replacing an older pending one) until the edge confirms the key
+    /// ([`Table::open`]); the registration in force, if any, stays as it is until then.
+    pub fn register_pending(&mut self, r: NodeRef, session: Session, a: Announced, now: Instant) {
         self.sessions.insert(session.local_index, r);
+        let reg = Registration::new(session, a, None, now);
+        let old = self.node_mut(r).pending.replace(reg);
+        self.retire(old.map(|p| p.session));
+    }
+
+    /// The pending registration of `r` takes effect: the same process re-keying keeps its
+    /// old session for packets in flight; a restarted edge (new instance) replaces its old
+    /// registration at once. Some(changed) if there was one, where changed means that its
+    /// instance, endpoint, MAC or local endpoints differ from the registration it replaced.
+    fn confirm(&mut self, r: NodeRef, now: Instant) -> Option<bool> {
+        let pending = self.node_mut(r).pending.take()?;
+        let changed = self
+            .node(r)
+            .reg
+            .as_ref()
+            .is_none_or(|old| old.announced() != pending.announced());
         let (previous, since) = match self.node_mut(r).reg.take() {
-            Some(old) if old.instance == a.instance => {
+            Some(old) if old.instance == pending.instance => {
                 self.retire(old.previous);
                 (Some(old.session), old.since)
             }
@@ -376,20 +446,64 @@ impl Table {
             }
             None => (None, now),
         };
-        self.node_mut(r).reg = Some(Registration {
-            session,
-            previous,
-            endpoint: a.endpoint,
-            locals: a.locals,
-            mac: a.mac,
-            instance: a.instance,
-            last_seen: now,
-            since,
-        });
+        let mut reg = pending;
+        reg.previous = previous;
+        reg.since = since;
+        reg.last_seen = now;
+        self.node_mut(r).reg = Some(reg);
+        Some(changed)
+    }
+
+    /// Installs a registration at once (pending, then confirmed).
+    #[cfg(test)]
+    pub fn register(&mut self, r: NodeRef, session: Session, a: Announced, now: Instant) {
+        self.register_pending(r, session, a, now);
+        self.confirm(r, now);
+    }
+
+    /// Opens a packet that arrived on session `index` with `open` (`Session::open_data` or
+    /// `Session::open_relay`): the member, the plaintext, and Some(changed) if the packet
+    /// confirmed the member's pending registration (see [`Table::confirm`]).
+    pub fn open(
+        &mut self,
+        now: Instant,
+        index: u32,
+        open: impl FnOnce(&mut Session) -> Result<Range<usize>, OpenError>,
+    ) -> Result<(NodeRef, Range<usize>, Option<bool>), DropReason> {
+        let r = *self
+            .sessions
+            .get(&index)
+            .ok_or(DropReason::UnknownSession)?;
+        let node = self.node_mut(r);
+        if let Some(p) = node
+            .pending
+            .as_mut()
+            .filter(|p| p.session.local_index == index)
+        {
+            let range = open(&mut p.session).map_err(DropReason::from)?;
+            return Ok((r, range, self.confirm(r, now)));
+        }
+        let reg = node.reg.as_mut().ok_or(DropReason::UnknownSession)?;
+        Ok((r, reg.open(index, open)?, None))
+    }
+
+    /// Forgets `r`'s pending registration if it is older than `max` (never confirmed).
+    pub fn expire_pending(&mut self, r: NodeRef, now: Instant, max: Duration) {
+        let node = self.node_mut(r);
+        if node
+            .pending
+            .as_ref()
+            .is_some_and(|p| now.saturating_duration_since(p.since) >= max)
+        {
+            let p = node.pending.take();
+            self.retire(p.map(|p| p.session));
+        }
     }
 
     /// Ends `r`'s registration and forgets its sessions: false if it was not registered.
     pub fn unregister(&mut self, r: NodeRef) -> bool {
+        let pending = self.node_mut(r).pending.take();
+        self.retire(pending.map(|p| p.session));
         let Some(reg) = self.node_mut(r).reg.take() else {
             return false;
         };
