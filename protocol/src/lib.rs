@@ -29,6 +29,7 @@ pub mod wire;
 mod sim;
 #[cfg(test)]
 mod sim_edge_trust;
+#[cfg(test)]
 mod sim_supernode_abuse;
 
 pub use io::{DropCounters, DropReason, Output, Transmit};

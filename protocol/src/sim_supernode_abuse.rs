@@ -38,6 +38,7 @@ fn with_large_signed_list(net: &mut Net) {
             name: format!("node-{i}"),
             address: Ipv4Addr::from(0x0a01_0000u32 + i).into(),
             allowed_cidrs: vec![],
+            ipv6_router: false,
         });
     }
     let m = Membership {
