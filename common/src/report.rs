@@ -137,7 +137,7 @@ mod tests {
         let drops = Drops::from(&d);
         let json = serde_json::to_string(&drops).unwrap();
         assert!(
-            json.starts_with("{\"bad_cookie\":0,\"bad_version\":0,"),
+            json.starts_with("{\"address_refused\":0,\"bad_cookie\":0,\"bad_version\":0,"),
             "{json}"
         );
         assert!(json.contains("\"replay\":1,"), "{json}");
