@@ -446,3 +446,23 @@ fn systemd_state(core: &Edge, interface: &str) -> (bool, String) {
         ),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_membership_cache_that_cannot_be_written_is_an_error_for_status() {
+        let dir = common::testing::TempDir::new("edge-cache");
+        let ok = dir.join("prod.members");
+        assert_eq!(write_membership_cache(&ok, b"list v2"), None);
+        assert_eq!(std::fs::read(&ok).unwrap(), b"list v2");
+        // The directory is missing (as /var/lib/metalvpc was for the shipped unit before it
+        // had StateDirectory=): the error names the file and the fix, and status shows it.
+        let missing = dir.join("var-lib-metalvpc").join("prod.members");
+        let err = write_membership_cache(&missing, b"list v3").expect("an error");
+        assert!(err.contains("prod.members"), "{err}");
+        assert!(err.contains("StateDirectory=metalvpc"), "{err}");
+        assert!(err.contains("older signed list"), "{err}");
+    }
+}
