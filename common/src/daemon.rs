@@ -12,7 +12,7 @@
 //! management channel and the poll set), and [`Shell::run`] drives the loop:
 //!
 //! ```text
-//! let shell = Shell::new(udp_socket, &cfg.management)?;   // waker, management, transport
+//! let shell = Shell::new(udp_socket, &cfg.management, token)?; // waker, management, transport
 //! let mut daemon = MyDaemon { core, .. };                   // impl Daemon
 //! shell.run(Some(own_fd), &mut daemon)                      // until SIGINT/SIGTERM
 //! ```
@@ -56,7 +56,7 @@
 //! connections polled are refilled in place.
 
 use crate::poll::PollSet;
-use crate::{datapath, serve_management, MgmtAddr, MgmtRequest, ReloadStats, Transport};
+use crate::{datapath, serve_management, MgmtAddr, MgmtRequest, MgmtToken, ReloadStats, Transport};
 use crate::{WakeHandle, Waker};
 use anyhow::Result;
 use metalvpc_protocol::Output;
@@ -183,10 +183,15 @@ pub struct Shell {
 
 impl Shell {
     /// Installs the signal handlers and the waker, starts the management server on
-    /// `management`, and wraps the bound UDP socket (turning on GRO where the kernel has it).
-    pub fn new(udp: std::net::UdpSocket, management: &MgmtAddr) -> Result<Shell> {
+    /// `management` (TCP requests must carry `token`, if given), and wraps the bound UDP
+    /// socket (turning on GRO where the kernel has it).
+    pub fn new(
+        udp: std::net::UdpSocket,
+        management: &MgmtAddr,
+        token: Option<MgmtToken>,
+    ) -> Result<Shell> {
         let waker = Waker::install()?;
-        let mgmt = serve_management(management, waker.handle())?;
+        let mgmt = serve_management(management, token, waker.handle())?;
         let transport = Transport::new(udp)?;
         let udp = datapath::Udp::new(&transport.udp);
         Ok(Shell {
@@ -371,7 +376,7 @@ mod tests {
         let management = MgmtAddr::Unix(path.clone());
         let udp = crate::bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = udp.local_addr().unwrap();
-        let shell = Shell::new(udp, &management).unwrap();
+        let shell = Shell::new(udp, &management, None).unwrap();
         let client = std::thread::spawn(move || {
             let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
             c.set_read_timeout(Some(std::time::Duration::from_secs(5)))

@@ -135,6 +135,17 @@ pub fn gso_run(out: &Output, from: usize) -> (usize, usize) {
     (end, seg)
 }
 
+/// The datagrams in one receive of `n` bytes whose GRO segment size is `seg` (`n` when the
+/// kernel gave none; 0 counts as none): consecutive ranges of `seg` bytes, the last one
+/// possibly shorter. An empty datagram is one empty range: it counts toward the receive bound
+/// like any other (a flood of them cannot keep the loop receiving), and the core drops it as
+/// malformed.
+pub fn gro_segments(n: usize, seg: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let seg = if seg == 0 { n.max(1) } else { seg };
+    let count = if n == 0 { 1 } else { n.div_ceil(seg) };
+    (0..count).map(move |i| (i * seg).min(n)..(i.saturating_add(1).saturating_mul(seg)).min(n))
+}
+
 impl Udp {
     /// Wraps the transport's UDP socket and turns on GRO where the kernel has it.
     pub fn new(sock: &std::net::UdpSocket) -> Udp {
@@ -187,6 +198,7 @@ impl Udp {
             }
             let n = n as usize;
             let Some(src) = from_sockaddr(&ss) else {
+                count += 1; // it took a turn all the same
                 continue;
             };
             let src = crate::canonical(src);
@@ -205,12 +217,9 @@ impl Udp {
                     c = libc::CMSG_NXTHDR(&msg, c);
                 }
             }
-            let mut at = 0;
-            while at < n {
-                let end = (at + seg).min(n);
-                f(src, &mut self.rx[at..end]);
+            for r in gro_segments(n, seg) {
+                f(src, &mut self.rx[r]);
                 count += 1;
-                at = end;
             }
         }
         count
@@ -380,5 +389,41 @@ mod tests {
             .map(|i| (if i == 39 { 333 } else { 1200 }, i))
             .collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_flood_of_empty_datagrams_counts_toward_the_receive_bound() {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut ub = Udp::new(&b);
+        // 150: what the default receive buffer holds of them (each costs a buffer's overhead).
+        for _ in 0..150 {
+            a.send_to(&[], b.local_addr().unwrap()).unwrap();
+        }
+        a.send_to(b"last", b.local_addr().unwrap()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        // One batch takes its 64 and returns: the loop gets to its timers and management
+        // between batches, however long the flood lasts.
+        let mut seen = Vec::new();
+        let n = ub.recv_batch(64, |_, d| seen.push(d.len()));
+        assert_eq!((n, seen.len()), (64, 64));
+        assert!(
+            seen.iter().all(|&l| l == 0),
+            "handed over as empty: the core drops them"
+        );
+        let mut rest = 0;
+        while ub.recv_batch(64, |_, d| rest += usize::from(!d.is_empty())) > 0 {}
+        assert_eq!(rest, 1, "the datagram after the flood arrives");
+    }
+
+    #[test]
+    fn gro_segments_cover_the_receive_exactly() {
+        let all = |n, seg| gro_segments(n, seg).collect::<Vec<_>>();
+        assert_eq!(all(0, 0), vec![0..0]);
+        assert_eq!(all(0, 1400), vec![0..0]);
+        assert_eq!(all(100, 0), vec![0..100]);
+        assert_eq!(all(100, 100), vec![0..100]);
+        assert_eq!(all(250, 100), vec![0..100, 100..200, 200..250]);
+        assert_eq!(all(100, 5000), vec![0..100]);
     }
 }

@@ -5,20 +5,20 @@
 
 use anyhow::{bail, Context, Result};
 use metalvpc_protocol::{PrivateKey, PublicKey};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
+pub mod atomic_file;
 pub mod cli;
 pub mod daemon;
 pub mod datapath;
 pub mod metrics;
+pub mod mgmt;
 pub mod poll;
 pub mod report;
 pub mod source;
@@ -26,8 +26,14 @@ pub mod systemd;
 pub mod tcp;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub use atomic_file::write_atomic;
 pub use daemon::{Daemon, Io, Shell};
 pub use metrics::Metrics;
+pub use mgmt::{
+    bearer_token, check_request, management_token, parse_request, query_management,
+    serve_management, status_command, BadRequest, HeadReader, MgmtAddr, MgmtRequest, MgmtToken,
+    Request, MAX_REQUEST_BYTES, MAX_REQUEST_HEAD, MAX_REQUEST_PATH,
+};
 pub use report::{Drops, Reloads};
 pub use tcp::{FramedTcp, Transport};
 
@@ -577,285 +583,6 @@ pub fn for_socket(sock_is_v6: bool, dst: SocketAddr) -> SocketAddr {
     }
 }
 
-// ------------------------------------------------------------------------------------------
-// Management socket
-
-/// Where a management endpoint lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MgmtAddr {
-    /// A Unix socket path.
-    Unix(PathBuf),
-    /// A TCP address (keep it on loopback).
-    Tcp(SocketAddr),
-}
-
-impl MgmtAddr {
-    /// Parses `unix:/path`, `/path` (or a relative path, resolved against the config), or
-    /// `127.0.0.1:port`.
-    pub fn parse(config: &Path, text: &str) -> MgmtAddr {
-        if let Ok(sa) = text.parse::<SocketAddr>() {
-            return MgmtAddr::Tcp(sa);
-        }
-        let p = text.strip_prefix("unix:").unwrap_or(text);
-        MgmtAddr::Unix(relative_to(config, p))
-    }
-}
-
-impl std::fmt::Display for MgmtAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            MgmtAddr::Unix(p) => write!(f, "unix:{}", p.display()),
-            MgmtAddr::Tcp(a) => write!(f, "{a}"),
-        }
-    }
-}
-
-/// A request from the management thread to the poll loop: the path asked for and where to
-/// send the answer (status code, content type, body).
-pub struct MgmtRequest {
-    /// e.g. `/status`.
-    pub path: String,
-    /// The answer goes here.
-    pub reply: mpsc::Sender<(u16, &'static str, String)>,
-}
-
-impl MgmtRequest {
-    /// Answers from the daemon's report: `/status` as its JSON, `/metrics` as the Prometheus
-    /// page `metrics` renders from the same report. `report` runs only for those two paths.
-    pub fn answer<R: serde::Serialize>(
-        self,
-        report: impl FnOnce() -> R,
-        metrics: impl FnOnce(&R) -> String,
-    ) {
-        let reply = match self.path.as_str() {
-            "/status" | "/status.json" => match report::to_json(&report()) {
-                Ok(json) => (200, "application/json", json),
-                Err(e) => (500, "text/plain", format!("status: {e}\n")),
-            },
-            "/metrics" => (200, "text/plain; version=0.0.4", metrics(&report())),
-            _ => (
-                404,
-                "text/plain",
-                "unknown path; try /status or /metrics\n".to_string(),
-            ),
-        };
-        let _ = self.reply.send(reply);
-    }
-}
-
-/// The `status` command of both daemons: asks the daemon behind `mgmt` for `/status` and
-/// prints its JSON as is (`--json`) or, read back into the daemon's report type, as the
-/// `table`. When no daemon answers, an error in the config itself is the more useful answer
-/// (it names the key), since a daemon could not have started with it: `load_config` checks.
-pub fn status_command<R: serde::de::DeserializeOwned>(
-    mgmt: &MgmtAddr,
-    config: &Path,
-    load_config: impl FnOnce() -> Result<()>,
-    as_json: bool,
-    table: impl FnOnce(&R) -> String,
-) -> Result<()> {
-    let body = query_management(mgmt, "/status", config).map_err(|e| match load_config() {
-        Err(config_error) => config_error,
-        Ok(()) => e,
-    })?;
-    if as_json {
-        println!("{}", body.trim_end());
-        return Ok(());
-    }
-    let report: R = serde_json::from_str(&body)?;
-    print!("{}", table(&report));
-    Ok(())
-}
-
-/// Starts the management server on a thread. Requests are handed to the poll loop through
-/// the returned receiver (and a wake-up), so the loop owns all state and nothing is locked.
-pub fn serve_management(addr: &MgmtAddr, waker: WakeHandle) -> Result<mpsc::Receiver<MgmtRequest>> {
-    let (tx, rx) = mpsc::channel::<MgmtRequest>();
-    match addr {
-        MgmtAddr::Unix(path) => {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
-            }
-            if path.exists() {
-                if UnixStream::connect(path).is_ok() {
-                    bail!(
-                        "management socket {} is in use by a running daemon; stop it first or set another \
-                         `management` path in the config",
-                        path.display()
-                    );
-                }
-                let _ = std::fs::remove_file(path);
-            }
-            let listener = UnixListener::bind(path)
-                .with_context(|| format!("binding management socket {}", path.display()))?;
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660));
-            std::thread::Builder::new()
-                .name("mgmt".into())
-                .spawn(move || {
-                    for conn in listener.incoming().flatten() {
-                        handle_conn(conn, &tx, waker);
-                    }
-                })?;
-        }
-        MgmtAddr::Tcp(sa) => {
-            let listener = std::net::TcpListener::bind(sa)
-                .with_context(|| format!("binding management address {sa}"))?;
-            std::thread::Builder::new()
-                .name("mgmt".into())
-                .spawn(move || {
-                    for conn in listener.incoming().flatten() {
-                        handle_conn(conn, &tx, waker);
-                    }
-                })?;
-        }
-    }
-    Ok(rx)
-}
-
-trait Conn: Read + Write {
-    fn set_timeouts(&self, d: Duration);
-}
-impl Conn for UnixStream {
-    fn set_timeouts(&self, d: Duration) {
-        let _ = self.set_read_timeout(Some(d));
-        let _ = self.set_write_timeout(Some(d));
-    }
-}
-impl Conn for std::net::TcpStream {
-    fn set_timeouts(&self, d: Duration) {
-        let _ = self.set_read_timeout(Some(d));
-        let _ = self.set_write_timeout(Some(d));
-    }
-}
-
-/// A request head is read until its blank line or until it holds this many bytes.
-pub const MAX_REQUEST_HEAD: usize = 8192;
-/// The longest request head [`parse_request`] looks at: [`MAX_REQUEST_HEAD`] plus one more
-/// read of the connection's 512-byte buffer. Anything longer is refused.
-pub const MAX_REQUEST_BYTES: usize = MAX_REQUEST_HEAD + 512;
-/// The longest path a request may ask for.
-pub const MAX_REQUEST_PATH: usize = 256;
-
-/// A management request that [`parse_request`] accepted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
-    /// The path asked for, e.g. `/status`: starts with `/`, at most [`MAX_REQUEST_PATH`] bytes.
-    pub path: String,
-}
-
-/// A request head that is not `GET /path`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BadRequest;
-
-/// Parses the head of a management request (HTTP/1.0 style: `GET /status HTTP/1.0`).
-/// Only the first line matters: the method must be `GET` and the path must start with `/`
-/// and be at most [`MAX_REQUEST_PATH`] bytes. Invalid UTF-8 is read lossily. Pure and
-/// bounded: a head longer than [`MAX_REQUEST_BYTES`] is refused, and nothing but the path
-/// is allocated.
-pub fn parse_request(head: &[u8]) -> Result<Request, BadRequest> {
-    if head.len() > MAX_REQUEST_BYTES {
-        return Err(BadRequest);
-    }
-    let first = match head.iter().position(|&b| b == b'\n') {
-        Some(i) => &head[..i],
-        None => head,
-    };
-    let first = first.strip_suffix(b"\r").unwrap_or(first);
-    let text = String::from_utf8_lossy(first);
-    let mut parts = text.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    if method != "GET" || !path.starts_with('/') || path.len() > MAX_REQUEST_PATH {
-        return Err(BadRequest);
-    }
-    Ok(Request {
-        path: path.to_string(),
-    })
-}
-
-/// Reads at most [`MAX_REQUEST_HEAD`] bytes of request head (plus one read); answers one
-/// request; closes.
-fn handle_conn(mut conn: impl Conn, tx: &mpsc::Sender<MgmtRequest>, waker: WakeHandle) {
-    conn.set_timeouts(Duration::from_secs(3));
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 512];
-    while head.len() < MAX_REQUEST_HEAD
-        && !head.windows(4).any(|w| w == b"\r\n\r\n")
-        && !head.ends_with(b"\n\n")
-    {
-        match conn.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    }
-    let (code, ctype, body) = match parse_request(&head) {
-        Err(BadRequest) => (
-            400,
-            "text/plain",
-            "bad request: use GET /status\n".to_string(),
-        ),
-        Ok(Request { path }) => {
-            let (rtx, rrx) = mpsc::channel();
-            if tx.send(MgmtRequest { path, reply: rtx }).is_err() {
-                return;
-            }
-            waker.wake();
-            match rrx.recv_timeout(Duration::from_secs(5)) {
-                Ok(x) => x,
-                Err(_) => (503, "text/plain", "daemon busy\n".to_string()),
-            }
-        }
-    };
-    let reason = match code {
-        200 => "OK",
-        404 => "Not Found",
-        400 => "Bad Request",
-        _ => "Service Unavailable",
-    };
-    let _ = write!(
-        conn,
-        "HTTP/1.0 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-}
-
-/// Asks a running daemon for `path`; returns the body.
-pub fn query_management(addr: &MgmtAddr, path: &str, config: &Path) -> Result<String> {
-    let hint = || {
-        format!(
-            "cannot reach the daemon's management socket {addr} (from `management` in {}). Is the daemon \
-             running with this config? (systemctl status, or start it with `run --config {}`)",
-            config.display(),
-            config.display()
-        )
-    };
-    let request = format!("GET {path} HTTP/1.0\r\n\r\n");
-    let mut response = Vec::new();
-    match addr {
-        MgmtAddr::Unix(p) => {
-            let mut s = UnixStream::connect(p).with_context(hint)?;
-            s.set_timeouts(Duration::from_secs(10));
-            s.write_all(request.as_bytes())?;
-            s.take(64 << 20).read_to_end(&mut response)?;
-        }
-        MgmtAddr::Tcp(a) => {
-            let mut s = std::net::TcpStream::connect_timeout(a, Duration::from_secs(3))
-                .with_context(hint)?;
-            s.set_timeouts(Duration::from_secs(10));
-            s.write_all(request.as_bytes())?;
-            s.take(64 << 20).read_to_end(&mut response)?;
-        }
-    }
-    let text = String::from_utf8_lossy(&response);
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        bail!("malformed answer from {addr}")
-    };
-    if !head.starts_with("HTTP/1.0 200") {
-        bail!("{addr} answered: {}", head.lines().next().unwrap_or(""));
-    }
-    Ok(body.to_string())
-}
-
 /// Formats seconds for tables: "3s ago", "2m ago", "-".
 pub fn ago(secs: Option<f64>) -> String {
     match secs {
@@ -887,23 +614,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mgmt_addr_forms() {
-        let cfg = Path::new("/etc/metalvpc/prod.toml");
-        assert_eq!(
-            MgmtAddr::parse(cfg, "127.0.0.1:9000"),
-            MgmtAddr::Tcp("127.0.0.1:9000".parse().unwrap())
-        );
-        assert_eq!(
-            MgmtAddr::parse(cfg, "unix:/run/x.sock"),
-            MgmtAddr::Unix("/run/x.sock".into())
-        );
-        assert_eq!(
-            MgmtAddr::parse(cfg, "x.sock"),
-            MgmtAddr::Unix("/etc/metalvpc/x.sock".into())
-        );
-    }
-
-    #[test]
     fn key_file_permissions_are_enforced() {
         let dir = std::env::temp_dir().join(format!("mvpc-keytest-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -919,56 +629,6 @@ mod tests {
         let err = load_private_key(&cfg, &key).unwrap_err().to_string();
         assert!(err.contains("base64"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn request_parser_accepts_get_with_a_path_only() {
-        let ok = |p: &str| {
-            Ok(Request {
-                path: p.to_string(),
-            })
-        };
-        assert_eq!(
-            parse_request(b"GET /status HTTP/1.0\r\n\r\n"),
-            ok("/status")
-        );
-        assert_eq!(parse_request(b"GET /status\n\n"), ok("/status"));
-        assert_eq!(parse_request(b"GET /status"), ok("/status"));
-        assert_eq!(
-            parse_request(b"  GET \t /x?y=1  HTTP/1.0\r\n"),
-            ok("/x?y=1")
-        );
-        // Only the first line counts.
-        assert_eq!(parse_request(b"GET /a\r\nPOST /b\r\n\r\n"), ok("/a"));
-        assert_eq!(parse_request(b"GET /\xff\r\n"), ok("/\u{fffd}"));
-        let bad = [
-            &b""[..],
-            b"\r\n\r\n",
-            b"POST /status HTTP/1.0\r\n\r\n",
-            b"get /status\r\n",
-            b"GET status\r\n",
-            b"GET\r\n/status\r\n",
-            b"GET\xff /status\r\n",
-        ];
-        for b in bad {
-            assert_eq!(
-                parse_request(b),
-                Err(BadRequest),
-                "{:?}",
-                String::from_utf8_lossy(b)
-            );
-        }
-        // The path limit, in bytes.
-        let path = format!("/{}", "a".repeat(MAX_REQUEST_PATH - 1));
-        assert_eq!(parse_request(format!("GET {path}").as_bytes()), ok(&path));
-        let long = format!("GET {path}a HTTP/1.0\r\n\r\n");
-        assert_eq!(parse_request(long.as_bytes()), Err(BadRequest));
-        // The size bound: a head the connection could not have read is refused whole.
-        let mut head = b"GET /status\r\n".to_vec();
-        head.resize(MAX_REQUEST_BYTES, b'x');
-        assert_eq!(parse_request(&head), ok("/status"));
-        head.push(b'x');
-        assert_eq!(parse_request(&head), Err(BadRequest));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use anyhow::{anyhow, Result};
 use ipnet::Ipv4Net;
 use metalvpc_common::source::{Disk, Source};
-use metalvpc_common::{parse_public_key, relative_to, MgmtAddr, Problems};
+use metalvpc_common::{parse_public_key, relative_to, MgmtAddr, MgmtToken, Problems};
 use metalvpc_protocol::membership::AdminPublicKey;
 use metalvpc_protocol::overhead::{self, Underlay};
 use metalvpc_protocol::{Mac, PrivateKey, PublicKey, DEFAULT_MTU};
@@ -23,6 +23,7 @@ struct RawConfig {
     private_key_file: String,
     listen_port: Option<u16>,
     management: Option<String>,
+    management_token_file: Option<String>,
     keepalive: Option<u64>,
     relay_policy: Option<String>,
     log_level: Option<String>,
@@ -66,6 +67,8 @@ pub struct Loaded {
     pub listen_port: u16,
     /// Management endpoint.
     pub management: MgmtAddr,
+    /// `management_token_file`: what TCP management requests must carry.
+    pub management_token: Option<MgmtToken>,
     /// Keepalive interval to peers.
     pub keepalive: Duration,
     /// Supernodes.
@@ -302,6 +305,15 @@ pub fn load_from_str(
         "cipher",
         raw.cipher.as_deref(),
     ));
+    let management = management(path, &raw);
+    let management_token = p
+        .ok(metalvpc_common::management_token(
+            path,
+            &management,
+            raw.management_token_file.as_deref(),
+            source,
+        ))
+        .flatten();
     p.finish(path)?;
     let missing = || anyhow!("{f}: internal: a checked value is missing");
     Ok(Loaded {
@@ -313,7 +325,8 @@ pub fn load_from_str(
         mtu_explicit: raw.interface.mtu.is_some(),
         join_secret,
         address6,
-        management: management(path, &raw),
+        management,
+        management_token,
         community: raw.community,
         private_key: private_key.ok_or_else(missing)?,
         listen_port: raw.listen_port.unwrap_or(DEFAULT_LISTEN_PORT),
@@ -417,6 +430,17 @@ mod tests {
             (
                 format!("cipher = \"aes\"\n{}", base()),
                 "`cipher` = \"aes\"",
+            ),
+            (
+                format!("management = \"0.0.0.0:9100\"\n{}", base()),
+                "`management` = \"0.0.0.0:9100\" is not a loopback address",
+            ),
+            (
+                format!(
+                    "management = \"127.0.0.1:9100\"\nmanagement_token_file = \"no.token\"\n{}",
+                    base()
+                ),
+                "`management_token_file`",
             ),
             (
                 base().replace("community = \"prod\"", "community = \"prod east\""),

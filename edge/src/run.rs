@@ -72,7 +72,7 @@ pub(crate) fn run(path: PathBuf) -> Result<()> {
         std::net::Ipv4Addr::UNSPECIFIED.into(),
         cfg.listen_port,
     ))?;
-    let shell = common::Shell::new(sock, &cfg.management)?;
+    let shell = common::Shell::new(sock, &cfg.management, cfg.management_token.clone())?;
     let locals = tap::local_endpoints(cfg.listen_port, &tap.name);
     let info = crate::Info {
         community: cfg.community.clone(),
@@ -82,6 +82,7 @@ pub(crate) fn run(path: PathBuf) -> Result<()> {
         listen_port: cfg.listen_port,
         keepalive: cfg.keepalive,
         address6: cfg.address6.map(|a| a.to_string()),
+        membership_cache_error: None,
     };
     // Everything that needed privileges is done: the TAP device is up, the sockets are bound.
     // Keep CAP_NET_ADMIN only (the device's settings), nothing else.
@@ -257,7 +258,7 @@ impl EdgeDaemon {
                 }
                 Command::PersistMembership(bytes) => {
                     if let Some(path) = cfg.membership_cache.as_deref() {
-                        write_membership_cache(path, &bytes);
+                        self.info.membership_cache_error = write_membership_cache(path, &bytes);
                     }
                 }
                 Command::ApplyAddress { address, prefix } => {
@@ -285,11 +286,21 @@ fn read_membership_cache(path: &std::path::Path) -> Option<Vec<u8>> {
     Some(bytes)
 }
 
-/// Keeps the newest signed membership for the next start (write, then rename).
-fn write_membership_cache(path: &std::path::Path, bytes: &[u8]) {
-    let tmp = path.with_extension("tmp");
-    if let Err(e) = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path)) {
-        warn!("membership_cache {}: cannot write it: {e}", path.display());
+/// Keeps the newest signed membership for the next start (temp file, fsync, rename, fsync
+/// of the directory). A failure is an error in the log and in `status` (the returned text,
+/// `membership.cache_error`): without the cache, a restart loses the floor against rolled
+/// back lists.
+fn write_membership_cache(path: &std::path::Path, bytes: &[u8]) -> Option<String> {
+    match common::write_atomic(path, bytes, 0o600) {
+        Ok(()) => None,
+        Err(e) => {
+            let msg = format!(
+                "cannot write membership_cache {}: {e}; after a restart this edge would accept an older signed list than it has seen (make the directory writable: the shipped unit has StateDirectory=metalvpc, /var/lib/metalvpc)",
+                path.display()
+            );
+            tracing::error!("{msg}");
+            Some(msg)
+        }
     }
 }
 
@@ -379,6 +390,10 @@ fn reload(
             "management",
             new.management.to_string() != running.management.to_string(),
         ),
+        (
+            "management_token_file",
+            new.management_token != running.management_token,
+        ),
         ("interface.name", new.if_name != running.if_name),
         ("interface.address", new.address != running.address),
         (
@@ -444,4 +459,24 @@ fn systemd_state(core: &Edge, interface: &str) -> (bool, String) {
             st.peers.len()
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_membership_cache_that_cannot_be_written_is_an_error_for_status() {
+        let dir = common::testing::TempDir::new("edge-cache");
+        let ok = dir.join("prod.members");
+        assert_eq!(write_membership_cache(&ok, b"list v2"), None);
+        assert_eq!(std::fs::read(&ok).unwrap(), b"list v2");
+        // The directory is missing (as /var/lib/metalvpc was for the shipped unit before it
+        // had StateDirectory=): the error names the file and the fix, and status shows it.
+        let missing = dir.join("var-lib-metalvpc").join("prod.members");
+        let err = write_membership_cache(&missing, b"list v3").expect("an error");
+        assert!(err.contains("prod.members"), "{err}");
+        assert!(err.contains("StateDirectory=metalvpc"), "{err}");
+        assert!(err.contains("older signed list"), "{err}");
+    }
 }

@@ -29,6 +29,8 @@ pub struct Info {
     /// Follows reloads.
     pub keepalive: Duration,
     pub address6: Option<String>,
+    /// Why the last write of `membership_cache` failed (None: it did not, or none yet).
+    pub membership_cache_error: Option<String>,
 }
 
 /// `status --json` of an edge.
@@ -120,6 +122,9 @@ pub struct NeighborReport {
 #[serde(default)]
 pub struct MembershipReport {
     pub admin_key: String,
+    /// The last write of `membership_cache` failed: why (rollback protection is lost at the
+    /// next restart until it succeeds).
+    pub cache_error: Option<String>,
     pub error: Option<String>,
     pub members: u64,
     /// None: no valid list received yet.
@@ -186,6 +191,7 @@ impl EdgeReport {
             mac: st.mac.to_string(),
             membership: st.membership.as_ref().map(|m| MembershipReport {
                 admin_key: m.admin_key.to_base64(),
+                cache_error: info.membership_cache_error.clone(),
                 error: m.error.clone(),
                 members: m.members as u64,
                 version: m.version,
@@ -339,6 +345,9 @@ pub fn table(r: &EdgeReport) -> String {
                 .map(|e| format!("; last refused: {e}"))
                 .unwrap_or_default()
         );
+        if let Some(e) = &m.cache_error {
+            let _ = writeln!(w, "ERROR: {e}");
+        }
     }
     let mut drops = r.this.drops.line();
     if r.tap_bad_frames != 0 {
@@ -594,6 +603,7 @@ mod tests {
             listen_port: 7655,
             keepalive: Duration::from_secs(25),
             address6: Some("fd10::1/64".into()),
+            membership_cache_error: None,
         };
         (st, info)
     }

@@ -74,6 +74,9 @@ fn main() {
         "config_edge",
         "config_supernode",
         "mgmt_request",
+        "mgmt_slow",
+        "tcp_framing",
+        "gro_split",
         "edge_datagrams",
         "supernode_datagrams",
         "session_mix",
@@ -246,5 +249,25 @@ fn main() {
     .enumerate()
     {
         write("mgmt_request", &format!("req-{i}"), r);
+        // Chunk sizes first (any bytes), then the request.
+        write("mgmt_slow", &format!("req-{i}"), &[&[1u8, 3, 2, 7, 0][..], r].concat());
     }
+    write(
+        "mgmt_slow",
+        "token",
+        b"\x01\x02GET /metrics HTTP/1.0\r\nAuthorization: Bearer fuzz-token-0123456789\r\n\r\n",
+    );
+    // Framed streams: two frames and half of a third, a zero length.
+    let mut framed = vec![5, 0, 1, 0];
+    for f in [&b"hello"[..], &[7u8; 300], b"partial"] {
+        framed.extend_from_slice(&(f.len() as u16).to_be_bytes());
+        framed.extend_from_slice(f);
+    }
+    framed.truncate(framed.len() - 3);
+    write("tcp_framing", "frames", &framed);
+    write("tcp_framing", "zero", &[1, 0, 0, 2, b'h', b'i', 0, 0, 0, 1, 9]);
+    // (n, seg, full): a 64 KiB batch of 1400-byte segments, empty, no segment size.
+    write("gro_split", "gso-1400", &[0xff, 0xff, 0x78, 0x05, 0]);
+    write("gro_split", "empty", &[0, 0, 0x78, 0x05, 0]);
+    write("gro_split", "no-seg", &[0x10, 0x02, 0, 0, 0]);
 }

@@ -217,7 +217,8 @@ impl DocLab {
         let r = root.to_string_lossy();
         c = c
             .replace("/etc/metalvpc", &format!("{r}/etc/metalvpc"))
-            .replace("/run/metalvpc", &format!("{r}/run/metalvpc"));
+            .replace("/run/metalvpc", &format!("{r}/run/metalvpc"))
+            .replace("/var/lib/metalvpc", &format!("{r}/var/lib/metalvpc"));
         for (k, v) in &self.saved {
             c = c.replace(&format!("<{k}>"), v);
         }

@@ -133,6 +133,17 @@ pub fn sh_in(ns: &str, script: &str, timeout: Duration) -> CmdOutput {
     exec_in(ns, &["sh", "-c", script], timeout)
 }
 
+/// Drops every outbound UDP packet of namespace `ns` (nftables), as a network that allows
+/// only TCP out does: an edge there must use the TCP fallback.
+pub fn block_outbound_udp(ns: &str) {
+    let out = sh_in(
+        ns,
+        "nft -f - <<'N'\ntable inet noudp {\n chain out { type filter hook output priority 0; meta l4proto udp drop; }\n}\nN",
+        Duration::from_secs(10),
+    );
+    assert!(out.success(), "nft: {out:?}");
+}
+
 /// Runs `args` in the current namespace, bounded by `timeout`.
 pub fn exec(args: &[&str], timeout: Duration) -> CmdOutput {
     run_timeout(Command::new(args[0]).args(&args[1..]), timeout)

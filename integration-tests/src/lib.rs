@@ -34,7 +34,7 @@ pub mod nat;
 pub mod netns;
 pub mod pcap;
 
-pub use exec::{exec_in, run_timeout, sh_in, CmdOutput};
+pub use exec::{block_outbound_udp, exec_in, run_timeout, sh_in, CmdOutput};
 pub use lab::{Community, Edge, EdgeOpts, Lab, Member, SupernodeInfo};
 pub use nat::{NatKind, Router};
 pub use netns::{in_netns, unique_prefix, Netns};

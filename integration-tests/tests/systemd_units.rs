@@ -164,6 +164,18 @@ fn units_keep_the_contract() {
         assert!(values(u, "SystemCallFilter").contains(&"@system-service".to_string()));
         assert_eq!(value(u, "RuntimeDirectory"), "metalvpc");
         assert_eq!(value(u, "RuntimeDirectoryPreserve"), "yes");
+        // State on disk (the edge's membership_cache, the supernode's enrolments) in
+        // /var/lib/metalvpc, the one writable place for it under ProtectSystem=strict.
+        assert_eq!(value(u, "StateDirectory"), "metalvpc");
+        assert_eq!(value(u, "StateDirectoryMode"), "0700");
+    }
+    // The comment that said root without capabilities "can read little else" was wrong.
+    for u in [&edge, &sn] {
+        assert!(
+            !u.contains("can read little else"),
+            "the old, wrong claim is back"
+        );
+        assert!(u.contains("CAP_DAC_OVERRIDE still owns every root-owned file"));
     }
     assert_eq!(value(&edge, "CapabilityBoundingSet"), "CAP_NET_ADMIN");
     assert_eq!(value(&edge, "AmbientCapabilities"), "CAP_NET_ADMIN");

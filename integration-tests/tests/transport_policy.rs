@@ -4,7 +4,7 @@
 //! * an edge with `relay_policy = "direct-only"` never uses a relay: with direct UDP blocked it
 //!   has no path (and `status` says why), and once unblocked it goes direct.
 
-use metalvpc_integration_tests::{ping, sh_in, Lab};
+use metalvpc_integration_tests::{block_outbound_udp, ping, Lab};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -15,12 +15,7 @@ fn tcp_fallback_when_outbound_udp_is_blocked() {
     };
     let e = lab.add_edges("prod", "10.84.0", &["a", "b"]);
     let (a, b) = (&e[0], &e[1]);
-    let out = sh_in(
-        b.ns(),
-        "nft -f - <<'N'\ntable inet noudp {\n chain out { type filter hook output priority 0; meta l4proto udp drop; }\n}\nN",
-        Duration::from_secs(10),
-    );
-    assert!(out.success(), "nft: {out:?}");
+    block_outbound_udp(b.ns());
     lab.start_supernode(&[metalvpc_integration_tests::Community::new(
         "prod",
         "10.84.0.0/24",

@@ -1715,24 +1715,35 @@ fn aes_community_works_and_a_cipher_mismatch_is_refused_with_the_fix() {
 }
 
 #[test]
-fn a_silent_tcp_fallback_connection_is_closed_after_120_s_and_a_registered_one_is_kept() {
+fn a_tcp_fallback_connection_sending_only_junk_is_closed_after_10_s_and_a_registered_one_is_kept() {
     use crate::supernode::Command;
     let mut net = two_edges();
     // Edge 0's datagrams stand for frames over a TCP fallback connection; another
-    // connection from 198.18.0.99 never sends a frame.
-    let (active, silent) = (net.edges[0].addr, addr(99, 40000));
-    net.sn.tcp_opened(net.now, active);
-    net.sn.tcp_opened(net.now, silent);
-    net.run(Duration::from_secs(119));
-    assert_eq!(
-        net.sn.drain_commands().count(),
-        0,
-        "nothing is idle before 120 s"
-    );
-    net.run(Duration::from_secs(2));
-    let closed: Vec<Command> = net.sn.drain_commands().collect();
-    assert_eq!(closed, vec![Command::CloseTcp(silent)]);
-    // The registered edge refreshes every few seconds: its connection stays.
+    // connection from 198.18.0.99 sends junk frames (3 bytes, and 100 bytes of 0xff) every
+    // second: none authenticates, so none keeps it open.
+    let (active, junk) = (net.edges[0].addr, addr(99, 40000));
+    assert!(net.sn.tcp_opened(net.now, active));
+    assert!(net.sn.tcp_opened(net.now, junk));
+    // As over a real connection, the edge handshakes again at once over it.
+    let sn = net.sn_addr;
+    net.edges[0].edge.tcp_connected(net.now, sn);
+    let mut out = Output::default();
+    let mut closed = Vec::new();
+    let mut closed_at = None;
+    for s in 0..30 {
+        net.sn.handle_udp(net.now, junk, &mut [1, 2, 3], &mut out);
+        net.sn.handle_udp(net.now, junk, &mut [0xff; 100], &mut out);
+        net.run(Duration::from_secs(1));
+        let got: Vec<Command> = net.sn.drain_commands().collect();
+        if !got.is_empty() && closed_at.is_none() {
+            closed_at = Some(s + 1);
+        }
+        closed.extend(got);
+    }
+    assert_eq!(closed, vec![Command::CloseTcp(junk)]);
+    let t = closed_at.unwrap();
+    assert!((10..=11).contains(&t), "closed after {t} s, not 10");
+    // The registered edge refreshes every few seconds, authenticated: its connection stays.
     net.run(Duration::from_secs(300));
     assert_eq!(net.sn.drain_commands().count(), 0);
     assert!(net.edges[0].edge.is_registered());

@@ -3,7 +3,7 @@
 
 use anyhow::{anyhow, Result};
 use ipnet::IpNet;
-use metalvpc_common::{parse_public_key, relative_to, MgmtAddr, Problems};
+use metalvpc_common::{parse_public_key, relative_to, MgmtAddr, MgmtToken, Problems};
 use metalvpc_protocol::membership::{
     AdminPublicKey, Membership, SignedBlob, SignedMember, MAX_MEMBERSHIP_BYTES,
 };
@@ -30,6 +30,7 @@ struct RawConfig {
     listen: String,
     private_key_file: String,
     management: Option<String>,
+    management_token_file: Option<String>,
     community_dir: Option<String>,
     register_interval: Option<u16>,
     log_level: Option<String>,
@@ -79,6 +80,8 @@ pub struct Loaded {
     pub listen: SocketAddr,
     /// Management endpoint.
     pub management: MgmtAddr,
+    /// `management_token_file`: what TCP management requests must carry.
+    pub management_token: Option<MgmtToken>,
     /// What the core needs.
     pub core: SupernodeConfig,
     /// Where enrolments are kept (`state_dir`).
@@ -201,6 +204,14 @@ pub fn load_from_str(path: &Path, text: &str, source: &dyn Source) -> Result<Loa
         path,
         raw.management.as_deref().unwrap_or(&default_management()),
     );
+    let management_token = p
+        .ok(metalvpc_common::management_token(
+            path,
+            &management,
+            raw.management_token_file.as_deref(),
+            source,
+        ))
+        .flatten();
     let register_interval = raw.register_interval.unwrap_or(DEFAULT_REGISTER_INTERVAL);
     if !(1..=300).contains(&register_interval) {
         p.push(format!("{f}: key `register_interval` = {register_interval}: must be 1 to 300 seconds (default {DEFAULT_REGISTER_INTERVAL})"));
@@ -215,6 +226,7 @@ pub fn load_from_str(path: &Path, text: &str, source: &dyn Source) -> Result<Loa
         log_level: log_level.unwrap_or_default(),
         listen: listen.ok_or_else(|| anyhow!("{f}: internal: listen missing"))?,
         management,
+        management_token,
         core: SupernodeConfig {
             private_key: private_key.ok_or_else(|| anyhow!("{f}: internal: key missing"))?,
             communities,
@@ -729,6 +741,39 @@ mod tests {
             load(&p).unwrap().core.communities[0].cipher,
             metalvpc_protocol::crypto::Cipher::Aes256Gcm
         );
+    }
+
+    #[test]
+    fn tcp_management_outside_loopback_needs_a_token_file_of_mode_600() {
+        let (d, pk) = setup("mgmt");
+        let text = format!("management = \"[::]:9100\"\n{}", base(&pk, ""));
+        let p = write(&d, "sn.toml", &text);
+        assert_refused(
+            load(&p),
+            &text,
+            &[
+                "sn.toml",
+                "`management`",
+                "loopback",
+                "management_token_file",
+            ],
+        );
+        let text = format!(
+            "management = \"[::]:9100\"\nmanagement_token_file = \"mgmt.token\"\n{}",
+            base(&pk, "")
+        );
+        let p = write(&d, "sn.toml", &text);
+        d.write("mgmt.token", "0123456789abcdef0123\n");
+        assert_refused(load(&p), &text, &["sn.toml", "chmod 600"]);
+        d.write_private("mgmt.token", "0123456789abcdef0123\n");
+        let c = load(&p).unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(c.management_token.unwrap().matches(b"0123456789abcdef0123"));
+        // Loopback needs none.
+        let text = format!("management = \"127.0.0.1:9100\"\n{}", base(&pk, ""));
+        assert!(load(&write(&d, "sn.toml", &text))
+            .unwrap()
+            .management_token
+            .is_none());
     }
 
     #[test]

@@ -6,19 +6,20 @@ use metalvpc_supernode::{config, enrol};
 
 use anyhow::Result;
 use metalvpc_common::{self as common, MgmtRequest};
-use metalvpc_protocol::supernode::{Command, Event, Supernode, MAX_TCP};
+use metalvpc_protocol::supernode::{Command, Event, Supernode};
 use metalvpc_protocol::Output;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::Instant;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// The running supernode: its core and TCP listener.
 struct SupernodeDaemon {
     path: PathBuf,
     listen: SocketAddr,
     management: common::MgmtAddr,
+    management_token: Option<common::MgmtToken>,
     state_dir: PathBuf,
     core: Supernode,
     tcp_listener: Option<std::net::TcpListener>,
@@ -38,7 +39,7 @@ pub(crate) fn run(path: PathBuf) -> Result<()> {
             None
         }
     };
-    let shell = common::Shell::new(sock, &cfg.management)?;
+    let shell = common::Shell::new(sock, &cfg.management, cfg.management_token.clone())?;
     let communities: Vec<String> = cfg
         .core
         .communities
@@ -62,6 +63,7 @@ pub(crate) fn run(path: PathBuf) -> Result<()> {
         path,
         listen: cfg.listen,
         management: cfg.management,
+        management_token: cfg.management_token,
         state_dir: cfg.state_dir,
         core,
         tcp_listener,
@@ -90,19 +92,23 @@ impl common::Daemon for SupernodeDaemon {
         reload(
             &mut io.reloads,
             &self.path,
-            (self.listen, &self.management),
+            (
+                self.listen,
+                (&self.management, self.management_token.clone()),
+            ),
             &mut self.core,
             &mut io.out,
         );
     }
 
     /// Logs what happened, and carries out what the core decided: edges behind a TCP
-    /// fallback register every few seconds, so a connection silent for two minutes is closed.
+    /// fallback register every few seconds, so a connection with no authenticated packet
+    /// for two minutes (10 s after it opened) is closed.
     fn events(&mut self, io: &mut common::Io) {
         log_events(&mut self.core, &self.state_dir);
         for Command::CloseTcp(a) in self.core.drain_commands() {
             if io.transport.tcp.remove(&a).is_some() {
-                info!("closing idle TCP connection from {a}");
+                debug!("closing TCP connection from {a}: no authenticated packet in time");
             }
         }
     }
@@ -164,7 +170,10 @@ fn log_events(core: &mut Supernode, state_dir: &std::path::Path) {
 fn reload(
     stats: &mut common::ReloadStats,
     path: &std::path::Path,
-    (listen, management): (std::net::SocketAddr, &common::MgmtAddr),
+    (listen, management): (
+        std::net::SocketAddr,
+        (&common::MgmtAddr, Option<common::MgmtToken>),
+    ),
     core: &mut Supernode,
     out: &mut Output,
 ) {
@@ -177,8 +186,11 @@ fn reload(
             new.listen
         );
     }
-    if new.management.to_string() != management.to_string() {
+    if new.management.to_string() != management.0.to_string() {
         warn!("reload: `management` changed but takes effect only at restart");
+    }
+    if new.management_token != management.1 {
+        warn!("reload: `management_token_file` changed but takes effect only at restart");
     }
     if new.core.private_key.public_key() != core.public_key() {
         warn!("reload: `private_key_file` holds another key; it takes effect only at restart (edges must be given the new public key first)");
@@ -235,24 +247,42 @@ fn systemd_state(core: &Supernode, listen: std::net::SocketAddr) -> (bool, Strin
     )
 }
 
+/// Connections accepted per wake at most (the rest wait in the kernel's backlog), so a
+/// flood of connects does not keep the loop from its other work.
+const ACCEPTS_PER_WAKE: usize = 256;
+
+/// Accepts new TCP fallback connections; the core admits or refuses each (per-source and
+/// total limits) and may close an unauthenticated one to make room.
 fn accept_tcp(
     listener: Option<&std::net::TcpListener>,
     transport: &mut common::Transport,
     core: &mut Supernode,
 ) {
     let Some(listener) = listener else { return };
-    while let Ok((stream, peer)) = listener.accept() {
-        if transport.tcp.len() >= MAX_TCP {
-            warn!("refusing TCP connection from {peer}: {MAX_TCP} connections already");
+    for _ in 0..ACCEPTS_PER_WAKE {
+        let Ok((stream, peer)) = listener.accept() else {
+            break;
+        };
+        let peer = common::canonical(peer);
+        if !core.tcp_opened(Instant::now(), peer) {
+            // Closed as `stream` drops; counted as the drop `tcp_refused`.
+            debug!("refusing TCP connection from {peer}: over the per-source or total limit");
             continue;
+        }
+        for Command::CloseTcp(a) in core.drain_commands() {
+            if transport.tcp.remove(&a).is_some() {
+                info!("closing unauthenticated TCP connection from {a} to make room");
+            }
         }
         match common::FramedTcp::new(stream, peer) {
             Ok(c) => {
                 info!("TCP fallback connection from {peer}");
-                core.tcp_opened(Instant::now(), c.peer);
                 transport.tcp.insert(c.peer, c);
             }
-            Err(e) => warn!("TCP connection from {peer}: {e}"),
+            Err(e) => {
+                core.tcp_closed(peer);
+                warn!("TCP connection from {peer}: {e}");
+            }
         }
     }
 }

@@ -114,6 +114,7 @@ impl Supernode {
         };
         out.transmit_from(start, src);
         self.registrations += 1;
+        self.tcp.authenticated(now, src);
         let session = Session::new(local_index, sender, keys, now, false);
         let announced = Announced {
             endpoint: src,

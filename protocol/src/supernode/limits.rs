@@ -108,13 +108,17 @@ impl Supernode {
         len: usize,
         out: &mut Output,
     ) {
-        let nonce = self.rng.next_u64();
-        let (reg, budget, traffic) = self.table.node_mut(r).parts();
+        // Authenticated: the only kind of packet that keeps a TCP fallback connection open.
+        self.tcp.authenticated(now, src);
+        let (reg, _, _) = self.table.node_mut(r).parts();
         let Some(reg) = reg else { return };
         reg.last_seen = now;
         if reg.endpoint == src {
             return;
         }
+        let nonce = self.rng.next_u64();
+        let (reg, budget, traffic) = self.table.node_mut(r).parts();
+        let Some(reg) = reg else { return };
         let asked = reg.candidate.is_some_and(|c| {
             c.addr == src && now.saturating_duration_since(c.sent) < CHALLENGE_RETRY
         });

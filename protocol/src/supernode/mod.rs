@@ -16,7 +16,7 @@
 //! - [`Supernode::handle_timeout`] when [`Supernode::poll_timeout`] is due (calling it early
 //!   is harmless); ask `poll_timeout` again after every call.
 //! - [`Supernode::reload`] with a new membership (SIGHUP).
-//! - [`Supernode::tcp_opened`] when the shell accepts a TCP fallback connection and
+//! - [`Supernode::tcp_opened`] when the shell accepts a TCP fallback connection (it may refuse) and
 //!   [`Supernode::tcp_closed`] when one breaks or the peer closes it.
 //!
 //! Outputs:
@@ -29,7 +29,7 @@
 //! The code is split by role: `handshake` (initiations, cookies, refusals), `register`
 //! (registration checks, acknowledgements, expiry), `enrol` (join-secret enrolment),
 //! `members` (member lists, pushes, updates, signed lists, lookups), `reload`, `relay`,
-//! `tcp` (TCP fallback idle expiry) and `status`; `table` holds the communities and nodes.
+//! `tcp` (TCP fallback admission and expiry) and `status`; `table` holds the communities and nodes.
 
 mod enrol;
 mod handshake;
@@ -49,7 +49,7 @@ pub use limits::{
     LOOKUP_BURST, LOOKUP_PERIOD, MAX_LOCALS, SIGNED_BURST, SIGNED_PERIOD,
 };
 pub use status::{CommunityStatus, MemberStatus, SupernodeStatus};
-pub use tcp::{Command, MAX_TCP, TCP_IDLE};
+pub use tcp::{tcp_source, Command, MAX_TCP, MAX_TCP_PER_SOURCE, TCP_IDLE, TCP_UNAUTHENTICATED};
 
 use crate::control::Control;
 use crate::cookie::{self, CookieGuard, Verdict};
@@ -251,7 +251,6 @@ impl Supernode {
 
     /// Handles one UDP datagram (or one frame from a TCP fallback connection).
     pub fn handle_udp(&mut self, now: Instant, src: SocketAddr, pkt: &mut [u8], out: &mut Output) {
-        self.tcp.received(now, src);
         let decoded = match wire::decode(pkt) {
             Ok(p) => p,
             Err(WireError::BadVersion(_)) => return self.drops.add(DropReason::BadVersion),

@@ -1,82 +1,168 @@
 //! TCP fallback connections, as far as the core decides about them: an edge that cannot use
-//! UDP reaches the supernode over TCP and registers every few seconds, so a connection that
-//! stayed silent for [`TCP_IDLE`] is gone and the shell is told to close it.
+//! UDP reaches the supernode over TCP and registers every few seconds. The core admits or
+//! refuses each new connection and tells the shell which ones to close:
 //!
-//! The shell owns the sockets. It reports [`Supernode::tcp_opened`] when it accepts a
-//! connection and [`Supernode::tcp_closed`] when one breaks; every frame it reads goes to
-//! [`Supernode::handle_udp`] with the connection's peer address as the source, which
-//! refreshes it. [`Supernode::handle_timeout`] queues a [`Command::CloseTcp`] for each
-//! connection idle for [`TCP_IDLE`]; the shell takes them with
-//! [`Supernode::drain_commands`] after each `handle_timeout`. The connection is forgotten
-//! here when the command is queued. A UDP datagram from the same address as a TCP
-//! connection's peer counts as traffic on it: the shell sends replies to that address over
-//! the connection, so the two are one source.
+//! * at most [`MAX_TCP_PER_SOURCE`] connections per source (an IPv4 address, or an IPv6 /64)
+//!   and [`MAX_TCP`] in all; a connection over either limit is refused (counted as the drop
+//!   `tcp_refused`), except that a full table makes room by closing its oldest connection
+//!   that never authenticated;
+//! * a connection that carried no authenticated packet within [`TCP_UNAUTHENTICATED`] of
+//!   opening is closed (a handshake over TCP completes in one round trip);
+//! * a connection whose last authenticated packet is [`TCP_IDLE`] old is closed. Only a
+//!   packet that authenticated renews it (a completed handshake, a member's data or relay
+//!   packet that opened under its session): junk, replays and refused handshakes do not.
+//!
+//! The shell owns the sockets. It asks [`Supernode::tcp_opened`] when it accepts a connection
+//! (and closes it at once on `false`) and reports [`Supernode::tcp_closed`] when one breaks;
+//! every frame it reads goes to [`Supernode::handle_udp`] with the connection's peer address
+//! as the source. [`Supernode::handle_timeout`] (and `tcp_opened`, when it makes room) queue
+//! a [`Command::CloseTcp`] for each connection to close; the shell takes them with
+//! [`Supernode::drain_commands`]. The connection is forgotten here when the command is
+//! queued. An authenticated UDP datagram from the same address as a TCP connection's peer
+//! counts as traffic on it: the shell sends replies to that address over the connection, so
+//! the two are one source.
 
 use super::Supernode;
+use crate::io::DropReason;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-/// A TCP fallback connection silent this long is closed.
+/// A TCP fallback connection with no authenticated packet for this long is closed.
 pub const TCP_IDLE: Duration = Duration::from_secs(120);
-/// Most TCP fallback connections at once (the shell refuses more; the core watches at most
-/// this many, and closes the longest idle if a newly opened one would exceed it).
+/// A TCP fallback connection that has not carried one authenticated packet this long after
+/// it opened is closed.
+pub const TCP_UNAUTHENTICATED: Duration = Duration::from_secs(10);
+/// Most TCP fallback connections at once.
 pub const MAX_TCP: usize = 4096;
+/// Most TCP fallback connections from one source: an IPv4 address, or an IPv6 /64 (an edge
+/// needs one per supernode address; a few more cover NAT sharing and reconnects).
+pub const MAX_TCP_PER_SOURCE: usize = 8;
 
 /// Something the shell must do for the core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
-    /// Close the TCP fallback connection whose peer is this address: it sent nothing for
-    /// [`TCP_IDLE`] (an edge behind a TCP fallback registers every few seconds).
+    /// Close the TCP fallback connection whose peer is this address: it carried no
+    /// authenticated packet for [`TCP_IDLE`] ([`TCP_UNAUTHENTICATED`] after opening), or it
+    /// made room for a new connection in a full table.
     CloseTcp(SocketAddr),
 }
 
-/// The TCP fallback connections the shell holds, by peer address, with their last receive.
+/// One connection the shell holds.
+#[derive(Debug, Clone, Copy)]
+struct Conn {
+    opened: Instant,
+    /// When its last authenticated packet arrived; None: never.
+    last_auth: Option<Instant>,
+}
+
+impl Conn {
+    fn due(&self, now: Instant) -> bool {
+        match self.last_auth {
+            None => now.saturating_duration_since(self.opened) >= TCP_UNAUTHENTICATED,
+            Some(t) => now.saturating_duration_since(t) >= TCP_IDLE,
+        }
+    }
+}
+
+/// What the per-source limit counts by: an IPv4 address, an IPv6 /64.
+pub fn tcp_source(addr: SocketAddr) -> IpAddr {
+    match addr.ip() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
+}
+
+/// The TCP fallback connections the shell holds, by peer address.
 #[derive(Default)]
 pub(super) struct TcpSources {
-    last_rx: HashMap<SocketAddr, Instant>,
+    conns: HashMap<SocketAddr, Conn>,
+    per_source: HashMap<IpAddr, usize>,
     commands: Vec<Command>,
 }
 
 impl TcpSources {
-    fn opened(&mut self, now: Instant, addr: SocketAddr) {
-        if !self.last_rx.contains_key(&addr) && self.last_rx.len() >= MAX_TCP {
-            // Only if the shell missed a `tcp_closed`: make room by the longest idle.
-            if let Some((&a, _)) = self.last_rx.iter().min_by_key(|(a, t)| (**t, **a)) {
-                self.last_rx.remove(&a);
-                self.commands.push(Command::CloseTcp(a));
-            }
+    /// Admits a new connection from `addr`, or refuses it (false).
+    fn opened(&mut self, now: Instant, addr: SocketAddr) -> bool {
+        if self.conns.contains_key(&addr) {
+            // The shell missed a close: the same peer address is a new connection.
+            self.forget(addr);
         }
-        self.last_rx.insert(addr, now);
+        let source = tcp_source(addr);
+        if self.per_source.get(&source).copied().unwrap_or(0) >= MAX_TCP_PER_SOURCE {
+            return false;
+        }
+        if self.conns.len() >= MAX_TCP {
+            // Make room by the oldest connection that never authenticated; a table full of
+            // members' connections admits nobody new.
+            let oldest = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.last_auth.is_none())
+                .min_by_key(|(a, c)| (c.opened, **a))
+                .map(|(a, _)| *a);
+            let Some(a) = oldest else { return false };
+            self.forget(a);
+            self.commands.push(Command::CloseTcp(a));
+        }
+        self.conns.insert(
+            addr,
+            Conn {
+                opened: now,
+                last_auth: None,
+            },
+        );
+        *self.per_source.entry(source).or_insert(0) += 1;
+        true
     }
 
-    /// A datagram or frame from `src`: refreshes it if it is a TCP source.
-    pub(super) fn received(&mut self, now: Instant, src: SocketAddr) {
-        if self.last_rx.is_empty() {
+    /// Removes `addr` from both tables.
+    fn forget(&mut self, addr: SocketAddr) {
+        if self.conns.remove(&addr).is_none() {
             return;
         }
-        if let Some(t) = self.last_rx.get_mut(&src) {
-            *t = now;
+        let source = tcp_source(addr);
+        if let Some(n) = self.per_source.get_mut(&source) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_source.remove(&source);
+            }
         }
     }
 
-    /// Queues a close for every connection idle for [`TCP_IDLE`], in address order.
+    /// A packet from `src` authenticated: renews its connection, if it is a TCP source.
+    pub(super) fn authenticated(&mut self, now: Instant, src: SocketAddr) {
+        if let Some(c) = self.conns.get_mut(&src) {
+            c.last_auth = Some(now);
+        }
+    }
+
+    /// Queues a close for every connection that is due, in address order.
     pub(super) fn expire(&mut self, now: Instant) {
-        let mut idle: Vec<SocketAddr> = self
-            .last_rx
+        if self.conns.is_empty() {
+            return;
+        }
+        let mut due: Vec<SocketAddr> = self
+            .conns
             .iter()
-            .filter(|(_, t)| now.saturating_duration_since(**t) >= TCP_IDLE)
+            .filter(|(_, c)| c.due(now))
             .map(|(a, _)| *a)
             .collect();
-        idle.sort();
-        for a in idle {
-            self.last_rx.remove(&a);
+        due.sort();
+        for a in due {
+            self.forget(a);
             self.commands.push(Command::CloseTcp(a));
         }
     }
 
     pub(super) fn len(&self) -> usize {
-        self.last_rx.len()
+        self.conns.len()
     }
 
     pub(super) fn pending(&self) -> usize {
@@ -86,14 +172,21 @@ impl TcpSources {
 
 impl Supernode {
     /// The shell accepted a TCP fallback connection from `addr` (its frames come to
-    /// [`Supernode::handle_udp`] with `addr` as the source).
-    pub fn tcp_opened(&mut self, now: Instant, addr: SocketAddr) {
-        self.tcp.opened(now, addr);
+    /// [`Supernode::handle_udp`] with `addr` as the source). False: refused (over the
+    /// per-source or the total limit, counted as `tcp_refused`); the shell closes it at once.
+    /// May queue a [`Command::CloseTcp`] for a connection that made room.
+    #[must_use]
+    pub fn tcp_opened(&mut self, now: Instant, addr: SocketAddr) -> bool {
+        let ok = self.tcp.opened(now, addr);
+        if !ok {
+            self.drops.add(DropReason::TcpRefused);
+        }
+        ok
     }
 
     /// The TCP fallback connection from `addr` is gone (broken, or closed by the peer).
     pub fn tcp_closed(&mut self, addr: SocketAddr) {
-        self.tcp.last_rx.remove(&addr);
+        self.tcp.forget(addr);
     }
 
     /// Commands for the shell since the last call (see [`Command`]).
@@ -113,14 +206,25 @@ mod tests {
     }
 
     /// Steps the supernode's timers from `from` for `secs` seconds, feeding a junk frame from
-    /// `active` every five seconds, and returns the commands it gave.
-    fn run(sn: &mut Supernode, from: Instant, secs: u64, active: SocketAddr) -> Vec<Command> {
+    /// `junk` every second and counting an authenticated packet from `member` every five
+    /// seconds, and returns the commands it gave.
+    fn run(
+        sn: &mut Supernode,
+        from: Instant,
+        secs: u64,
+        member: SocketAddr,
+        junk: SocketAddr,
+    ) -> Vec<Command> {
         let mut out = Output::default();
         let mut got = Vec::new();
         for ms in (0..secs * 1000).step_by(500) {
             let now = from + Duration::from_millis(ms);
             if ms % 5000 == 0 {
-                sn.handle_udp(now, active, &mut [0u8; 40], &mut out);
+                sn.tcp.authenticated(now, member);
+            }
+            if ms % 1000 == 0 {
+                sn.handle_udp(now, junk, &mut [0u8; 40], &mut out);
+                sn.handle_udp(now, junk, &mut [0u8; 3], &mut out);
             }
             sn.handle_timeout(now, &mut out);
             got.extend(sn.drain_commands());
@@ -129,42 +233,97 @@ mod tests {
     }
 
     #[test]
-    fn an_idle_tcp_source_is_closed_after_120_s_and_an_active_one_is_kept() {
+    fn a_tcp_connection_sending_only_junk_is_closed_after_10_s_and_an_authenticated_one_is_kept() {
         let t0 = Instant::now();
         let mut sn = one_member(t0);
-        let (idle, active) = (at(40001), at(40002));
-        sn.tcp_opened(t0, idle);
-        sn.tcp_opened(t0, active);
-        assert!(run(&mut sn, t0, 119, active).is_empty(), "not yet at 119 s");
-        let t1 = t0 + Duration::from_secs(119);
-        assert_eq!(run(&mut sn, t1, 2, active), vec![Command::CloseTcp(idle)]);
+        let (junk, member) = (at(40001), at(40002));
+        assert!(sn.tcp_opened(t0, junk));
+        assert!(sn.tcp_opened(t0, member));
+        assert!(
+            run(&mut sn, t0, 9, member, junk).is_empty(),
+            "not yet at 9 s"
+        );
+        let t1 = t0 + Duration::from_secs(9);
+        assert_eq!(
+            run(&mut sn, t1, 2, member, junk),
+            vec![Command::CloseTcp(junk)],
+            "junk frames do not count as traffic"
+        );
         let t2 = t1 + Duration::from_secs(2);
         assert!(
-            run(&mut sn, t2, 600, active).is_empty(),
-            "the active one stays"
+            run(&mut sn, t2, 600, member, at(9)).is_empty(),
+            "the authenticated one stays"
         );
         assert_eq!(sn.tcp.len(), 1);
     }
 
     #[test]
-    fn a_closed_connection_is_forgotten_and_the_table_is_bounded() {
+    fn an_authenticated_tcp_connection_that_falls_silent_is_closed_after_120_s() {
         let t0 = Instant::now();
         let mut sn = one_member(t0);
-        sn.tcp_opened(t0, at(1));
-        sn.tcp_closed(at(1));
-        let later = t0 + Duration::from_secs(1);
-        assert!(
-            run(&mut sn, later, 200, at(2)).is_empty(),
-            "closed: nothing to do"
+        let (idle, other) = (at(40001), at(40002));
+        assert!(sn.tcp_opened(t0, idle));
+        sn.tcp.authenticated(t0 + Duration::from_secs(1), idle);
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(run(&mut sn, t1, 119, other, at(9)).is_empty());
+        let t2 = t1 + Duration::from_secs(119);
+        assert_eq!(
+            run(&mut sn, t2, 2, other, at(9)),
+            vec![Command::CloseTcp(idle)]
         );
-        // A shell that missed closures cannot grow the table past MAX_TCP: the longest
-        // idle connection makes room.
-        for i in 0..MAX_TCP as u16 {
-            sn.tcp_opened(t0 + Duration::from_millis(u64::from(i)), at(10_000 + i));
+    }
+
+    #[test]
+    fn one_source_holds_at_most_8_tcp_connections() {
+        let t0 = Instant::now();
+        let mut sn = one_member(t0);
+        for p in 0..MAX_TCP_PER_SOURCE as u16 {
+            assert!(sn.tcp_opened(t0, at(1000 + p)));
         }
-        sn.tcp_opened(t0 + Duration::from_secs(10), at(9));
+        assert!(
+            !sn.tcp_opened(t0, at(2000)),
+            "a ninth from the same address"
+        );
+        assert_eq!(sn.drops.get(DropReason::TcpRefused), 1);
+        assert!(sn.tcp_opened(t0, SocketAddr::from(([198, 18, 0, 51], 2000))));
+        // IPv6: one /64 is one source, another /64 another.
+        let v6 = |net: u16, host: u16| -> SocketAddr {
+            SocketAddr::new(
+                Ipv6Addr::new(0x2001, 0xdb8, 0, net, 0, 0, 0, host).into(),
+                7000,
+            )
+        };
+        for h in 0..MAX_TCP_PER_SOURCE as u16 {
+            assert!(sn.tcp_opened(t0, v6(1, h)));
+        }
+        assert!(!sn.tcp_opened(t0, v6(1, 999)));
+        assert!(sn.tcp_opened(t0, v6(2, 1)));
+        // A closed connection frees its place.
+        sn.tcp_closed(at(1000));
+        assert!(sn.tcp_opened(t0, at(2000)));
+        assert!(!sn.tcp_opened(t0, at(2001)));
+    }
+
+    #[test]
+    fn a_full_table_makes_room_by_the_oldest_unauthenticated_connection() {
+        let t0 = Instant::now();
+        let mut sn = one_member(t0);
+        let host = |i: usize, port: u16| -> SocketAddr {
+            SocketAddr::from(([10, (i >> 8) as u8, i as u8, 1], port))
+        };
+        for i in 0..MAX_TCP {
+            assert!(sn.tcp_opened(t0 + Duration::from_millis(i as u64), host(i, 1)));
+            if i % 2 == 0 {
+                sn.tcp.authenticated(t0, host(i, 1));
+            }
+        }
+        assert_eq!(sn.tcp.len(), MAX_TCP);
+        assert!(sn.tcp_opened(t0 + Duration::from_secs(5), at(9)));
         assert_eq!(sn.tcp.len(), MAX_TCP);
         let cmds: Vec<_> = sn.drain_commands().collect();
-        assert_eq!(cmds, vec![Command::CloseTcp(at(10_000))]);
+        assert_eq!(cmds, vec![Command::CloseTcp(host(1, 1))]);
+        // A closed connection is forgotten.
+        sn.tcp_closed(at(9));
+        assert_eq!(sn.tcp.len(), MAX_TCP - 1);
     }
 }
