@@ -86,6 +86,7 @@ drop_reasons! {
     TooBig => "too_big", "A frame larger than the direct path to its peer carries (answered on the TAP with ICMP fragmentation needed / packet too big).";
     BadCookie => "bad_cookie", "An initiation whose proof of address (mac2) did not verify, or a cookie reply that did not open.";
     NotSigned => "not_signed", "A peer record (or its handshake) the signed membership does not vouch for: key not on the newest valid list, another address or allowed ranges than signed, or a MAC another member uses (edges with admin_key only).";
+    EnrolmentLimited => "enrolment_limited", "An enrolment refused by the per-source or per-community bound on new enrolments (answered with a refusal that says when to try again).";
 }
 
 /// Counters for every [`DropReason`].

@@ -25,6 +25,8 @@ pub mod wire;
 
 #[cfg(test)]
 mod sim;
+#[cfg(test)]
+mod sim_enrolment;
 
 pub use io::{DropCounters, DropReason, Output, Transmit};
 pub use keys::{Mac, PrivateKey, PublicKey};

@@ -10,36 +10,36 @@ use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-struct SimEdge {
-    addr: SocketAddr,
-    key: PrivateKey,
-    cfg: EdgeConfig,
-    edge: Edge,
-    delivered: Vec<Vec<u8>>,
+pub(crate) struct SimEdge {
+    pub(crate) addr: SocketAddr,
+    pub(crate) key: PrivateKey,
+    pub(crate) cfg: EdgeConfig,
+    pub(crate) edge: Edge,
+    pub(crate) delivered: Vec<Vec<u8>>,
 }
 
-struct Net {
-    now: Instant,
-    sn_addr: SocketAddr,
-    sn_key: PrivateKey,
-    sn_cfg: SupernodeConfig,
-    sn: Supernode,
-    sn_down: bool,
-    edges: Vec<SimEdge>,
-    wire: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
-    blocked: HashSet<(SocketAddr, SocketAddr)>,
+pub(crate) struct Net {
+    pub(crate) now: Instant,
+    pub(crate) sn_addr: SocketAddr,
+    pub(crate) sn_key: PrivateKey,
+    pub(crate) sn_cfg: SupernodeConfig,
+    pub(crate) sn: Supernode,
+    pub(crate) sn_down: bool,
+    pub(crate) edges: Vec<SimEdge>,
+    pub(crate) wire: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
+    pub(crate) blocked: HashSet<(SocketAddr, SocketAddr)>,
     /// Largest IP packet (UDP payload + 28) each direction carries; larger ones vanish.
-    path_mtu: std::collections::HashMap<(SocketAddr, SocketAddr), usize>,
+    pub(crate) path_mtu: std::collections::HashMap<(SocketAddr, SocketAddr), usize>,
     /// Every datagram that reached the supernode.
-    sn_capture: Vec<Vec<u8>>,
+    pub(crate) sn_capture: Vec<Vec<u8>>,
     /// Every datagram that left each edge: (from, to, bytes).
-    capture: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
-    out: Output,
+    pub(crate) capture: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+    pub(crate) out: Output,
     /// `admin_key` of edges added from now on.
-    admin: Option<crate::membership::AdminPublicKey>,
+    pub(crate) admin: Option<crate::membership::AdminPublicKey>,
 }
 
-fn addr(i: u8, port: u16) -> SocketAddr {
+pub(crate) fn addr(i: u8, port: u16) -> SocketAddr {
     SocketAddr::new([198, 18, 0, i].into(), port)
 }
 
@@ -60,7 +60,7 @@ fn ip_frame(dst: Mac, src: Mac, src_ip: [u8; 4], payload: &[u8]) -> Vec<u8> {
 impl Net {
     /// A supernode with communities `(name, [(node name, address)])`; edges are added later.
     #[allow(clippy::type_complexity)]
-    fn new(communities: &[(&str, &[(&str, [u8; 4])])]) -> (Net, Vec<PrivateKey>) {
+    pub(crate) fn new(communities: &[(&str, &[(&str, [u8; 4])])]) -> (Net, Vec<PrivateKey>) {
         let now = Instant::now();
         // Keys from a fixed seed: a scenario run twice sends the same bytes.
         let mut rng = Rng::from_seed([42; 32]);
@@ -114,7 +114,12 @@ impl Net {
         (net, keys)
     }
 
-    fn add_edge(&mut self, community: &str, key: &PrivateKey, address: [u8; 4]) -> usize {
+    pub(crate) fn add_edge(
+        &mut self,
+        community: &str,
+        key: &PrivateKey,
+        address: [u8; 4],
+    ) -> usize {
         let i = self.edges.len();
         let a = addr(11 + i as u8, 7655);
         let cfg = EdgeConfig {
@@ -142,7 +147,7 @@ impl Net {
         i
     }
 
-    fn restart_edge(&mut self, i: usize) {
+    pub(crate) fn restart_edge(&mut self, i: usize) {
         let e = &mut self.edges[i];
         e.edge = Edge::new(
             e.cfg.clone(),
@@ -153,21 +158,21 @@ impl Net {
         e.delivered.clear();
     }
 
-    fn restart_supernode(&mut self) {
+    pub(crate) fn restart_supernode(&mut self) {
         self.sn = Supernode::new(self.sn_cfg.clone(), self.now, Rng::from_seed([2; 32]));
     }
 
-    fn block(&mut self, a: usize, b: usize) {
+    pub(crate) fn block(&mut self, a: usize, b: usize) {
         let (x, y) = (self.edges[a].addr, self.edges[b].addr);
         self.blocked.insert((x, y));
         self.blocked.insert((y, x));
     }
 
-    fn unblock_all(&mut self) {
+    pub(crate) fn unblock_all(&mut self) {
         self.blocked.clear();
     }
 
-    fn collect(&mut self, from: SocketAddr) {
+    pub(crate) fn collect(&mut self, from: SocketAddr) {
         for t in &self.out.transmits {
             let bytes = self.out.bytes(t).to_vec();
             self.capture.push((from, t.dst, bytes.clone()));
@@ -175,7 +180,7 @@ impl Net {
         }
     }
 
-    fn drain_edge(&mut self, i: usize) {
+    pub(crate) fn drain_edge(&mut self, i: usize) {
         let from = self.edges[i].addr;
         self.collect(from);
         for f in &self.out.frames {
@@ -186,7 +191,7 @@ impl Net {
         self.out.clear();
     }
 
-    fn deliver_all(&mut self) {
+    pub(crate) fn deliver_all(&mut self) {
         let mut budget = 100_000;
         while let Some((src, dst, mut pkt)) = self.wire.pop_front() {
             budget -= 1;
@@ -218,7 +223,7 @@ impl Net {
         }
     }
 
-    fn run(&mut self, dur: Duration) {
+    pub(crate) fn run(&mut self, dur: Duration) {
         let end = self.now + dur;
         while self.now < end {
             self.now += Duration::from_millis(50);
@@ -235,7 +240,7 @@ impl Net {
         }
     }
 
-    fn send_frame(&mut self, from: usize, frame: &[u8]) {
+    pub(crate) fn send_frame(&mut self, from: usize, frame: &[u8]) {
         self.edges[from]
             .edge
             .handle_frame(self.now, frame, &mut self.out);
@@ -243,11 +248,11 @@ impl Net {
         self.deliver_all();
     }
 
-    fn mac(&self, i: usize) -> Mac {
+    pub(crate) fn mac(&self, i: usize) -> Mac {
         self.edges[i].cfg.mac
     }
 
-    fn ip(&self, i: usize) -> [u8; 4] {
+    pub(crate) fn ip(&self, i: usize) -> [u8; 4] {
         match self.edges[i].cfg.address {
             std::net::IpAddr::V4(a) => a.octets(),
             _ => unreachable!(),
@@ -255,7 +260,7 @@ impl Net {
     }
 
     /// Sends a unicast frame from `a` to `b` and says whether `b` got exactly it.
-    fn unicast(&mut self, a: usize, b: usize, marker: &[u8]) -> bool {
+    pub(crate) fn unicast(&mut self, a: usize, b: usize, marker: &[u8]) -> bool {
         let f = ip_frame(self.mac(b), self.mac(a), self.ip(a), marker);
         let before = self.edges[b].delivered.len();
         self.send_frame(a, &f);
@@ -263,7 +268,7 @@ impl Net {
         self.edges[b].delivered[before..].contains(&f)
     }
 
-    fn path(&self, a: usize, b: usize) -> &'static str {
+    pub(crate) fn path(&self, a: usize, b: usize) -> &'static str {
         let key = self.edges[b].key.public_key();
         let st = self.edges[a].edge.status(self.now);
         st.peers
@@ -272,7 +277,7 @@ impl Net {
             .map_or("unknown", |p| p.path)
     }
 
-    fn drops(&self, i: usize, r: DropReason) -> u64 {
+    pub(crate) fn drops(&self, i: usize, r: DropReason) -> u64 {
         self.edges[i].edge.status(self.now).drops.get(r)
     }
 }
@@ -294,7 +299,7 @@ fn prod(n: usize) -> (Net, Vec<PrivateKey>) {
 
 impl Net {
     /// An edge of "prod" for each of `keys`, the i-th at 10.0.0.(1 + i) (as in [`prod`]).
-    fn add_edges(&mut self, keys: &[PrivateKey]) {
+    pub(crate) fn add_edges(&mut self, keys: &[PrivateKey]) {
         for (i, k) in keys.iter().enumerate() {
             self.add_edge("prod", k, [10, 0, 0, 1 + i as u8]);
         }
@@ -808,7 +813,7 @@ fn lookups_by_mac_ip_and_key_find_registered_members() {
 impl Net {
     /// Sends a lookup from edge `i` (over its real supernode session) and returns the reply,
     /// opened with the edge's own session keys by a test-only hook.
-    fn sn_lookup(
+    pub(crate) fn sn_lookup(
         &mut self,
         i: usize,
         txid: u32,
@@ -952,7 +957,7 @@ fn a_dead_peer_is_shown_down() {
 
 impl Net {
     /// Reloads the supernode with its communities edited by `edit`.
-    fn reload(&mut self, edit: impl FnOnce(&mut Vec<CommunityConfig>)) -> ReloadSummary {
+    pub(crate) fn reload(&mut self, edit: impl FnOnce(&mut Vec<CommunityConfig>)) -> ReloadSummary {
         edit(&mut self.sn_cfg.communities);
         let s = self.sn.reload(
             self.sn_cfg.communities.clone(),
@@ -964,7 +969,7 @@ impl Net {
         s
     }
 
-    fn knows(&self, a: usize, b: usize) -> bool {
+    pub(crate) fn knows(&self, a: usize, b: usize) -> bool {
         self.path(a, b) != "unknown"
     }
 }
@@ -1334,7 +1339,7 @@ fn signed_net(sign_all: bool, tamper: impl FnOnce(&mut Vec<NodeEntry>)) -> (Net,
 }
 
 impl Net {
-    fn membership(&self, i: usize) -> crate::edge::MembershipStatus {
+    pub(crate) fn membership(&self, i: usize) -> crate::edge::MembershipStatus {
         self.edges[i].edge.status(self.now).membership.unwrap()
     }
 }
@@ -1427,7 +1432,7 @@ fn a_moved_address_or_widened_ranges_from_the_supernode_are_refused() {
 
 impl Net {
     /// Sends edge `i` a control message from the supernode (as a compromised one would).
-    fn sn_push(&mut self, i: usize, msg: &crate::control::Control) {
+    pub(crate) fn sn_push(&mut self, i: usize, msg: &crate::control::Control) {
         let key = self.edges[i].key.public_key();
         self.sn.test_send(&key, msg, &mut self.out);
         self.collect(self.sn_addr);
@@ -1586,11 +1591,10 @@ fn tcp_syns_crossing_the_overlay_get_their_mss_clamped() {
 #[test]
 fn enrolment_hands_out_stable_addresses_from_the_pool() {
     let (mut net, keys) = Net::new(&[("prod", &[("a", [10, 0, 0, 1])])]);
-    net.sn_cfg.communities[0].enrolment = Some(crate::supernode::Enrolment {
-        secret: b"correct horse".to_vec(),
-        pool: "10.0.0.128/30".parse().unwrap(),
-        revoked: vec![],
-    });
+    net.sn_cfg.communities[0].enrolment = Some(crate::supernode::Enrolment::new(
+        Some(b"correct horse".to_vec()),
+        "10.0.0.128/30".parse().unwrap(),
+    ));
     net.restart_supernode();
     net.add_edge("prod", &keys[0], [10, 0, 0, 1]);
     let newcomer = PrivateKey::generate();

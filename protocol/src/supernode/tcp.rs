@@ -24,11 +24,15 @@ pub const TCP_IDLE: Duration = Duration::from_secs(120);
 pub const MAX_TCP: usize = 4096;
 
 /// Something the shell must do for the core.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Close the TCP fallback connection whose peer is this address: it sent nothing for
     /// [`TCP_IDLE`] (an edge behind a TCP fallback registers every few seconds).
     CloseTcp(SocketAddr),
+    /// Persist an enrolment in the community's store (and count its token's use there). The
+    /// shell writes it off the packet path (a background thread, coalescing bursts); the
+    /// core already admits the key.
+    SaveEnrolment(super::EnrolmentRecord),
 }
 
 /// The TCP fallback connections the shell holds, by peer address, with their last receive.
@@ -81,6 +85,11 @@ impl TcpSources {
 
     pub(super) fn pending(&self) -> usize {
         self.commands.len()
+    }
+
+    /// Queues a command that is not about TCP (they share one queue, in order).
+    pub(super) fn command(&mut self, c: Command) {
+        self.commands.push(c);
     }
 }
 
