@@ -201,12 +201,25 @@ pub fn apply(store: &mut Store, r: &metalvpc_protocol::supernode::EnrolmentRecor
         return;
     }
     let token = r.token.as_ref().map(token_id_hex);
+    // Revoked while this write was on its way: it stays out, as `revoke` would have left it.
+    let revoked = store.revoked.contains(&key);
     if let Some(t) = store
         .token
         .iter_mut()
         .find(|t| Some(&t.id) == token.as_ref())
     {
         t.uses = t.uses.saturating_sub(1);
+        if revoked {
+            t.uses = 0;
+            t.burned = true;
+        }
+    }
+    if revoked {
+        let a = r.address.to_string();
+        if !store.quarantined.contains(&a) && store.quarantined.len() < MAX_ENROLLED {
+            store.quarantined.push(a);
+        }
+        return;
     }
     store.node.push(StoredNode {
         public_key: key,
@@ -233,6 +246,9 @@ pub fn revoke(store: &mut Store, key: &str) -> Result<Revoked> {
     if let Some(i) = store.node.iter().position(|n| n.public_key == key) {
         let n = store.node.remove(i);
         if !store.quarantined.contains(&n.address) {
+            if store.quarantined.len() >= MAX_ENROLLED {
+                bail!("the store already quarantines {MAX_ENROLLED} addresses; release some first (`enrolled release`)");
+            }
             store.quarantined.push(n.address.clone());
         }
         if let Some(t) = store
@@ -321,6 +337,25 @@ mod tests {
         assert_eq!(mode & 0o077, 0, "the store is its owner's only");
         std::fs::write(&f, "garbage = [").unwrap();
         assert!(format!("{:#}", load(&f).unwrap_err()).contains("damaged"));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn an_enrolment_saved_after_its_revocation_stays_out() {
+        let d = dir("race");
+        let f = path(&d, "prod");
+        let k = PublicKey([3; 32]).to_base64();
+        update(&f, |s| {
+            s.token.push(token("030303030303", 5));
+            revoke(s, &k)?;
+            apply(s, &record(3, Some([3; 6])));
+            Ok(())
+        })
+        .unwrap();
+        let s = load(&f).unwrap();
+        assert!(s.node.is_empty());
+        assert_eq!(s.quarantined, vec!["10.0.0.131".to_string()]);
+        assert!(s.token[0].burned);
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -39,6 +39,9 @@ pub(super) fn merge_enrolled(
         if c.nodes.iter().any(|x| x.key == key) {
             continue; // listed in the community file too: the file wins
         }
+        if store.revoked.contains(&n.public_key) {
+            continue; // revoked: never a member again
+        }
         if c.nodes.iter().any(|x| x.address == address) {
             p.push(format!("{f}: enrolled node {} has address {address}, which the community file now gives to another node; revoke the enrolment or change the file", n.name));
             continue;
