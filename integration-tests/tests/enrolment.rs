@@ -32,9 +32,13 @@ fn enrolment_assigns_stable_addresses_and_can_be_revoked() {
     let state = lab.dir.join("state");
     // b is not listed: it has no address of its own, only the join secret.
     let text = std::fs::read_to_string(&b.config).unwrap();
+    // b has its own copy of the secret (the supernode's is rotated below).
+    let b_secret = lab.dir.join("b.join");
+    std::fs::copy(&secret, &b_secret).unwrap();
+    std::fs::set_permissions(&b_secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     let text = format!(
         "join_secret_file = {}\n{}",
-        q(&secret.to_string_lossy()),
+        q(&b_secret.to_string_lossy()),
         text.replace("address = \"10.72.0.2/24\"\n", "")
     );
     std::fs::write(&b.config, text).unwrap();
@@ -126,6 +130,48 @@ fn enrolment_assigns_stable_addresses_and_can_be_revoked() {
         Duration::from_secs(10),
     );
     assert!(!p.success(), "the revoked b still reaches a");
+
+    // With the shared secret the revoked server could come back with a fresh key; rotating
+    // the secret (issue 13) makes its copy worthless.
+    let rotate = enrolled(
+        &lab,
+        &[
+            "revoke",
+            "--community",
+            "prod",
+            "--key",
+            &b.public_key,
+            "--rotate-secret",
+        ],
+    );
+    println!(
+        "[{TEST}] enrolled revoke --rotate-secret:\n{}",
+        rotate.stdout
+    );
+    assert!(
+        rotate.success() && rotate.stdout.contains("wrote a new join secret"),
+        "{rotate:?}"
+    );
+    assert_ne!(
+        std::fs::read_to_string(&secret).unwrap().trim(),
+        "a-long-random-join-secret-for-tests"
+    );
+    lab.stop_daemon("b");
+    std::fs::write(&b_secret, "a-long-random-join-secret-for-tests\n").unwrap();
+    std::fs::set_permissions(&b_secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    metalvpc_integration_tests::lab::genkey(&edge_bin(), &b.key_file).unwrap();
+    lab.start_edge(&b);
+    let refused = wait_until(Duration::from_secs(25), || {
+        lab.edge_status(&b)
+            .ok()
+            .is_some_and(|s| s.to_string().contains("join proof does not match"))
+    });
+    assert!(
+        refused.is_some(),
+        "{}\n{}",
+        lab.log("b"),
+        lab.log("supernode")
+    );
     lab.assert_running();
 }
 

@@ -82,6 +82,8 @@ pub struct Loaded {
     pub management: MgmtAddr,
     /// What the core needs.
     pub core: SupernodeConfig,
+    /// Each community's `join_secret_file` (resolved), for `enrolled revoke --rotate-secret`.
+    pub join_secret_files: Vec<(String, PathBuf)>,
     /// Where enrolments are kept (`state_dir`).
     pub state_dir: PathBuf,
     /// `log_level` (overridden by RUST_LOG).
@@ -150,8 +152,15 @@ pub fn load_from_str(path: &Path, text: &str, source: &dyn Source) -> Result<Loa
             ));
         }
     };
+    let mut join_secret_files = Vec::new();
+    let mut secret_file = |file: &Path, c: &RawCommunity| {
+        if let Some(s) = &c.join_secret_file {
+            join_secret_files.push((c.name.clone(), relative_to(file, s)));
+        }
+    };
     for (i, c) in raw.community.into_iter().enumerate() {
         unique(&c.name, &mut p);
+        secret_file(path, &c);
         communities.extend(check_community(
             path,
             &format!("community[{i}]"),
@@ -177,6 +186,7 @@ pub fn load_from_str(path: &Path, text: &str, source: &dyn Source) -> Result<Loa
                         .and_then(|t| parse_toml::<RawCommunity>(&file, &t));
                     if let Some(c) = p.ok(c) {
                         unique(&c.name, &mut p);
+                        secret_file(&file, &c);
                         communities
                             .extend(check_community(&file, "", "node", c, true, source, &mut p));
                     }
@@ -212,6 +222,7 @@ pub fn load_from_str(path: &Path, text: &str, source: &dyn Source) -> Result<Loa
     ));
     p.finish(path)?;
     Ok(Loaded {
+        join_secret_files,
         state_dir,
         log_level: log_level.unwrap_or_default(),
         listen: listen.ok_or_else(|| anyhow!("{f}: internal: listen missing"))?,

@@ -16,7 +16,8 @@ pub(crate) fn enrolled(action: EnrolAction) -> Result<()> {
             config,
             community,
             key,
-        } => revoke(&config, &community, &key),
+            rotate_secret,
+        } => revoke(&config, &community, &key, rotate_secret),
         EnrolAction::Release {
             config,
             community,
@@ -98,8 +99,8 @@ fn list(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn revoke(path: &Path, community: &str, key: &str) -> Result<()> {
-    let (cfg, c) = self::community(path, community)?;
+fn revoke(path: &Path, community: &str, key: &str, rotate_secret: bool) -> Result<()> {
+    let (cfg, _) = self::community(path, community)?;
     metalvpc_protocol::PublicKey::from_base64(key)
         .map_err(|e| anyhow::anyhow!("--key {key}: not a public key ({e})"))?;
     let file = enrol::path(&cfg.state_dir, community);
@@ -111,10 +112,49 @@ fn revoke(path: &Path, community: &str, key: &str) -> Result<()> {
     if let Some(t) = &done.token {
         println!("token {t}, which it enrolled with, is burned: nobody enrols with it again");
     }
-    if c.enrolment.as_ref().is_some_and(|e| e.secret.is_some()) {
-        println!("warning: community '{community}' also enrols with a shared join secret, which the revoked server still holds: it can enrol again with a fresh key until the secret is rotated. Rotate it: write a new one to the file `join_secret_file` names ((umask 077; head -c 32 /dev/urandom | base64 > FILE)) and reload; better, remove `join_secret_file` and enrol with per-server tokens (`enrolled token create`)");
+    let secret_file = cfg
+        .join_secret_files
+        .iter()
+        .find(|(n, _)| n == community)
+        .map(|(_, f)| f.clone());
+    match (rotate_secret, secret_file) {
+        (true, Some(file)) => {
+            rotate(&file)?;
+            println!("wrote a new join secret to {}: the revoked server's copy no longer enrols anyone. Copy it to the servers that have yet to enrol (enrolled servers keep their addresses without it)", file.display());
+        }
+        (true, None) => bail!(
+            "{}: community '{community}' has no `join_secret_file` to rotate (the revocation itself is done)",
+            path.display()
+        ),
+        (false, Some(file)) => println!("warning: community '{community}' also enrols with a shared join secret, which the revoked server still holds: it can enrol again with a fresh key until the secret is rotated. Rotate it: run this again with --rotate-secret (it writes a new one to {}) and copy it to the servers that have yet to enrol; better, remove `join_secret_file` and enrol with per-server tokens (`enrolled token create`)", file.display()),
+        (false, None) => {}
     }
     crate::signal::reload_running(path, &cfg.management);
+    Ok(())
+}
+
+/// Writes a new random join secret (32 bytes from the OS, base64) to `file`, mode 600,
+/// atomically.
+fn rotate(file: &Path) -> Result<()> {
+    use anyhow::Context as _;
+    use base64::Engine as _;
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut bytes = [0u8; 32];
+    metalvpc_protocol::Rng::from_os().fill(&mut bytes);
+    let text = base64::engine::general_purpose::STANDARD.encode(bytes);
+    let tmp = file.with_extension("new");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    writeln!(f, "{text}")
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, file).with_context(|| format!("cannot replace {}", file.display()))?;
     Ok(())
 }
 

@@ -124,6 +124,10 @@ enum EnrolAction {
         /// Its public key (base64).
         #[arg(long)]
         key: String,
+        /// Also write a new shared join secret to the community's `join_secret_file` (the
+        /// revoked server holds the old one; servers that have yet to enrol need the new one).
+        #[arg(long)]
+        rotate_secret: bool,
     },
     /// Hand a quarantined address (of a revoked server) out again.
     Release {
