@@ -135,8 +135,6 @@ pub fn load_from(source: &dyn Source, file: &Path) -> Result<Store> {
 /// Writes a store atomically: a temporary file (mode 600) written and fsynced, renamed over
 /// the old one, and the directory fsynced, so the rename itself survives a crash.
 pub fn save(file: &Path, store: &Store) -> Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
     let dir = file.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
@@ -146,7 +144,19 @@ pub fn save(file: &Path, store: &Store) -> Result<()> {
          # `metalvpc-supernode enrolled`, not by hand.\n{}",
         toml::to_string(store)?
     );
-    let tmp = file.with_extension("toml.tmp");
+    write_private(file, text.as_bytes())
+}
+
+/// Replaces `file` with `bytes` atomically and durably, readable by its owner only: a
+/// temporary file next to it (mode 600) written and fsynced, renamed over it, the directory
+/// fsynced.
+pub fn write_private(file: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = file.parent().unwrap_or(Path::new("."));
+    let mut tmp = file.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -154,14 +164,14 @@ pub fn save(file: &Path, store: &Store) -> Result<()> {
         .mode(0o600)
         .open(&tmp)
         .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(text.as_bytes())
+    f.write_all(bytes)
         .and_then(|()| f.sync_all())
         .with_context(|| format!("cannot write {}", tmp.display()))?;
     drop(f);
     std::fs::rename(&tmp, file).with_context(|| format!("cannot replace {}", file.display()))?;
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
-        .with_context(|| format!("cannot sync the state directory {}", dir.display()))?;
+        .with_context(|| format!("cannot sync the directory {}", dir.display()))?;
     Ok(())
 }
 

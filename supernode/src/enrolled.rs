@@ -136,26 +136,11 @@ fn revoke(path: &Path, community: &str, key: &str, rotate_secret: bool) -> Resul
 /// Writes a new random join secret (32 bytes from the OS, base64) to `file`, mode 600,
 /// atomically.
 fn rotate(file: &Path) -> Result<()> {
-    use anyhow::Context as _;
     use base64::Engine as _;
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
     let mut bytes = [0u8; 32];
     metalvpc_protocol::Rng::from_os().fill(&mut bytes);
     let text = base64::engine::general_purpose::STANDARD.encode(bytes);
-    let tmp = file.with_extension("new");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    writeln!(f, "{text}")
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, file).with_context(|| format!("cannot replace {}", file.display()))?;
-    Ok(())
+    enrol::write_private(file, format!("{text}\n").as_bytes())
 }
 
 fn release(path: &Path, community: &str, address: std::net::IpAddr) -> Result<()> {
