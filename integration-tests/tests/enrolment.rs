@@ -66,6 +66,20 @@ fn enrolment_assigns_stable_addresses_and_can_be_revoked() {
         "{}",
         lab.log("supernode")
     );
+    // Item 12 of issue 13: both say at start what an unsigned community trusts, and the
+    // supernode that a shared secret cannot make a revocation stick.
+    let sn_log = lab.log("supernode");
+    assert!(
+        sn_log.contains("community 'prod' is unsigned")
+            && sn_log.contains("docs/signed-membership.md")
+            && sn_log.contains("enrols with a shared join secret"),
+        "{sn_log}"
+    );
+    assert!(
+        lab.log("a").contains("is unsigned (no `admin_key`)"),
+        "{}",
+        lab.log("a")
+    );
 
     // The binding survives a supernode restart and an edge restart.
     lab.stop_daemon("supernode");
