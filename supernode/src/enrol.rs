@@ -164,6 +164,7 @@ pub fn write_private(file: &Path, bytes: &[u8]) -> Result<()> {
         .mode(0o600)
         .open(&tmp)
         .with_context(|| format!("cannot write {}", tmp.display()))?;
+    owned_like_dir(&f, dir);
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
         .with_context(|| format!("cannot write {}", tmp.display()))?;
@@ -173,6 +174,23 @@ pub fn write_private(file: &Path, bytes: &[u8]) -> Result<()> {
         .and_then(|d| d.sync_all())
         .with_context(|| format!("cannot sync the directory {}", dir.display()))?;
     Ok(())
+}
+
+/// Run as root (an `enrolled` command), gives a file it creates in the state directory to the
+/// directory's owner: the daemon may run as another user (systemd's `StateDirectory=` makes it
+/// the owner), and must still read and replace the store.
+fn owned_like_dir(f: &std::fs::File, dir: &Path) {
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::fs::MetadataExt as _;
+    // SAFETY: geteuid has no preconditions; fchown on a descriptor we own.
+    if unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    if let Ok(m) = std::fs::metadata(dir) {
+        if m.uid() != 0 || m.gid() != 0 {
+            unsafe { libc::fchown(f.as_raw_fd(), m.uid(), m.gid()) };
+        }
+    }
 }
 
 /// Changes the store of `file` under its lock: reads it, lets `f` change it, writes it back
@@ -189,6 +207,7 @@ pub fn update<T>(file: &Path, f: impl FnOnce(&mut Store) -> Result<T>) -> Result
         .truncate(false)
         .open(&lock_path)
         .with_context(|| format!("cannot open the lock file {}", lock_path.display()))?;
+    owned_like_dir(&lock, dir);
     // SAFETY: flock on a descriptor we own; released when `lock` is closed.
     if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
         bail!(
@@ -366,6 +385,29 @@ mod tests {
         assert!(s.node.is_empty());
         assert_eq!(s.quarantined, vec!["10.0.0.131".to_string()]);
         assert!(s.token[0].burned);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_store_written_by_root_belongs_to_the_state_directorys_owner() {
+        if unsafe { libc::geteuid() } != 0 {
+            println!("SKIPPED: needs root");
+            return;
+        }
+        use std::os::unix::fs::MetadataExt as _;
+        let d = dir("owner");
+        std::fs::create_dir_all(&d).unwrap();
+        std::os::unix::fs::chown(&d, Some(12345), Some(12346)).unwrap();
+        let f = path(&d, "prod");
+        update(&f, |s| {
+            apply(s, &record(1, None));
+            Ok(())
+        })
+        .unwrap();
+        for file in [f.clone(), f.with_extension("lock")] {
+            let m = std::fs::metadata(&file).unwrap();
+            assert_eq!((m.uid(), m.gid()), (12345, 12346), "{}", file.display());
+        }
         let _ = std::fs::remove_dir_all(&d);
     }
 
