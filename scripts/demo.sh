@@ -108,6 +108,9 @@ block "$P-c" 198.18.0.11
 echo "== keys and configs in $WORK"
 (umask 077; "$SN" genkey >"$WORK/supernode.key")
 SN_PUB=$("$SN" pubkey <"$WORK/supernode.key")
+# Signed membership (docs/signed-membership.md): the edges accept only the peers on a list the
+# administrator key signed, so the supernode cannot slip in a key of its own.
+ADMIN_PUB=$("$SN" admin-genkey --out "$WORK/admin.key" 2>/dev/null)
 declare -A PUB ADDR
 ADDR[a]=10.99.0.1 ADDR[b]=10.99.0.2 ADDR[c]=10.99.0.3
 for e in a b c; do
@@ -117,6 +120,7 @@ for e in a b c; do
 community = "demo"
 private_key_file = "$e.key"
 management = "$WORK/$e.sock"
+admin_key = "$ADMIN_PUB"
 
 [[supernode]]
 address = "198.18.0.1:7654"
@@ -136,11 +140,14 @@ management = "$WORK/sn.sock"
 [[community]]
 name = "demo"
 network = "10.99.0.0/24"
+signed_membership = "demo.members"
+admin_key = "$ADMIN_PUB"
 TOML
   for e in a b c; do
     printf '[[community.node]]\nname = "edge-%s"\npublic_key = "%s"\naddress = "%s"\n' "$e" "${PUB[$e]}" "${ADDR[$e]}"
   done
 } >"$WORK/supernode.toml"
+"$SN" sign --key "$WORK/admin.key" --config "$WORK/supernode.toml" >/dev/null
 
 # --- daemons ----------------------------------------------------------------------------
 echo "== starting supernode and edges"

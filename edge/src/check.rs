@@ -25,6 +25,9 @@ pub fn check(path: PathBuf) -> Result<()> {
         c.keepalive.as_secs(),
         c.management
     );
+    if let Some(w) = config::unsigned_warning(&c) {
+        println!("warning: {w}");
+    }
     // The MTU arithmetic, against the underlay MTU of the route to each supernode.
     let mut problems = common::Problems::default();
     for (addr, _) in &c.supernodes {

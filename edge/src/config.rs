@@ -30,6 +30,7 @@ struct RawConfig {
     neighbor_suppression: Option<bool>,
     mss_clamp: Option<bool>,
     join_secret_file: Option<String>,
+    join_token_file: Option<String>,
     admin_key: Option<String>,
     membership_cache: Option<String>,
     cipher: Option<String>,
@@ -93,6 +94,8 @@ pub struct Loaded {
     pub mss_clamp: bool,
     /// The community's join secret (enrolment), if `join_secret_file` is set.
     pub join_secret: Option<Vec<u8>>,
+    /// The enrolment token (`join_token_file`), if set.
+    pub join_token: Option<metalvpc_protocol::control::JoinToken>,
     /// IPv6 (ULA) address and prefix of the TAP device, if any.
     pub address6: Option<ipnet::Ipv6Net>,
     /// `admin_key`: peers must be on a list signed by this key.
@@ -101,6 +104,14 @@ pub struct Loaded {
     pub membership_cache: Option<PathBuf>,
     /// Data-plane cipher (must match the community's on the supernode).
     pub cipher: metalvpc_protocol::crypto::Cipher,
+}
+
+/// The warning for an edge without `admin_key` (for `check` and the start-up log), if any.
+pub fn unsigned_warning(c: &Loaded) -> Option<String> {
+    c.admin_key.is_none().then(|| format!(
+        "community '{}' is unsigned (no `admin_key`): this edge trusts its supernodes to say who is a member and which address is whose, so whoever controls a supernode can give a member's address to a key of its own and sit in the middle; fix: sign the membership and set `admin_key` (docs/signed-membership.md)",
+        c.community
+    ))
 }
 
 fn parse(path: &Path, text: &str) -> Result<RawConfig> {
@@ -191,28 +202,55 @@ pub fn load_from_str(
             supernodes.push((addr, key));
         }
     }
-    let join_secret = raw.join_secret_file.as_deref().and_then(|j| {
-        let path = relative_to(path, j);
-        match source.secret(&path) {
+    let mut secret_file = |key: &str, file: Option<&str>, what: &str, fix: &str| {
+        let file = relative_to(path, file?);
+        match source.secret(&file) {
             Err(e) => {
-                p.push(format!("{f}: key `join_secret_file` = {}: cannot read it ({e}); copy the community's join secret from the supernode (mode 600)", path.display()));
+                p.push(format!(
+                    "{f}: key `{key}` = {}: cannot read it ({e}); {fix} (mode 600)",
+                    file.display()
+                ));
                 None
             }
             Ok((bytes, mode)) => {
                 if mode & 0o077 != 0 {
-                    p.push(format!("{f}: join secret file {} is readable by group or others (mode {:o}); fix: chmod 600 {}", path.display(), mode & 0o777, path.display()));
+                    p.push(format!("{f}: {what} file {} is readable by group or others (mode {:o}); fix: chmod 600 {}", file.display(), mode & 0o777, file.display()));
                 }
-                Some(String::from_utf8_lossy(&bytes).trim().as_bytes().to_vec())
+                Some((file, String::from_utf8_lossy(&bytes).trim().to_string()))
             }
         }
+    };
+    let join_secret = secret_file(
+        "join_secret_file",
+        raw.join_secret_file.as_deref(),
+        "join secret",
+        "copy the community's join secret from the supernode",
+    )
+    .map(|(_, s)| s.into_bytes());
+    let join_token = secret_file(
+        "join_token_file",
+        raw.join_token_file.as_deref(),
+        "enrolment token",
+        "write the token `metalvpc-supernode enrolled token create` printed to it",
+    )
+    .and_then(|(file, text)| match metalvpc_protocol::control::JoinToken::parse(&text) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            p.push(format!("{f}: key `join_token_file` = {}: not an enrolment token: {e}; create one on the supernode with `metalvpc-supernode enrolled token create --community {}`", file.display(), raw.community));
+            None
+        }
     });
-    // Without an address the supernode assigns one (enrolment with the join secret).
+    if raw.join_token_file.is_some() && raw.join_secret_file.is_some() {
+        p.push(format!("{f}: keys `join_token_file` and `join_secret_file` exclude each other: keep the token (per server, revocable) and remove `join_secret_file`"));
+    }
+    let enrols = raw.join_secret_file.is_some() || raw.join_token_file.is_some();
+    // Without an address the supernode assigns one (enrolment with a token or the join secret).
     let address: Option<Ipv4Net> = match raw.interface.address.as_deref() {
-        None | Some("auto") if raw.join_secret_file.is_some() => {
+        None | Some("auto") if enrols => {
             Some(Ipv4Net::new(std::net::Ipv4Addr::UNSPECIFIED, 32).expect("valid"))
         }
         None => {
-            p.push(format!("{f}: key `interface.address` is missing: give this server's overlay address (example: address = \"10.10.0.2/24\"), or set `join_secret_file` to have the supernode assign one"));
+            p.push(format!("{f}: key `interface.address` is missing: give this server's overlay address (example: address = \"10.10.0.2/24\"), or set `join_token_file` to have the supernode assign one"));
             None
         }
         Some(a) => {
@@ -324,6 +362,7 @@ pub fn load_from_str(
         mss_clamp: raw.mss_clamp.unwrap_or(true),
         mtu_explicit: raw.interface.mtu.is_some(),
         join_secret,
+        join_token,
         address6,
         management,
         management_token,
@@ -470,6 +509,32 @@ mod tests {
         let c = load(&p).unwrap_or_else(|e| panic!("{e:#}"));
         assert!(c.join_secret.is_some());
         assert_eq!(c.if_name, "mv-prod");
+    }
+
+    #[test]
+    fn an_edge_enrols_with_a_token_file_and_a_bad_one_names_the_key_and_the_fix() {
+        let d = setup("token");
+        let token = d.join("prod.token");
+        std::fs::write(&token, "0a1b2c3d4e5f.00112233445566778899aabbccddeeff\n").unwrap();
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let p = d.join("prod.toml");
+        let text = format!("join_token_file = \"prod.token\"\n{}", base())
+            .replace("[interface]\naddress = \"10.10.0.2/24\"\n", "");
+        std::fs::write(&p, &text).unwrap();
+        let c = load(&p).unwrap_or_else(|e| panic!("{e:#}"));
+        let t = c.join_token.as_ref().unwrap();
+        assert_eq!(t.id, [0x0a, 0x1b, 0x2c, 0x3d, 0x4e, 0x5f]);
+        assert!(c.join_secret.is_none());
+        assert!(unsigned_warning(&c).is_some_and(|w| w.contains("admin_key")));
+        std::fs::write(&token, "not a token").unwrap();
+        assert_refused(
+            load(&p),
+            &text,
+            &["prod.toml", "join_token_file", "enrolled token create"],
+        );
+        std::fs::write(&token, "0a1b2c3d4e5f.00112233445566778899aabbccddeeff\n").unwrap();
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_refused(load(&p), &text, &["prod.token", "chmod 600"]);
     }
 
     #[test]

@@ -103,6 +103,7 @@ pub(crate) fn run(path: PathBuf) -> Result<()> {
             mtu: cfg.mtu,
             mss_clamp: cfg.mss_clamp,
             join_secret: cfg.join_secret.clone(),
+            join_token: cfg.join_token.clone(),
             admin_key: cfg.admin_key,
             membership: cfg
                 .membership_cache
@@ -125,6 +126,9 @@ pub(crate) fn run(path: PathBuf) -> Result<()> {
         cfg.listen_port,
         cfg.management
     );
+    if let Some(w) = config::unsigned_warning(&cfg) {
+        warn!("{w}");
+    }
     info!(
         "data path: TAP offloads (TSO, checksum) {}, {}",
         if tap.offload { "on" } else { "off" },

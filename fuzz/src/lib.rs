@@ -9,7 +9,7 @@
 use arbitrary::{Result, Unstructured};
 use ipnet::IpNet;
 use metalvpc_protocol::control::{
-    Control, NakCode, PeerRecord, Query, MAX_ALLOWED_CIDRS, MAX_ENDPOINTS, RECORDS_PER_LIST,
+    Control, Join, NakCode, PeerRecord, Query, MAX_ALLOWED_CIDRS, MAX_ENDPOINTS, RECORDS_PER_LIST,
 };
 use metalvpc_protocol::edge::{Edge, EdgeConfig};
 use metalvpc_protocol::supernode::{CommunityConfig, NodeEntry, Supernode, SupernodeConfig};
@@ -75,6 +75,18 @@ fn arb_record(u: &mut Unstructured<'_>) -> Result<PeerRecord> {
     })
 }
 
+/// Any enrolment field of a Register (none, a join-secret proof, a token id and proof).
+pub fn arb_join(u: &mut Unstructured<'_>) -> Result<Option<Join>> {
+    Ok(match u.int_in_range(0..=2u8)? {
+        0 => None,
+        1 => Some(Join::Secret(u.arbitrary()?)),
+        _ => Some(Join::Token {
+            id: u.arbitrary()?,
+            proof: u.arbitrary()?,
+        }),
+    })
+}
+
 /// Any control message, including ones the encoder has to cut (strings over 255 bytes,
 /// lists over their limits).
 pub fn arb_control(u: &mut Unstructured<'_>) -> Result<Control> {
@@ -88,7 +100,7 @@ pub fn arb_control(u: &mut Unstructured<'_>) -> Result<Control> {
             timestamp: u.arbitrary()?,
             endpoints: arb_vec(u, MAX_ENDPOINTS + 4, arb_sockaddr)?,
             cipher: u.arbitrary()?,
-            join: u.arbitrary()?,
+            join: arb_join(u)?,
         },
         1 => Control::RegisterAck {
             id: u.arbitrary()?,
@@ -109,6 +121,7 @@ pub fn arb_control(u: &mut Unstructured<'_>) -> Result<Control> {
                 NakCode::AddressNotOwned,
                 NakCode::UnknownCommunity,
                 NakCode::MacInUse,
+                NakCode::RateLimited,
                 NakCode::Other,
             ])?,
             message: u.arbitrary()?,

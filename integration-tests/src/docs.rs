@@ -4,8 +4,8 @@
 //!
 //! - the documentation addresses 203.0.113.10 (the supernode) and 203.0.113.11… (server 1…)
 //!   become the lab's underlay addresses 198.18.0.1 and 198.18.0.11…;
-//! - `/etc/metalvpc` and `/run/metalvpc` become per-host folders of the lab (the namespaces
-//!   share one file system), and systemd's `RUNTIME_DIRECTORY` points at the latter;
+//! - `/etc/metalvpc`, `/run/metalvpc` and `/root/` become per-host folders of the lab (the
+//!   namespaces share one file system), and systemd's `RUNTIME_DIRECTORY` points at the second;
 //! - `<placeholder>` is replaced by what an earlier block with `save=placeholder` printed (the
 //!   value an operator copies from one server to another, such as a public key);
 //! - `systemctl` is a stand-in ([`FAKE_SYSTEMCTL`]) that runs the unit's own `ExecStart` (from
@@ -194,6 +194,7 @@ impl DocLab {
         for (_, r) in hosts.values() {
             std::fs::create_dir_all(r.join("etc/metalvpc")).unwrap();
             std::fs::create_dir_all(r.join("run/metalvpc")).unwrap();
+            std::fs::create_dir_all(r.join("root")).unwrap();
         }
         let mut subst: Vec<(String, String)> = (0..=servers)
             .map(|n| (doc_ip(n).to_string(), lab_ip(n).to_string()))
@@ -219,6 +220,8 @@ impl DocLab {
             .replace("/etc/metalvpc", &format!("{r}/etc/metalvpc"))
             .replace("/run/metalvpc", &format!("{r}/run/metalvpc"))
             .replace("/var/lib/metalvpc", &format!("{r}/var/lib/metalvpc"));
+            // The administrator's key (docs/quickstart.md keeps it in root's home).
+            .replace("/root/", &format!("{r}/root/"));
         for (k, v) in &self.saved {
             c = c.replace(&format!("<{k}>"), v);
         }

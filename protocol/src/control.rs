@@ -36,6 +36,9 @@ pub enum NakCode {
     MacInUse = 4,
     /// The edge is configured with another data-plane cipher than the community.
     CipherMismatch = 5,
+    /// An enrolment held back by the per-source or per-community bound: try again later.
+    /// (An older edge reads it as `Other`.)
+    RateLimited = 6,
     /// Anything else.
     Other = 255,
 }
@@ -48,6 +51,7 @@ impl NakCode {
             3 => NakCode::UnknownCommunity,
             4 => NakCode::MacInUse,
             5 => NakCode::CipherMismatch,
+            6 => NakCode::RateLimited,
             _ => NakCode::Other,
         }
     }
@@ -112,10 +116,12 @@ pub enum Control {
         /// The data-plane cipher the edge is configured with ([`crate::crypto::Cipher::code`]);
         /// appended in a later revision, so an edge that does not send it means ChaCha20-Poly1305 (1).
         cipher: u8,
-        /// Enrolment: proof that the edge holds the community's join secret (see
-        /// [`join_proof`]); with `address` unspecified it asks for an address from the pool.
-        /// Appended field: a presence byte, then 32 bytes.
-        join: Option<[u8; 32]>,
+        /// Enrolment: proof that the edge holds the community's join secret ([`join_proof`])
+        /// or an enrolment token ([`token_proof`]); with `address` unspecified it asks for an
+        /// address from the pool. Appended field: a kind byte (0 none, 1 secret, 2 token),
+        /// then the proof (a token's id first). A supernode that knows only kind 1 reads kind 2
+        /// as no enrolment.
+        join: Option<Join>,
     },
     /// Supernode → edge: registration accepted.
     RegisterAck {
@@ -248,22 +254,153 @@ const T_UPDATE: u8 = 12;
 const T_PATH_CHALLENGE: u8 = 16;
 const T_PATH_RESPONSE: u8 = 17;
 
+/// Bytes of an enrolment token's public id (printed as 12 hex digits before the dot).
+pub const TOKEN_ID_LEN: usize = 6;
+
+/// The enrolment part of a `Register`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Join {
+    /// Proof of the community's shared join secret ([`join_proof`]).
+    Secret([u8; 32]),
+    /// A per-server enrolment token (`metalvpc-supernode enrolled token create`): its public
+    /// id and a proof keyed by its secret ([`token_proof`]).
+    Token {
+        /// The token's public id.
+        id: [u8; TOKEN_ID_LEN],
+        /// The proof.
+        proof: [u8; 32],
+    },
+}
+
+/// What an edge holds of its enrolment token: the public id and [`token_key`] of the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinToken {
+    /// The token's public id.
+    pub id: [u8; TOKEN_ID_LEN],
+    /// [`token_key`] of the token's secret.
+    pub key: [u8; 32],
+}
+
+impl JoinToken {
+    /// Parses `<id>.<secret>` (12 hex digits, a dot, at least 16 characters of secret).
+    pub fn parse(text: &str) -> Result<JoinToken, String> {
+        let text = text.trim();
+        let Some((id, secret)) = text.split_once('.') else {
+            return Err("a token is `<id>.<secret>` (as `enrolled token create` prints it)".into());
+        };
+        let id = parse_token_id(id)?;
+        if secret.len() < 16 {
+            return Err("the secret after the dot is shorter than 16 characters".into());
+        }
+        Ok(JoinToken {
+            id,
+            key: token_key(secret.as_bytes()),
+        })
+    }
+
+    /// The `Join` of a Register from `key` at `timestamp`.
+    pub fn join(&self, key: &PublicKey, community: &str, timestamp: u64) -> Join {
+        Join::Token {
+            id: self.id,
+            proof: token_proof(&self.key, &self.id, key, community, timestamp),
+        }
+    }
+}
+
+/// Parses a token id: 12 hex digits.
+pub fn parse_token_id(id: &str) -> Result<[u8; TOKEN_ID_LEN], String> {
+    let bytes = id.as_bytes();
+    if bytes.len() != 2 * TOKEN_ID_LEN || !bytes.iter().all(u8::is_ascii_hexdigit) {
+        return Err(format!(
+            "the token id \"{}\" is not {} hex digits",
+            id.chars().take(32).collect::<String>(),
+            2 * TOKEN_ID_LEN
+        ));
+    }
+    let mut out = [0u8; TOKEN_ID_LEN];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&id[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}
+
+/// A token id as printed: 12 hex digits.
+pub fn token_id_hex(id: &[u8; TOKEN_ID_LEN]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The key an enrolment token's proofs are made with: a hash of its secret. The supernode's
+/// store keeps this, never the secret (so the store does not print tokens, but whoever copies
+/// it can make proofs for live tokens: keep `state_dir` private).
+pub fn token_key(secret: &[u8]) -> [u8; 32] {
+    hash_key(b"metalvpc token v1", secret)
+}
+
+/// The proof of an enrolment token for `key`: a BLAKE2s MAC under [`token_key`] of the token
+/// id, the key, the community and the Register's timestamp.
+pub fn token_proof(
+    token_key: &[u8; 32],
+    id: &[u8; TOKEN_ID_LEN],
+    key: &PublicKey,
+    community: &str,
+    timestamp: u64,
+) -> [u8; 32] {
+    mac(
+        token_key,
+        &[id, &key.0, community.as_bytes(), &timestamp.to_le_bytes()],
+    )
+}
+
+/// Compares two proofs in constant time (the time does not depend on where they differ).
+pub fn proofs_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    use blake2::digest::CtOutput;
+    use blake2::Blake2sMac256;
+    CtOutput::<Blake2sMac256>::new((*a).into()) == CtOutput::<Blake2sMac256>::new((*b).into())
+}
+
+fn hash_key(label: &[u8], secret: &[u8]) -> [u8; 32] {
+    use blake2::{Blake2s256, Digest};
+    let mut h = Blake2s256::new();
+    Digest::update(&mut h, label);
+    Digest::update(&mut h, secret);
+    h.finalize().into()
+}
+
+fn mac(k: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
+    use blake2::digest::{FixedOutput, KeyInit, Update};
+    use blake2::Blake2sMac256;
+    let mut m = <Blake2sMac256 as KeyInit>::new_from_slice(k).expect("32-byte key");
+    for p in parts {
+        Update::update(&mut m, p);
+    }
+    m.finalize_fixed().into()
+}
+
 /// The enrolment proof an edge with public key `key` sends: a BLAKE2s MAC, under a key
 /// derived from the community's join secret, of its key, the community and the Register's
 /// timestamp (so a captured proof is useless for another key, and replays are refused with
 /// the timestamp).
 pub fn join_proof(secret: &[u8], key: &PublicKey, community: &str, timestamp: u64) -> [u8; 32] {
-    use blake2::digest::{FixedOutput, KeyInit, Update};
-    use blake2::{Blake2s256, Blake2sMac256, Digest};
-    let mut h = Blake2s256::new();
-    Digest::update(&mut h, b"metalvpc join v1");
-    Digest::update(&mut h, secret);
-    let k: [u8; 32] = h.finalize().into();
-    let mut m = <Blake2sMac256 as KeyInit>::new_from_slice(&k).expect("32-byte key");
-    Update::update(&mut m, &key.0);
-    Update::update(&mut m, community.as_bytes());
-    Update::update(&mut m, &timestamp.to_le_bytes());
-    m.finalize_fixed().into()
+    let k = hash_key(b"metalvpc join v1", secret);
+    mac(
+        &k,
+        &[&key.0, community.as_bytes(), &timestamp.to_le_bytes()],
+    )
+}
+
+/// The appended enrolment field of a Register (see [`Join`]); anything else is no enrolment.
+fn get_join(r: &mut Reader<'_>) -> Result<Option<Join>, Truncated> {
+    if r.remaining() < 33 {
+        return Ok(None);
+    }
+    Ok(match r.u8()? {
+        1 => Some(Join::Secret(r.array()?)),
+        2 if r.remaining() >= TOKEN_ID_LEN + 32 => Some(Join::Token {
+            id: r.array()?,
+            proof: r.array()?,
+        }),
+        _ => None,
+    })
 }
 
 /// Splits records into `PeerList` chunks of at most [`LIST_CHUNK_BYTES`] (or one record).
@@ -399,7 +536,8 @@ impl Control {
                 }
                 w.u8(*cipher);
                 match join {
-                    Some(proof) => w.u8(1).raw(proof),
+                    Some(Join::Secret(proof)) => w.u8(1).raw(proof),
+                    Some(Join::Token { id, proof }) => w.u8(2).raw(id).raw(proof),
                     None => w.u8(0),
                 };
             }
@@ -539,11 +677,7 @@ impl Control {
                 timestamp: r.u64()?,
                 endpoints: get_endpoints(&mut r)?,
                 cipher: if r.remaining() > 0 { r.u8()? } else { 1 },
-                join: if r.remaining() >= 33 && r.u8()? == 1 {
-                    Some(r.array()?)
-                } else {
-                    None
-                },
+                join: get_join(&mut r)?,
             },
             T_ACK => Control::RegisterAck {
                 id: r.u32()?,
@@ -735,6 +869,21 @@ mod tests {
         }
     }
 
+    /// A Register asking for an address with `join`.
+    fn enrolling(join: Join) -> Control {
+        Control::Register {
+            max_version: 1,
+            community: "prod".into(),
+            address: "0.0.0.0".parse().unwrap(),
+            mac: Mac([2, 1, 2, 3, 4, 5]),
+            instance: 9,
+            timestamp: 1_700_000_000_000_000,
+            endpoints: vec![],
+            cipher: 1,
+            join: Some(join),
+        }
+    }
+
     #[test]
     fn every_message_round_trips() {
         let msgs = vec![
@@ -749,17 +898,11 @@ mod tests {
                 cipher: 2,
                 join: None,
             },
-            Control::Register {
-                max_version: 1,
-                community: "prod".into(),
-                address: "0.0.0.0".parse().unwrap(),
-                mac: Mac([2, 1, 2, 3, 4, 5]),
-                instance: 9,
-                timestamp: 1_700_000_000_000_000,
-                endpoints: vec![],
-                cipher: 1,
-                join: Some([7; 32]),
-            },
+            enrolling(Join::Secret([7; 32])),
+            enrolling(Join::Token {
+                id: [1, 2, 3, 4, 5, 6],
+                proof: [8; 32],
+            }),
             Control::RegisterAck {
                 id: 3,
                 observed: "198.18.0.9:40000".parse().unwrap(),
@@ -894,6 +1037,53 @@ mod tests {
             );
         }
         assert_eq!(chunk_records(Vec::new()), vec![Vec::<PeerRecord>::new()]);
+    }
+
+    #[test]
+    fn a_token_proof_binds_the_token_the_key_the_community_and_the_time() {
+        let t = JoinToken::parse("0a1b2c3d4e5f.00112233445566778899aabbccddeeff\n").unwrap();
+        assert_eq!(token_id_hex(&t.id), "0a1b2c3d4e5f");
+        assert_eq!(t.key, token_key(b"00112233445566778899aabbccddeeff"));
+        let k = PublicKey([5; 32]);
+        let Join::Token { proof, .. } = t.join(&k, "prod", 7) else {
+            panic!("a token join")
+        };
+        assert!(proofs_equal(
+            &proof,
+            &token_proof(&t.key, &t.id, &k, "prod", 7)
+        ));
+        for other in [
+            token_proof(&t.key, &[0; TOKEN_ID_LEN], &k, "prod", 7),
+            token_proof(&t.key, &t.id, &PublicKey([6; 32]), "prod", 7),
+            token_proof(&t.key, &t.id, &k, "test", 7),
+            token_proof(&t.key, &t.id, &k, "prod", 8),
+            token_proof(&token_key(b"another secret 0123"), &t.id, &k, "prod", 7),
+        ] {
+            assert!(!proofs_equal(&proof, &other));
+        }
+        for bad in [
+            "0a1b2c3d4e5f",
+            "0a1b.00112233445566778899",
+            "0a1b2c3d4e5f.short",
+            "zz1b2c3d4e5f.00112233445566778899",
+        ] {
+            assert!(JoinToken::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_token_register_reads_as_no_enrolment_to_a_decoder_that_knows_only_secrets() {
+        // What the decoder before tokens did with the appended field.
+        fn old_join(b: &[u8]) -> Option<[u8; 32]> {
+            let b = &b[b.len() - (1 + TOKEN_ID_LEN + 32)..];
+            (b.len() >= 33 && b[0] == 1).then(|| b[1..33].try_into().unwrap())
+        }
+        let m = enrolling(Join::Token {
+            id: [1; TOKEN_ID_LEN],
+            proof: [1; 32],
+        });
+        assert_eq!(old_join(&m.encode()), None);
+        assert_eq!(Control::decode(&m.encode()), Ok(m));
     }
 
     proptest! {

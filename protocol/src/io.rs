@@ -90,6 +90,7 @@ drop_reasons! {
     RouterAdvertisement => "router_advertisement", "An IPv6 router advertisement or redirect from a member the community does not let send them (`ipv6_router`).";
     AddressRefused => "address_refused", "An address a supernode assigned that this edge may not take: it is not enrolling (a static or already assigned address), the prefix is not 8 to 32 (128 for IPv6) or not the community network's, the address is no unicast host address or lies outside the network, or the signed membership gives this key another one (an `AddressRefused` event says which).";
     TcpRefused => "tcp_refused", "A TCP fallback connection refused: its source (an IPv4 address, an IPv6 /64) holds 8 already, or 4096 are open and all authenticated (supernode only).";
+    EnrolmentLimited => "enrolment_limited", "An enrolment refused by the per-source or per-community bound on new enrolments (answered with a refusal that says when to try again).";
 }
 
 /// Counters for every [`DropReason`].

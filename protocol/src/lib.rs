@@ -31,6 +31,8 @@ mod sim;
 mod sim_edge_trust;
 #[cfg(test)]
 mod sim_supernode_abuse;
+#[cfg(test)]
+mod sim_enrolment;
 
 pub use io::{DropCounters, DropReason, Output, Transmit};
 pub use keys::{Mac, PrivateKey, PublicKey};

@@ -1599,11 +1599,10 @@ fn tcp_syns_crossing_the_overlay_get_their_mss_clamped() {
 #[test]
 fn enrolment_hands_out_stable_addresses_from_the_pool() {
     let (mut net, keys) = Net::new(&[("prod", &[("a", [10, 0, 0, 1])])]);
-    net.sn_cfg.communities[0].enrolment = Some(crate::supernode::Enrolment {
-        secret: b"correct horse".to_vec(),
-        pool: "10.0.0.128/30".parse().unwrap(),
-        revoked: vec![],
-    });
+    net.sn_cfg.communities[0].enrolment = Some(crate::supernode::Enrolment::new(
+        Some(b"correct horse".to_vec()),
+        "10.0.0.128/30".parse().unwrap(),
+    ));
     net.restart_supernode();
     net.add_edge("prod", &keys[0], [10, 0, 0, 1]);
     let newcomer = PrivateKey::generate();

@@ -18,6 +18,9 @@ pub fn check(path: PathBuf) -> Result<()> {
         nodes,
         cfg.management
     );
+    for w in config::unsigned_warnings(&cfg) {
+        println!("warning: {w}");
+    }
     for c in &cfg.core.communities {
         println!(
             "community {} ({}): {} nodes, relay_policy {}",

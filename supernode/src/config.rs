@@ -8,13 +8,16 @@ use metalvpc_protocol::membership::{
     AdminPublicKey, Membership, SignedBlob, SignedMember, MAX_MEMBERSHIP_BYTES,
 };
 use metalvpc_protocol::supernode::{
-    CommunityConfig, Enrolment, NodeEntry, SupernodeConfig, DEFAULT_REGISTER_INTERVAL,
+    CommunityConfig, NodeEntry, SupernodeConfig, DEFAULT_REGISTER_INTERVAL,
 };
-use metalvpc_protocol::PublicKey;
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+
+mod enrolment;
+use enrolment::{enrolment, merge_enrolled};
+pub use enrolment::{hex32, unsigned_warnings};
 
 /// Default management socket: `supernode.sock` in [`metalvpc_common::runtime_dir`].
 fn default_management() -> String {
@@ -45,7 +48,7 @@ struct RawCommunity {
     name: String,
     network: String,
     relay_policy: Option<String>,
-    /// Enrolment: a file holding the join secret.
+    /// Enrolment: a file holding the shared join secret (without it, tokens only).
     join_secret_file: Option<String>,
     /// Enrolment: the addresses handed out (a CIDR inside `network`).
     address_pool: Option<String>,
@@ -84,6 +87,8 @@ pub struct Loaded {
     pub management_token: Option<MgmtToken>,
     /// What the core needs.
     pub core: SupernodeConfig,
+    /// Each community's `join_secret_file` (resolved), for `enrolled revoke --rotate-secret`.
+    pub join_secret_files: Vec<(String, PathBuf)>,
     /// Where enrolments are kept (`state_dir`).
     pub state_dir: PathBuf,
     /// `log_level` (overridden by RUST_LOG).
@@ -152,8 +157,15 @@ pub fn load_from_str(path: &Path, text: &str, source: &dyn Source) -> Result<Loa
             ));
         }
     };
+    let mut join_secret_files = Vec::new();
+    let mut secret_file = |file: &Path, c: &RawCommunity| {
+        if let Some(s) = &c.join_secret_file {
+            join_secret_files.push((c.name.clone(), relative_to(file, s)));
+        }
+    };
     for (i, c) in raw.community.into_iter().enumerate() {
         unique(&c.name, &mut p);
+        secret_file(path, &c);
         communities.extend(check_community(
             path,
             &format!("community[{i}]"),
@@ -179,6 +191,7 @@ pub fn load_from_str(path: &Path, text: &str, source: &dyn Source) -> Result<Loa
                         .and_then(|t| parse_toml::<RawCommunity>(&file, &t));
                     if let Some(c) = p.ok(c) {
                         unique(&c.name, &mut p);
+                        secret_file(&file, &c);
                         communities
                             .extend(check_community(&file, "", "node", c, true, source, &mut p));
                     }
@@ -222,6 +235,7 @@ pub fn load_from_str(path: &Path, text: &str, source: &dyn Source) -> Result<Loa
     ));
     p.finish(path)?;
     Ok(Loaded {
+        join_secret_files,
         state_dir,
         log_level: log_level.unwrap_or_default(),
         listen: listen.ok_or_else(|| anyhow!("{f}: internal: listen missing"))?,
@@ -247,53 +261,6 @@ fn community_files(path: &Path, dir: &str) -> Result<Vec<PathBuf>> {
     })?;
     files.sort();
     Ok(files)
-}
-
-/// Adds the servers that enrolled earlier (from the store in `state_dir`) to `c`'s members
-/// and its revoked keys to its enrolment.
-fn merge_enrolled(
-    state_dir: &Path,
-    c: &mut CommunityConfig,
-    source: &dyn Source,
-    p: &mut Problems,
-) {
-    let file = crate::enrol::path(state_dir, &c.name);
-    let Some(store) = p.ok(crate::enrol::load_from(source, &file)) else {
-        return;
-    };
-    let f = file.display();
-    for n in store.node {
-        let key = p.ok(parse_public_key(&file, "node.public_key", &n.public_key));
-        let address: Option<IpAddr> = n.address.parse().ok();
-        let (Some(key), Some(address)) = (key, address) else {
-            p.push(format!(
-                "{f}: an enrolled node has a bad address \"{}\"",
-                n.address
-            ));
-            continue;
-        };
-        if c.nodes.iter().any(|x| x.key == key) {
-            continue; // listed in the community file too: the file wins
-        }
-        if c.nodes.iter().any(|x| x.address == address) {
-            p.push(format!("{f}: enrolled node {} has address {address}, which the community file now gives to another node; revoke the enrolment or change the file", n.name));
-            continue;
-        }
-        c.nodes.push(NodeEntry {
-            key,
-            name: n.name,
-            address,
-            allowed_cidrs: vec![],
-            ipv6_router: false,
-        });
-    }
-    if let Some(e) = c.enrolment.as_mut() {
-        e.revoked = store
-            .revoked
-            .iter()
-            .filter_map(|k| PublicKey::from_base64(k).ok())
-            .collect();
-    }
 }
 
 /// Checks one community table (or file); notes every problem in `p`. `None` if the
@@ -439,71 +406,6 @@ fn check_community(
         signed,
         enrolment,
         cipher: cipher?,
-    })
-}
-
-/// The community's enrolment settings (`join_secret_file`, `address_pool`), checked.
-fn enrolment(
-    file: &Path,
-    at: &dyn Fn(&str) -> String,
-    c: &RawCommunity,
-    network: Option<IpNet>,
-    signed: bool,
-    source: &dyn Source,
-    p: &mut Problems,
-) -> Option<Enrolment> {
-    let f = file.display();
-    let (secret_file, pool) = match (&c.join_secret_file, &c.address_pool) {
-        (None, None) => return None,
-        (Some(s), Some(pool)) => (s, pool),
-        (Some(_), None) => {
-            p.push(format!("{f}: key `{}` is set but `{}` is not: give the addresses to hand out, example: address_pool = \"10.10.0.128/25\"", at("join_secret_file"), at("address_pool")));
-            return None;
-        }
-        (None, Some(_)) => {
-            p.push(format!("{f}: key `{}` is set but `{}` is not: enrolment needs a join secret (a file with a long random string, mode 600)", at("address_pool"), at("join_secret_file")));
-            return None;
-        }
-    };
-    if signed {
-        p.push(format!("{f}: `{}` and `signed_membership` exclude each other: with a signed list, only the administrator adds members", at("join_secret_file")));
-        return None;
-    }
-    let pool_net: Option<IpNet> = pool.parse().ok().map(|n: IpNet| n.trunc());
-    match (pool_net, network) {
-        (None, _) => p.push(format!(
-            "{f}: key `{}` = \"{pool}\" is not a CIDR; example: address_pool = \"10.10.0.128/25\"",
-            at("address_pool")
-        )),
-        (Some(pn), Some(net)) if !net.contains(&pn) => p.push(format!(
-            "{f}: key `{}` = \"{pool}\" is not inside the community's `network` {net}",
-            at("address_pool")
-        )),
-        _ => {}
-    }
-    let path = relative_to(file, secret_file);
-    let secret = match source.secret(&path) {
-        Err(e) => {
-            p.push(format!("{f}: key `{}` = {}: cannot read it ({e}). Create it with: (umask 077; head -c 32 /dev/urandom | base64 > {})", at("join_secret_file"), path.display(), path.display()));
-            None
-        }
-        Ok((bytes, mode)) => {
-            let secret: Vec<u8> = String::from_utf8_lossy(&bytes).trim().as_bytes().to_vec();
-            if mode & 0o077 != 0 {
-                p.push(format!("{f}: join secret file {} is readable by group or others (mode {:o}); fix: chmod 600 {}", path.display(), mode & 0o777, path.display()));
-                None
-            } else if secret.len() < 16 {
-                p.push(format!("{f}: join secret file {} holds fewer than 16 characters; use a long random string: head -c 32 /dev/urandom | base64", path.display()));
-                None
-            } else {
-                Some(secret)
-            }
-        }
-    };
-    Some(Enrolment {
-        secret: secret?,
-        pool: pool_net?,
-        revoked: Vec::new(),
     })
 }
 
@@ -774,6 +676,77 @@ mod tests {
             .unwrap()
             .management_token
             .is_none());
+    }
+
+    #[test]
+    fn a_pool_without_a_join_secret_enrols_with_tokens_and_check_warns_on_what_is_unsigned() {
+        let (d, pk) = setup("tokens");
+        let text = format!(
+            "state_dir = \"state\"\n{}",
+            base(&pk, "").replace(
+                "network = \"10.10.0.0/24\"\n",
+                "network = \"10.10.0.0/24\"\naddress_pool = \"10.10.0.128/25\"\n"
+            )
+        );
+        let p = write(&d, "sn.toml", &text);
+        std::fs::create_dir_all(d.join("state")).unwrap();
+        write(
+            &d,
+            "state/prod.enrolled.toml",
+            &format!(
+                "quarantined = [\"10.10.0.129\"]\n[[token]]\nid = \"0102030405a6\"\nhash = \"{}\"\ncreated = 1\nexpires = 99\nuses = 2\naddress = \"10.10.0.7\"\n",
+                "ab".repeat(32)
+            ),
+        );
+        let c = load(&p).unwrap_or_else(|e| panic!("{e:#}"));
+        let e = c.core.communities[0].enrolment.as_ref().unwrap();
+        assert!(e.secret.is_none());
+        use metalvpc_protocol::supernode::Token;
+        assert_eq!(
+            e.quarantined,
+            vec!["10.10.0.129".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(
+            e.tokens,
+            vec![Token {
+                id: [1, 2, 3, 4, 5, 0xa6],
+                key: [0xab; 32],
+                expires: Some(99),
+                uses: 2,
+                address: Some("10.10.0.7".parse().unwrap()),
+            }]
+        );
+        let w = unsigned_warnings(&c);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("unsigned") && w[0].contains("docs/signed-membership.md"));
+        // With a shared secret, it says that a revocation does not hold.
+        d.write_private("prod.join", "a-long-random-join-secret");
+        let p = write(
+            &d,
+            "sn.toml",
+            &text.replace(
+                "address_pool",
+                "join_secret_file = \"prod.join\"\naddress_pool",
+            ),
+        );
+        let w = unsigned_warnings(&load(&p).unwrap_or_else(|e| panic!("{e:#}")));
+        assert!(
+            w.iter()
+                .any(|l| l.contains("shared join secret") && l.contains("token create")),
+            "{w:?}"
+        );
+        // A damaged token names the store and the fix.
+        write(
+            &d,
+            "state/prod.enrolled.toml",
+            "[[token]]\nid = \"nothex\"\nhash = \"\"\ncreated = 1\nuses = 1\n",
+        );
+        let err = assert_refused(
+            load(&p),
+            "a damaged token",
+            &["prod.enrolled.toml", "token delete"],
+        );
+        assert!(err.contains("nothex"), "{err}");
     }
 
     #[test]

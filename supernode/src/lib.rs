@@ -7,3 +7,6 @@ pub mod config;
 
 /// The enrolment store (used by the config loader and the daemon).
 pub mod enrol;
+
+/// The daemon's background writer of the enrolment store.
+pub mod enrol_writer;

@@ -7,7 +7,9 @@
 mod admin;
 mod check;
 mod enrolled;
+mod enrolled_token;
 mod run;
+mod signal;
 mod status;
 
 use check::check;
@@ -93,7 +95,7 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// List or revoke the servers that enrolled with a community's join secret.
+    /// Enrolment: tokens for new servers, the servers that enrolled, revoking one.
     Enrolled {
         #[command(subcommand)]
         action: EnrolAction,
@@ -102,13 +104,15 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum EnrolAction {
-    /// List the servers that enrolled with a join secret, their addresses, and revoked keys.
+    /// List the servers that enrolled, their addresses, tokens, revoked keys and quarantined
+    /// addresses.
     List {
         /// The supernode's TOML file.
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Revoke an enrolled server: its address is freed, its key refused from now on, and the
+    /// Revoke an enrolled server: its key is refused from now on, the token it enrolled with is
+    /// burned, its address is quarantined (not handed out again until released), and the
     /// running supernode is told to reload (its sessions are torn down on every edge).
     Revoke {
         /// The supernode's TOML file.
@@ -120,6 +124,68 @@ enum EnrolAction {
         /// Its public key (base64).
         #[arg(long)]
         key: String,
+        /// Also write a new shared join secret to the community's `join_secret_file` (the
+        /// revoked server holds the old one; servers that have yet to enrol need the new one).
+        #[arg(long)]
+        rotate_secret: bool,
+    },
+    /// Hand a quarantined address (of a revoked server) out again.
+    Release {
+        /// The supernode's TOML file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The community.
+        #[arg(long)]
+        community: String,
+        /// The quarantined address.
+        #[arg(long)]
+        address: std::net::IpAddr,
+    },
+    /// Per-server enrolment tokens (as `kubeadm token`): create, list, delete.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Create a token and print it (`<id>.<secret>`): the new server's edge config takes it
+    /// in `join_token_file`.
+    Create {
+        /// The supernode's TOML file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The community it admits to (one with `address_pool`).
+        #[arg(long)]
+        community: String,
+        /// How long it is valid: 30m, 24h, 7d; 0 never expires.
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+        /// How many servers may enrol with it.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// The address the server gets (inside the community's network) instead of the next
+        /// free one of the pool.
+        #[arg(long)]
+        address: Option<std::net::IpAddr>,
+    },
+    /// List the tokens: id, uses left, expiry, address.
+    List {
+        /// The supernode's TOML file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Delete a token (servers that enrolled with it stay).
+    Delete {
+        /// The supernode's TOML file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The community.
+        #[arg(long)]
+        community: String,
+        /// The token's id (the part before the dot).
+        id: String,
     },
 }
 

@@ -2,7 +2,7 @@
 //! shared daemon loop ([`common::Shell`]) as the [`common::Daemon`] below: the TCP listener
 //! is the supernode's own descriptor; the core decides when an idle TCP connection closes.
 
-use metalvpc_supernode::{config, enrol};
+use metalvpc_supernode::{config, enrol, enrol_writer::Writer};
 
 use anyhow::Result;
 use metalvpc_common::{self as common, MgmtRequest};
@@ -23,6 +23,8 @@ struct SupernodeDaemon {
     state_dir: PathBuf,
     core: Supernode,
     tcp_listener: Option<std::net::TcpListener>,
+    /// Writes enrolments to the store off the loop thread.
+    writer: Writer,
 }
 
 pub(crate) fn run(path: PathBuf) -> Result<()> {
@@ -48,7 +50,11 @@ pub(crate) fn run(path: PathBuf) -> Result<()> {
         .collect();
     // Sockets bound: the supernode needs no privilege from here on.
     common::drop_capabilities(&[]);
-    let core = Supernode::new(cfg.core, Instant::now(), metalvpc_protocol::Rng::from_os());
+    for line in config::unsigned_warnings(&cfg) {
+        warn!("{line}");
+    }
+    let mut core = Supernode::new(cfg.core, Instant::now(), metalvpc_protocol::Rng::from_os());
+    core.set_wall_clock(Instant::now(), common::unix_micros() / 1_000_000);
     info!(
         "supernode {} listening on udp and tcp {}, management {}, communities: {}",
         core.public_key(),
@@ -64,6 +70,12 @@ pub(crate) fn run(path: PathBuf) -> Result<()> {
         listen: cfg.listen,
         management: cfg.management,
         management_token: cfg.management_token,
+        writer: Writer::start(cfg.state_dir.clone(), |file, n, err| {
+            match err {
+            None => tracing::debug!("saved {n} enrolment(s) in {}", file.display()),
+            Some(e) => error!("could not save {n} enrolment(s) in {}: {e:#}; they may get other addresses after a restart", file.display()),
+        }
+        }),
         state_dir: cfg.state_dir,
         core,
         tcp_listener,
@@ -89,6 +101,10 @@ impl common::Daemon for SupernodeDaemon {
     }
 
     fn reload(&mut self, io: &mut common::Io) {
+        // The store is re-read: what the core enrolled must be in it first.
+        self.writer.flush();
+        self.core
+            .set_wall_clock(Instant::now(), common::unix_micros() / 1_000_000);
         reload(
             &mut io.reloads,
             &self.path,
@@ -106,9 +122,14 @@ impl common::Daemon for SupernodeDaemon {
     /// for two minutes (10 s after it opened) is closed.
     fn events(&mut self, io: &mut common::Io) {
         log_events(&mut self.core, &self.state_dir);
-        for Command::CloseTcp(a) in self.core.drain_commands() {
-            if io.transport.tcp.remove(&a).is_some() {
-                debug!("closing TCP connection from {a}: no authenticated packet in time");
+        for c in self.core.drain_commands() {
+            match c {
+                Command::CloseTcp(a) => {
+                    if io.transport.tcp.remove(&a).is_some() {
+                        debug!("closing TCP connection from {a}: no authenticated packet in time");
+                    }
+                }
+                Command::SaveEnrolment(r) => self.writer.save(r),
             }
         }
     }
@@ -124,6 +145,7 @@ impl common::Daemon for SupernodeDaemon {
 
     fn stopping(&self) {
         info!("stopping");
+        self.writer.flush();
     }
 }
 
@@ -135,18 +157,10 @@ fn log_events(core: &mut Supernode, state_dir: &std::path::Path) {
                 key,
                 address,
                 name,
-            } => {
-                let file = enrol::path(state_dir, &community);
-                match enrol::record(&file, &key.to_base64(), &address.to_string(), &name) {
-                    Ok(()) => info!(
-                        "enrolled key {key} as '{name}' at {address} in community '{community}' (kept in {})",
-                        file.display()
-                    ),
-                    Err(e) => error!(
-                        "enrolled key {key} as '{name}' at {address} in community '{community}', but could not save it: {e:#}; it may get another address after a restart"
-                    ),
-                }
-            }
+            } => info!(
+                "enrolled key {key} as '{name}' at {address} in community '{community}' (kept in {})",
+                enrol::path(state_dir, &community).display()
+            ),
             Event::Registered {
                 community,
                 member,

@@ -459,11 +459,16 @@ impl Edge {
             timestamp: ts,
             endpoints: self.cfg.local_endpoints.clone(),
             cipher: self.cfg.cipher.code(),
-            join: self
-                .cfg
-                .join_secret
-                .as_ref()
-                .map(|s| crate::control::join_proof(s, &self.public, &self.cfg.community, ts)),
+            join: match (&self.cfg.join_token, &self.cfg.join_secret) {
+                (Some(t), _) => Some(t.join(&self.public, &self.cfg.community, ts)),
+                (None, Some(s)) => Some(crate::control::Join::Secret(crate::control::join_proof(
+                    s,
+                    &self.public,
+                    &self.cfg.community,
+                    ts,
+                ))),
+                (None, None) => None,
+            },
         }
     }
 

@@ -148,6 +148,9 @@ pub struct EdgeConfig {
     /// The community's join secret (`join_secret_file`): with `address` unspecified, the
     /// supernode assigns one from its pool.
     pub join_secret: Option<Vec<u8>>,
+    /// A per-server enrolment token (`join_token_file`), used instead of the join secret:
+    /// with `address` unspecified, the supernode assigns one from its pool.
+    pub join_token: Option<crate::control::JoinToken>,
     /// Lower the MSS of TCP SYNs crossing the overlay to what fits (`mss_clamp`).
     pub mss_clamp: bool,
     /// The administrator's key (`admin_key`): when set, a peer is accepted only if the newest
@@ -186,6 +189,7 @@ impl EdgeConfig {
             neighbor_suppression: true,
             mtu: crate::DEFAULT_MTU as u32,
             join_secret: None,
+            join_token: None,
             mss_clamp: true,
             admin_key: None,
             membership: None,
@@ -414,6 +418,11 @@ impl Edge {
     /// Sets the join secret (tests and tools; normally given in [`EdgeConfig`]).
     pub fn set_join_secret(&mut self, secret: Vec<u8>) {
         self.cfg.join_secret = Some(secret);
+    }
+
+    /// Sets the enrolment token (tests and tools; normally given in [`EdgeConfig`]).
+    pub fn set_join_token(&mut self, token: crate::control::JoinToken) {
+        self.cfg.join_token = Some(token);
     }
 
     /// Replaces the local endpoints announced at the next registration.

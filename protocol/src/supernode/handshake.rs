@@ -64,7 +64,7 @@ impl Supernode {
             return self.drops.add(DropReason::Malformed);
         };
         let enrolled = match join {
-            Some(proof) => self.enrol(&community, &remote, &proof, timestamp),
+            Some(join) => self.enrol(now, src, &community, &remote, &join, timestamp),
             None => Ok(None),
         };
         let (address, assigned) = match &enrolled {
@@ -141,7 +141,11 @@ impl Supernode {
         out: &mut Output,
     ) {
         self.refused += 1;
-        self.drops.add(DropReason::NotMember);
+        self.drops.add(if code == NakCode::RateLimited {
+            DropReason::EnrolmentLimited
+        } else {
+            DropReason::NotMember
+        });
         self.events.push(Event::Refused(Refusal {
             from: src,
             key: remote,

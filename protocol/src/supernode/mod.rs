@@ -23,15 +23,17 @@
 //! - the [`Output`] each call is given: datagrams to send (a destination that is a TCP
 //!   connection's peer goes over that connection);
 //! - [`Supernode::drain_events`]: things worth a log line (and an enrolment to persist);
-//! - [`Supernode::drain_commands`]: what the shell must do, e.g. close a TCP connection that
-//!   stayed silent for [`TCP_IDLE`].
+//! - [`Supernode::drain_commands`]: what the shell must do: close a TCP connection that
+//!   stayed silent for [`TCP_IDLE`], persist an enrolment ([`Command::SaveEnrolment`]).
 //!
 //! The code is split by role: `handshake` (initiations, cookies, refusals), `register`
-//! (registration checks, acknowledgements, expiry), `enrol` (join-secret enrolment),
+//! (registration checks, acknowledgements, expiry), `enrol` (enrolment with a join secret or
+//! a token) and `enrol_limit` (its per-source and per-community bounds),
 //! `members` (member lists, pushes, updates, signed lists, lookups), `reload`, `relay`,
 //! `tcp` (TCP fallback admission and expiry) and `status`; `table` holds the communities and nodes.
 
 mod enrol;
+mod enrol_limit;
 mod handshake;
 mod limits;
 mod macs;
@@ -48,6 +50,7 @@ pub use limits::{
     ANNOUNCE_BURST, ANNOUNCE_PERIOD, CHALLENGE_BURST, CHALLENGE_PERIOD, LIST_BURST, LIST_PERIOD,
     LOOKUP_BURST, LOOKUP_PERIOD, MAX_LOCALS, SIGNED_BURST, SIGNED_PERIOD,
 };
+pub use enrol::EnrolmentRecord;
 pub use status::{CommunityStatus, MemberStatus, SupernodeStatus};
 pub use tcp::{tcp_source, Command, MAX_TCP, MAX_TCP_PER_SOURCE, TCP_IDLE, TCP_UNAUTHENTICATED};
 
@@ -94,18 +97,69 @@ pub struct CommunityConfig {
     pub enrolment: Option<Enrolment>,
 }
 
-/// Enrolment: a key that is not listed may join if it proves it holds the join secret; it
-/// gets the next free address of the pool, and keeps it (the shell persists each
-/// [`Event::Enrolled`] and lists those nodes in `nodes` at the next start or reload).
+/// Enrolment: a key that is not listed may join if it proves it holds the community's join
+/// secret or one of its enrolment tokens; it gets the next free address of the pool (or the
+/// token's fixed address), and keeps it (the shell persists each [`Command::SaveEnrolment`]
+/// and lists those nodes in `nodes` at the next start or reload). Addresses of revoked
+/// enrolments stay quarantined: never handed out again until the operator releases them.
 #[derive(Debug, Clone)]
 pub struct Enrolment {
-    /// The join secret (what `join_secret_file` holds).
-    pub secret: Vec<u8>,
+    /// The shared join secret (what `join_secret_file` holds); None: tokens only.
+    pub secret: Option<Vec<u8>>,
     /// Addresses handed out, inside the community's network.
     pub pool: IpNet,
     /// Keys that may not enrol again (revoked by the operator).
     pub revoked: Vec<PublicKey>,
+    /// Enrolment tokens (`enrolled token create`), at most [`MAX_TOKENS`].
+    pub tokens: Vec<Token>,
+    /// Addresses of revoked enrolments, never handed out again (`enrolled release` frees one).
+    pub quarantined: Vec<IpAddr>,
+    /// Enrolled nodes the store holds (at most [`MAX_ENROLLED`] per community).
+    pub enrolled: usize,
 }
+
+impl Enrolment {
+    /// Enrolment into `pool`, with the shared join secret `secret` (None: tokens only), no
+    /// tokens, nothing revoked or quarantined.
+    pub fn new(secret: Option<Vec<u8>>, pool: IpNet) -> Enrolment {
+        Enrolment {
+            secret,
+            pool,
+            revoked: Vec::new(),
+            tokens: Vec::new(),
+            quarantined: Vec::new(),
+            enrolled: 0,
+        }
+    }
+}
+
+/// One enrolment token: what the supernode keeps of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    /// Its public id.
+    pub id: [u8; crate::control::TOKEN_ID_LEN],
+    /// [`crate::control::token_key`] of its secret.
+    pub key: [u8; 32],
+    /// When it expires (seconds since the Unix epoch); None: never.
+    pub expires: Option<u64>,
+    /// Enrolments it may still make (0: used up, or burned by a revocation).
+    pub uses: u32,
+    /// The address a server enrolling with it gets (instead of the next one of the pool).
+    pub address: Option<IpAddr>,
+}
+
+/// Most enrolled nodes per community (bounds the store: about 200 bytes each).
+pub const MAX_ENROLLED: usize = 16_384;
+/// Most enrolment tokens per community.
+pub const MAX_TOKENS: usize = 1024;
+/// New enrolments one source address may make at once, and the time that earns one more.
+pub const ENROL_BURST_PER_SOURCE: u32 = 4;
+/// See [`ENROL_BURST_PER_SOURCE`].
+pub const ENROL_INTERVAL_PER_SOURCE: Duration = Duration::from_secs(15);
+/// New enrolments a community takes at once, and the time that earns one more.
+pub const ENROL_BURST_PER_COMMUNITY: u32 = 32;
+/// See [`ENROL_BURST_PER_COMMUNITY`].
+pub const ENROL_INTERVAL_PER_COMMUNITY: Duration = Duration::from_secs(2);
 
 /// Supernode configuration.
 #[derive(Debug, Clone)]
@@ -175,7 +229,8 @@ pub enum Event {
         /// Member name or key.
         member: String,
     },
-    /// A key enrolled with the join secret and got an address: persist it.
+    /// A key enrolled (with the join secret or a token) and got an address (the shell
+    /// persists it from [`Command::SaveEnrolment`]).
     Enrolled {
         /// Community.
         community: String,
@@ -207,6 +262,9 @@ pub struct Supernode {
     tcp: tcp::TcpSources,
     /// Which key owns which MAC, per community name (see `macs`).
     macs: std::collections::HashMap<String, macs::MacBook>,
+    /// The wall clock: (an instant, seconds since the Unix epoch at it), for token expiry.
+    wall: Option<(Instant, u64)>,
+    enrol_limit: enrol_limit::EnrolLimiter,
 }
 
 impl Supernode {
@@ -230,6 +288,8 @@ impl Supernode {
             rng,
             tcp: tcp::TcpSources::default(),
             macs: Default::default(),
+            wall: None,
+            enrol_limit: enrol_limit::EnrolLimiter::default(),
         };
         sn.reload(
             cfg.communities,
@@ -237,6 +297,13 @@ impl Supernode {
             &mut Output::default(),
         );
         sn
+    }
+
+    /// Tells the core the wall clock: `unix_secs` seconds since the Unix epoch at `now` (the
+    /// shell reads it at start and at each reload; enrolment tokens expire by it). Until it
+    /// is told, tokens with an expiry are refused.
+    pub fn set_wall_clock(&mut self, now: Instant, unix_secs: u64) {
+        self.wall = Some((now, unix_secs));
     }
 
     /// Our key.

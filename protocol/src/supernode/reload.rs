@@ -100,6 +100,9 @@ impl Supernode {
         for c in self.table.community_ids() {
             self.push_lists(c, None, out);
         }
+        let table = &self.table;
+        self.enrol_limit
+            .retain_communities(|name| table.by_name(name).is_some());
         summary
     }
 }

@@ -40,12 +40,16 @@ pub const MAX_TCP: usize = 4096;
 pub const MAX_TCP_PER_SOURCE: usize = 8;
 
 /// Something the shell must do for the core.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Close the TCP fallback connection whose peer is this address: it carried no
     /// authenticated packet for [`TCP_IDLE`] ([`TCP_UNAUTHENTICATED`] after opening), or it
     /// made room for a new connection in a full table.
     CloseTcp(SocketAddr),
+    /// Persist an enrolment in the community's store (and count its token's use there). The
+    /// shell writes it off the packet path (a background thread, coalescing bursts); the
+    /// core already admits the key.
+    SaveEnrolment(super::EnrolmentRecord),
 }
 
 /// One connection the shell holds.
@@ -167,6 +171,11 @@ impl TcpSources {
 
     pub(super) fn pending(&self) -> usize {
         self.commands.len()
+    }
+
+    /// Queues a command that is not about TCP (they share one queue, in order).
+    pub(super) fn command(&mut self, c: Command) {
+        self.commands.push(c);
     }
 }
 
