@@ -219,7 +219,7 @@ impl DocLab {
         c = c
             .replace("/etc/metalvpc", &format!("{r}/etc/metalvpc"))
             .replace("/run/metalvpc", &format!("{r}/run/metalvpc"))
-            .replace("/var/lib/metalvpc", &format!("{r}/var/lib/metalvpc"));
+            .replace("/var/lib/metalvpc", &format!("{r}/var/lib/metalvpc"))
             // The administrator's key (docs/quickstart.md keeps it in root's home).
             .replace("/root/", &format!("{r}/root/"));
         for (k, v) in &self.saved {

@@ -30,9 +30,9 @@ mod sim;
 #[cfg(test)]
 mod sim_edge_trust;
 #[cfg(test)]
-mod sim_supernode_abuse;
-#[cfg(test)]
 mod sim_enrolment;
+#[cfg(test)]
+mod sim_supernode_abuse;
 
 pub use io::{DropCounters, DropReason, Output, Transmit};
 pub use keys::{Mac, PrivateKey, PublicKey};

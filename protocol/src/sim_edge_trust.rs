@@ -80,11 +80,10 @@ fn a_supernode_cannot_renumber_a_static_signed_edge_with_any_prefix() {
 
 fn enrolling_net() -> (Net, usize) {
     let (mut net, keys) = Net::new(&[("prod", &[("a", [10, 0, 0, 1])])]);
-    net.sn_cfg.communities[0].enrolment = Some(crate::supernode::Enrolment {
-        secret: b"correct horse".to_vec(),
-        pool: "10.0.0.128/30".parse().unwrap(),
-        revoked: vec![],
-    });
+    net.sn_cfg.communities[0].enrolment = Some(crate::supernode::Enrolment::new(
+        Some(b"correct horse".to_vec()),
+        "10.0.0.128/30".parse().unwrap(),
+    ));
     net.restart_supernode();
     net.add_edge("prod", &keys[0], [10, 0, 0, 1]);
     let n = net.add_edge("prod", &PrivateKey::generate(), [0, 0, 0, 0]);
@@ -187,11 +186,10 @@ fn signed_enrolment(listed: [u8; 4], signed: [u8; 4]) -> Net {
     let nodes = net.sn_cfg.communities[0].nodes.clone();
     net.sn_cfg.communities[0].signed = Some(signed_blob(&admin, 5, &nodes));
     net.sn_cfg.communities[0].nodes[1].address = IpAddr::from(listed);
-    net.sn_cfg.communities[0].enrolment = Some(crate::supernode::Enrolment {
-        secret: b"correct horse".to_vec(),
-        pool: "10.0.0.128/30".parse().unwrap(),
-        revoked: vec![],
-    });
+    net.sn_cfg.communities[0].enrolment = Some(crate::supernode::Enrolment::new(
+        Some(b"correct horse".to_vec()),
+        "10.0.0.128/30".parse().unwrap(),
+    ));
     net.restart_supernode();
     net.admin = Some(admin.public_key());
     net.add_edge("prod", &keys[0], [10, 0, 0, 1]);

@@ -126,7 +126,7 @@ impl common::Daemon for SupernodeDaemon {
             match c {
                 Command::CloseTcp(a) => {
                     if io.transport.tcp.remove(&a).is_some() {
-                        debug!("closing TCP connection from {a}: no authenticated packet in time");
+                        debug!("closing TCP connection from {a}: no authenticated packet in time, or room made for a new one");
                     }
                 }
                 Command::SaveEnrolment(r) => self.writer.save(r),
@@ -283,11 +283,8 @@ fn accept_tcp(
             debug!("refusing TCP connection from {peer}: over the per-source or total limit");
             continue;
         }
-        for Command::CloseTcp(a) in core.drain_commands() {
-            if transport.tcp.remove(&a).is_some() {
-                info!("closing unauthenticated TCP connection from {a} to make room");
-            }
-        }
+        // A connection the core closed to make room goes with the other commands, at the end
+        // of this wake (`events`).
         match common::FramedTcp::new(stream, peer) {
             Ok(c) => {
                 info!("TCP fallback connection from {peer}");

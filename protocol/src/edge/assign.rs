@@ -1,6 +1,6 @@
 //! An address a supernode assigns in its `RegisterAck` (enrolment). A supernode may assign
 //! an address only to an edge that asked for one: it is taken only while enrolling (no
-//! address yet, a join secret configured), or is the same address again; only with a prefix
+//! address yet, a join token or secret configured), or is the same address again; only with a prefix
 //! of 8 to 32 (128 for IPv6) that is the community network's when this edge knows it; only a
 //! unicast host address of that network; and with `admin_key`, only the address the verified
 //! signed membership gives this key (until a list arrives, the assignment waits for it).
@@ -72,7 +72,9 @@ impl Edge {
         if ip == self.cfg.address {
             return Verdict::Same;
         }
-        if !self.cfg.address.is_unspecified() || self.cfg.join_secret.is_none() {
+        if !self.cfg.address.is_unspecified()
+            || (self.cfg.join_secret.is_none() && self.cfg.join_token.is_none())
+        {
             return Verdict::Refuse(format!(
                 "this edge is not enrolling: it has the address {} (configured or assigned before)",
                 self.cfg.address

@@ -46,11 +46,11 @@ mod table;
 mod tcp;
 
 pub use crate::membership::NodeEntry;
+pub use enrol::EnrolmentRecord;
 pub use limits::{
     ANNOUNCE_BURST, ANNOUNCE_PERIOD, CHALLENGE_BURST, CHALLENGE_PERIOD, LIST_BURST, LIST_PERIOD,
     LOOKUP_BURST, LOOKUP_PERIOD, MAX_LOCALS, SIGNED_BURST, SIGNED_PERIOD,
 };
-pub use enrol::EnrolmentRecord;
 pub use status::{CommunityStatus, MemberStatus, SupernodeStatus};
 pub use tcp::{tcp_source, Command, MAX_TCP, MAX_TCP_PER_SOURCE, TCP_IDLE, TCP_UNAUTHENTICATED};
 

@@ -51,6 +51,7 @@ pub(super) fn merge_enrolled(
             name: n.name,
             address,
             allowed_cidrs: vec![],
+            ipv6_router: false,
         });
     }
     let Some(e) = c.enrolment.as_mut() else {
