@@ -565,3 +565,59 @@ fn an_attacking_member_gets_no_more_than_the_stated_bound() {
         .iter()
         .all(|e| !e.ip().is_loopback() && !e.ip().is_multicast()));
 }
+
+#[test]
+fn a_mac_stays_with_its_key_across_a_supernode_restart() {
+    let mut net = three_edges();
+    let (a, b) = (0usize, 1usize);
+    let (a_addr, b_addr) = (net.edges[a].addr, net.edges[b].addr);
+    let b_key = net.edges[b].edge.public_key();
+    let _ = net.sn.drain_commands().count();
+    // b registers with a MAC of its own choosing ([interface] mac), then its host goes down.
+    let custom = Mac([0x02, 0x42, 0, 0, 0, 0x0b]);
+    let msg = register(&net, b, custom, 43, vec![]);
+    let pkt = sealed(&mut net, b, &msg);
+    to_sn(&mut net, b_addr, pkt);
+    assert_eq!(
+        net.sn.status(net.now).communities[0].members[b].mac,
+        Some(custom)
+    );
+    // The claim is handed to the shell to keep.
+    let saved: Vec<_> = net
+        .sn
+        .drain_commands()
+        .filter_map(|c| match c {
+            crate::supernode::Command::SaveMacs { community, claims } => Some((community, claims)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(saved, vec![("prod".to_string(), vec![(b_key, custom)])]);
+    for other in [net.sn_addr, net.edges[a].addr, net.edges[2].addr] {
+        net.blocked.insert((b_addr, other));
+        net.blocked.insert((other, b_addr));
+    }
+    // The supernode restarts; the shell hands back what it kept.
+    net.restart_supernode();
+    net.sn.restore_macs("prod", &saved[0].1);
+    net.run(Duration::from_secs(30));
+    assert!(net.sn.status(net.now).communities[0].members[a].registered);
+    assert!(!net.sn.status(net.now).communities[0].members[b].registered);
+    // a (compromised) claims b's MAC at the new supernode: refused, b's MAC is still b's.
+    let a_mac = net.mac(a);
+    let msg = register(&net, a, custom, 44, vec![]);
+    let pkt = sealed(&mut net, a, &msg);
+    for (d, bytes) in to_sn(&mut net, a_addr, pkt) {
+        net.wire.push_back((net.sn_addr, d, bytes));
+    }
+    assert_eq!(
+        net.sn.status(net.now).communities[0].members[a].mac,
+        Some(a_mac),
+        "a took b's MAC after the restart"
+    );
+    net.deliver_all();
+    let err = net.edges[a].edge.status(net.now).supernodes[0]
+        .error
+        .clone()
+        .unwrap_or_default();
+    assert!(err.contains("belongs to member 'b'"), "a was told: {err:?}");
+}

@@ -13,6 +13,9 @@ use std::sync::mpsc;
 
 enum Msg {
     Save(EnrolmentRecord),
+    /// A whole small file to replace (atomically, mode 600): the last one queued for a path
+    /// wins.
+    File(PathBuf, Vec<u8>),
     Flush(mpsc::Sender<()>),
 }
 
@@ -36,11 +39,20 @@ impl Writer {
                     let mut batch = vec![first];
                     batch.extend(rx.try_iter());
                     let mut saves: BTreeMap<String, Vec<EnrolmentRecord>> = BTreeMap::new();
+                    let mut files: BTreeMap<PathBuf, Vec<u8>> = BTreeMap::new();
                     let mut flushes = Vec::new();
                     for m in batch {
                         match m {
                             Msg::Save(r) => saves.entry(r.community.clone()).or_default().push(r),
+                            Msg::File(path, bytes) => {
+                                files.insert(path, bytes);
+                            }
                             Msg::Flush(done) => flushes.push(done),
+                        }
+                    }
+                    for (path, bytes) in files {
+                        if let Err(e) = metalvpc_common::write_atomic(&path, &bytes, 0o600) {
+                            tracing::error!("could not write {}: {e}", path.display());
                         }
                     }
                     for (community, records) in saves {
@@ -65,6 +77,11 @@ impl Writer {
     /// Queues an enrolment for the store.
     pub fn save(&self, r: EnrolmentRecord) {
         let _ = self.tx.send(Msg::Save(r));
+    }
+
+    /// Queues a small file to replace whole (the MAC claims, [`crate::macs_file`]).
+    pub fn write_file(&self, path: PathBuf, bytes: Vec<u8>) {
+        let _ = self.tx.send(Msg::File(path, bytes));
     }
 
     /// Waits until everything queued before is written (or failed and was reported).

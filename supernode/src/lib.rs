@@ -10,3 +10,6 @@ pub mod enrol;
 
 /// The daemon's background writer of the enrolment store.
 pub mod enrol_writer;
+
+/// Which key owns which MAC (other than keys' derived ones), kept across restarts.
+pub mod macs_file;

@@ -2,7 +2,7 @@
 //! shared daemon loop ([`common::Shell`]) as the [`common::Daemon`] below: the TCP listener
 //! is the supernode's own descriptor; the core decides when an idle TCP connection closes.
 
-use metalvpc_supernode::{config, enrol, enrol_writer::Writer};
+use metalvpc_supernode::{config, enrol, enrol_writer::Writer, macs_file};
 
 use anyhow::Result;
 use metalvpc_common::{self as common, MgmtRequest};
@@ -53,7 +53,21 @@ pub(crate) fn run(path: PathBuf) -> Result<()> {
     for line in config::unsigned_warnings(&cfg) {
         warn!("{line}");
     }
+    let names: Vec<String> = cfg
+        .core
+        .communities
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
     let mut core = Supernode::new(cfg.core, Instant::now(), metalvpc_protocol::Rng::from_os());
+    // The MACs keys owned before a restart are theirs again before the first packet.
+    for name in &names {
+        let (claims, warnings) = macs_file::load(&macs_file::path(&cfg.state_dir, name));
+        for w in warnings {
+            warn!("{w}");
+        }
+        core.restore_macs(name, &claims);
+    }
     core.set_wall_clock(Instant::now(), common::unix_micros() / 1_000_000);
     info!(
         "supernode {} listening on udp and tcp {}, management {}, communities: {}",
@@ -130,6 +144,10 @@ impl common::Daemon for SupernodeDaemon {
                     }
                 }
                 Command::SaveEnrolment(r) => self.writer.save(r),
+                Command::SaveMacs { community, claims } => self.writer.write_file(
+                    macs_file::path(&self.state_dir, &community),
+                    macs_file::encode(&claims),
+                ),
             }
         }
     }

@@ -5,9 +5,14 @@
 //! refused, so a member cannot take over an offline member's frames; group (multicast) MACs
 //! and the all-zero MAC are refused outright. Each key owns at most two MACs, and keys taken
 //! out of the community by a reload lose theirs: the book stays bounded.
+//!
+//! The claims of MACs other than the derived ones outlive a restart: when they change the core
+//! emits [`Command::SaveMacs`] (the shell keeps them in `state_dir`), and the shell hands them
+//! back with [`Supernode::restore_macs`] before the first packet.
 
 use super::register::Refused;
 use super::table::CommunityId;
+use super::tcp::Command;
 use super::Supernode;
 use crate::control::NakCode;
 use crate::keys::{Mac, PublicKey};
@@ -28,8 +33,8 @@ impl MacBook {
     }
 
     /// `key` uses `mac` (free or its own): it owns it from now on; its earlier claim of
-    /// another MAC (not its derived one) is released.
-    fn claim(&mut self, key: PublicKey, mac: Mac) {
+    /// another MAC (not its derived one) is released. True if the claims changed.
+    fn claim(&mut self, key: PublicKey, mac: Mac) -> bool {
         let derived = key.derived_mac();
         let old = if mac == derived {
             self.claims.remove(&key)
@@ -42,6 +47,15 @@ impl MacBook {
             }
         }
         self.owners.entry(mac).or_insert(key);
+        old != (mac != derived).then_some(mac)
+    }
+
+    /// The claims of MACs other than derived ones, in key order (what [`Command::SaveMacs`]
+    /// carries).
+    fn claims(&self) -> Vec<(PublicKey, Mac)> {
+        let mut v: Vec<_> = self.claims.iter().map(|(k, m)| (*k, *m)).collect();
+        v.sort_by_key(|(k, _)| k.0);
+        v
     }
 
     /// Keeps only what `keys` own, and gives each its derived MAC unless another key holds it.
@@ -98,10 +112,48 @@ impl Supernode {
         ))
     }
 
-    /// `key` registered in `community` with `mac` (checked): it owns it.
+    /// `key` registered in `community` with `mac` (checked): it owns it. A changed claim is
+    /// saved ([`Command::SaveMacs`]).
     pub(super) fn claim_mac(&mut self, community: &str, key: PublicKey, mac: Mac) {
-        if let Some(book) = self.macs.get_mut(community) {
-            book.claim(key, mac);
+        let Some(book) = self.macs.get_mut(community) else {
+            return;
+        };
+        if book.claim(key, mac) {
+            let claims = book.claims();
+            self.tcp.command(Command::SaveMacs {
+                community: community.to_string(),
+                claims,
+            });
+        }
+    }
+
+    /// The claims a previous run saved ([`Command::SaveMacs`]) for `community`: each key of
+    /// the community owns its MAC again, unless the MAC is unusable or another key owns it
+    /// now (listed keys own their derived MACs first). Claims of keys no longer in the
+    /// community, or beyond one per key, are ignored. Call before the first packet.
+    pub fn restore_macs(&mut self, community: &str, claims: &[(PublicKey, Mac)]) {
+        let Some(c) = self
+            .table
+            .community_ids()
+            .find(|c| self.table.community(*c).name == community)
+        else {
+            return;
+        };
+        let keys: HashSet<PublicKey> = self
+            .table
+            .community(c)
+            .nodes()
+            .iter()
+            .map(|n| n.entry.key)
+            .collect();
+        let Some(book) = self.macs.get_mut(community) else {
+            return;
+        };
+        for (key, mac) in claims {
+            let free = book.owner(mac).is_none_or(|o| o == key);
+            if keys.contains(key) && !unusable(mac) && free && !book.claims.contains_key(key) {
+                book.claim(*key, *mac);
+            }
         }
     }
 

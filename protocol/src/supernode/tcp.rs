@@ -50,6 +50,16 @@ pub enum Command {
     /// shell writes it off the packet path (a background thread, coalescing bursts); the
     /// core already admits the key.
     SaveEnrolment(super::EnrolmentRecord),
+    /// Keep these claims of MACs (other than keys' derived ones) for `community`, replacing
+    /// what was kept before, and hand them back after a restart
+    /// ([`Supernode::restore_macs`]): a MAC stays with its key while the key is offline and
+    /// across restarts. At most one claim per key of the community.
+    SaveMacs {
+        /// The community's name.
+        community: String,
+        /// (owner, MAC), in key order.
+        claims: Vec<(crate::keys::PublicKey, crate::keys::Mac)>,
+    },
 }
 
 /// One connection the shell holds.
