@@ -76,11 +76,19 @@ fn one_host_holding_thousands_of_tcp_connections_does_not_keep_an_edge_out() {
     let to = SocketAddr::from((SUPERNODE_IP, SUPERNODE_PORT));
     let stop = Arc::new(AtomicBool::new(false));
     let (most_open, opened) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let (s2, m2, o2) = (stop.clone(), most_open.clone(), opened.clone());
+    // How many connections the first round opened, once it is done (0 until then).
+    let first_opened = Arc::new(AtomicUsize::new(0));
+    let (s2, m2, o2, f2) = (
+        stop.clone(),
+        most_open.clone(),
+        opened.clone(),
+        first_opened.clone(),
+    );
     let attacker = spawn_in_netns(&f.ns, move || {
         let start = Instant::now();
         let mut conns: Vec<TcpStream> = (0..ATTEMPTS).filter_map(|_| junk_connection(to)).collect();
         o2.fetch_add(conns.len(), Ordering::SeqCst);
+        f2.store(conns.len().max(1), Ordering::SeqCst);
         let first_round = start.elapsed();
         while !s2.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(500));
@@ -115,6 +123,18 @@ fn one_host_holding_thousands_of_tcp_connections_does_not_keep_an_edge_out() {
     // Keep the flood up past the 10 s unauthenticated limit.
     let flood_for = Duration::from_secs(14).saturating_sub(start.elapsed());
     std::thread::sleep(flood_for);
+    // On a loaded machine the first round can take longer than that: the count below is of
+    // a finished round (bounded wait), with a second for the supernode to catch up.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while first_opened.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let first = first_opened.load(Ordering::SeqCst);
+    assert!(
+        first > 0,
+        "the attacker's first round did not end within 60 s"
+    );
     let sn = lab.supernode_status().unwrap();
     let rss_during = lab.rss_kib("supernode");
     stop.store(true, Ordering::SeqCst);
@@ -130,7 +150,10 @@ fn one_host_holding_thousands_of_tcp_connections_does_not_keep_an_edge_out() {
     );
     assert!(most <= 8, "one host held {most} connections open");
     assert!(tcp_now <= 8 + 1, "supernode holds {tcp_now} connections");
-    assert!(refused >= (ATTEMPTS - 8) as u64, "tcp_refused {refused}");
+    assert!(
+        refused >= first.saturating_sub(8) as u64,
+        "tcp_refused {refused}, of {first} connections of the first round"
+    );
     assert!(
         rss_during < rss_before + 16 * 1024,
         "supernode RSS grew from {rss_before} to {rss_during} KiB"
