@@ -164,7 +164,7 @@ pub fn write_private(file: &Path, bytes: &[u8]) -> Result<()> {
         .mode(0o600)
         .open(&tmp)
         .with_context(|| format!("cannot write {}", tmp.display()))?;
-    owned_like_dir(&f, dir);
+    owned_like_replaced(&f, file, dir);
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
         .with_context(|| format!("cannot write {}", tmp.display()))?;
@@ -189,6 +189,24 @@ fn owned_like_dir(f: &std::fs::File, dir: &Path) {
     }
     if let Some((uid, gid)) = daemon_owner(dir) {
         unsafe { libc::fchown(f.as_raw_fd(), uid, gid) };
+    }
+}
+
+/// Run as root, gives the file that will replace `file` to `file`'s owner when that is not
+/// root (a join secret rotated in /etc/metalvpc stays the supernode's), else as
+/// [`owned_like_dir`].
+fn owned_like_replaced(f: &std::fs::File, file: &Path, dir: &Path) {
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::fs::MetadataExt as _;
+    // SAFETY: geteuid has no preconditions; fchown on a descriptor we own.
+    if unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    match std::fs::metadata(file) {
+        Ok(m) if m.uid() != 0 => {
+            unsafe { libc::fchown(f.as_raw_fd(), m.uid(), m.gid()) };
+        }
+        _ => owned_like_dir(f, dir),
     }
 }
 
@@ -486,6 +504,27 @@ mod tests {
         // A directory of group root stays root's.
         std::os::unix::fs::chown(&d, Some(0), Some(0)).unwrap();
         assert_eq!(daemon_owner(&d), None);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_file_replaced_by_root_keeps_its_owner() {
+        if unsafe { libc::geteuid() } != 0 {
+            println!("SKIPPED: needs root");
+            return;
+        }
+        use std::os::unix::fs::MetadataExt as _;
+        // A join secret in a root-owned /etc/metalvpc, handed to the supernode's user, that
+        // `enrolled revoke --rotate-secret` replaces.
+        let d = dir("replaced");
+        std::fs::create_dir_all(&d).unwrap();
+        let f = d.join("prod.join");
+        write_private(&f, b"old secret\n").unwrap();
+        std::os::unix::fs::chown(&f, Some(12345), Some(12346)).unwrap();
+        write_private(&f, b"new secret\n").unwrap();
+        let m = std::fs::metadata(&f).unwrap();
+        assert_eq!((m.uid(), m.gid(), m.mode() & 0o777), (12345, 12346, 0o600));
+        assert_eq!(std::fs::read(&f).unwrap(), b"new secret\n");
         let _ = std::fs::remove_dir_all(&d);
     }
 
