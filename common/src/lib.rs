@@ -105,13 +105,25 @@ pub fn load_private_key(config: &Path, path: &Path) -> Result<PrivateKey> {
         )
     })?;
     let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
+    // SAFETY: getegid has no preconditions.
+    let own_gid = unsafe { libc::getegid() };
+    // Root's commands (`check`, `enrolled`) read the supernode's key too: for them the
+    // group is metalvpc's.
+    let own_gid = if own_gid == 0 {
+        group_id(DAEMON_GROUP).unwrap_or(0)
+    } else {
+        own_gid
+    };
+    if !key_mode_ok(mode, std::os::unix::fs::MetadataExt::gid(&meta), own_gid) {
         bail!(
             "{}: private key file {} is readable by group or others (mode {:o}); a private key must be \
-             readable by its owner only. Fix: chmod 600 {}",
+             readable by its owner only, or also by its group (mode 640) when that group is the daemon's \
+             own and not root (the supernode unit runs as group metalvpc; for root the group is metalvpc). Fix: chmod 600 {} \
+             (or chown metalvpc:metalvpc {} for the supernode)",
             config.display(),
             path.display(),
             mode,
+            path.display(),
             path.display()
         );
     }
@@ -124,6 +136,40 @@ pub fn load_private_key(config: &Path, path: &Path) -> Result<PrivateKey> {
             path.display()
         )
     })
+}
+
+/// The group the packaged supernode runs as (`/usr/lib/sysusers.d/metalvpc.conf`).
+pub const DAEMON_GROUP: &str = "metalvpc";
+
+/// The gid of group `name`, if there is one.
+pub fn group_id(name: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: getgrnam_r writes into `gr` and `buf`, which we own, sizes given.
+    unsafe {
+        let mut gr: libc::group = std::mem::zeroed();
+        let mut res: *mut libc::group = std::ptr::null_mut();
+        let rc = libc::getgrnam_r(
+            name.as_ptr(),
+            &mut gr,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut res,
+        );
+        (rc == 0 && !res.is_null()).then_some(gr.gr_gid)
+    }
+}
+
+/// Whether a private key file of `mode` and group `file_gid` is private enough for a
+/// process of group `own_gid`: nobody but the owner may read or write it, except that its
+/// group may read it when that group is the process's own and not root (a key installed
+/// `root:metalvpc`, mode 640, for a supernode running as group metalvpc).
+pub fn key_mode_ok(mode: u32, file_gid: u32, own_gid: u32) -> bool {
+    match mode & 0o077 {
+        0 => true,
+        0o040 => file_gid == own_gid && own_gid != 0,
+        _ => false,
+    }
 }
 
 /// Parses a base64 public key from a config value, with an error that names the place.
@@ -306,7 +352,7 @@ pub fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
 }
 
 /// The directory of default management sockets: `$RUNTIME_DIRECTORY` when systemd set one
-/// (the units' `RuntimeDirectory=metalvpc`), else `/run/metalvpc`.
+/// (a unit with `RuntimeDirectory=`), else `/run/metalvpc` (the shipped units).
 pub fn runtime_dir() -> PathBuf {
     std::env::var_os("RUNTIME_DIRECTORY")
         .and_then(|v| {
@@ -628,6 +674,43 @@ mod tests {
         std::fs::write(&key, "garbage").unwrap();
         let err = load_private_key(&cfg, &key).unwrap_err().to_string();
         assert!(err.contains("base64"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_key_may_be_group_readable_only_by_the_daemons_own_group_and_never_by_others() {
+        // root:metalvpc 640 for a supernode of group metalvpc (gid 990 here): fine.
+        assert!(key_mode_ok(0o640, 990, 990));
+        assert!(key_mode_ok(0o600, 0, 990));
+        assert!(key_mode_ok(0o400, 5, 0));
+        // Another group, group root, group write, or others: refused.
+        assert!(!key_mode_ok(0o640, 991, 990));
+        assert!(!key_mode_ok(0o640, 0, 0));
+        assert!(!key_mode_ok(0o660, 990, 990));
+        assert!(!key_mode_ok(0o644, 990, 990));
+        assert!(!key_mode_ok(0o604, 990, 990));
+        // On disk, with this process's own group (as root: the group metalvpc's, when there
+        // is one).
+        let dir = std::env::temp_dir().join(format!("mvpc-keygroup-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cfg, key) = (dir.join("x.toml"), dir.join("k"));
+        std::fs::write(&key, PrivateKey::generate().to_base64()).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+        // SAFETY: getegid has no preconditions.
+        let own = unsafe { libc::getegid() };
+        if own == 0 {
+            // Group root: refused, with the fix.
+            let err = load_private_key(&cfg, &key).unwrap_err().to_string();
+            assert!(err.contains("group is the daemon's"), "{err}");
+            assert!(err.contains("chown metalvpc:metalvpc"), "{err}");
+            // Group metalvpc, for root's commands, where the package made it.
+            if let Some(g) = group_id(DAEMON_GROUP) {
+                std::os::unix::fs::chown(&key, None, Some(g)).unwrap();
+                load_private_key(&cfg, &key).unwrap();
+            }
+        } else {
+            load_private_key(&cfg, &key).unwrap();
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -299,7 +299,7 @@ fn write_membership_cache(path: &std::path::Path, bytes: &[u8]) -> Option<String
         Ok(()) => None,
         Err(e) => {
             let msg = format!(
-                "cannot write membership_cache {}: {e}; after a restart this edge would accept an older signed list than it has seen (make the directory writable: the shipped unit has StateDirectory=metalvpc, /var/lib/metalvpc)",
+                "cannot write membership_cache {}: {e}; after a restart this edge would accept an older signed list than it has seen (make the directory writable: the shipped unit has ReadWritePaths=/var/lib/metalvpc)",
                 path.display()
             );
             tracing::error!("{msg}");
@@ -480,7 +480,7 @@ mod tests {
         let missing = dir.join("var-lib-metalvpc").join("prod.members");
         let err = write_membership_cache(&missing, b"list v3").expect("an error");
         assert!(err.contains("prod.members"), "{err}");
-        assert!(err.contains("StateDirectory=metalvpc"), "{err}");
+        assert!(err.contains("ReadWritePaths=/var/lib/metalvpc"), "{err}");
         assert!(err.contains("older signed list"), "{err}");
     }
 }

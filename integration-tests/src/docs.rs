@@ -8,7 +8,7 @@
 //!   namespaces share one file system), and systemd's `RUNTIME_DIRECTORY` points at the second;
 //! - `<placeholder>` is replaced by what an earlier block with `save=placeholder` printed (the
 //!   value an operator copies from one server to another, such as a public key);
-//! - `systemctl` is a stand-in ([`FAKE_SYSTEMCTL`]) that runs the unit's own `ExecStart` (from
+//! - `systemctl` is a stand-in ([`FAKE_SYSTEMCTL`]) that runs the unit's own `ExecStart` (as its `User=`; from
 //!   `systemd/`), sends SIGHUP for `reload` and SIGTERM for `stop`, since these machines have
 //!   no systemd as PID 1; `journalctl -u UNIT` prints that daemon's log.
 //!
@@ -115,7 +115,14 @@ case $op in
   start)
     running && exit 0
     cmd=$(sed -n 's/^ExecStart=//p' "$file" | sed "s|%i|$inst|g; s|/usr/bin/||; s|/etc/metalvpc|$MV_ROOT/etc/metalvpc|g")
-    setsid $cmd >>"$log" 2>&1 </dev/null &
+    # User= (the supernode's metalvpc): run as it, in the socket directory tmpfiles.d makes.
+    user=$(sed -n 's/^User=//p' "$file")
+    as=
+    if [ -n "$user" ]; then
+      chown "root:$user" "$RUNTIME_DIRECTORY"; chmod 1770 "$RUNTIME_DIRECTORY"
+      as="setpriv --reuid=$user --regid=$user --init-groups --"
+    fi
+    setsid $as $cmd >>"$log" 2>&1 </dev/null &
     echo $! >"$pidf"
     sleep 0.3
     running || { echo "Job for $unit.service failed." >&2; tail -n 20 "$log" >&2; exit 1; } ;;
@@ -177,6 +184,20 @@ impl DocLab {
             std::fs::write(&p, text).unwrap();
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        // The user the package creates (the pages `chown` the supernode's key to it).
+        let have_user = crate::run_timeout(
+            Command::new("getent").args(["passwd", "metalvpc"]),
+            Duration::from_secs(10),
+        );
+        if !have_user.success() {
+            let sysusers =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/metalvpc.sysusers");
+            crate::run_timeout(
+                Command::new("systemd-sysusers").arg(&sysusers),
+                Duration::from_secs(30),
+            )
+            .expect_ok("systemd-sysusers packaging/metalvpc.sysusers (the package's user)");
         }
         let mut hosts = HashMap::new();
         let root = |lab: &Lab, name: &str| lab.dir.join(name);

@@ -241,8 +241,27 @@ fn deb_on_this_machine() {
         "/usr/share/man/man1/metalvpc-edge.1.gz",
         "/usr/share/man/man1/metalvpc-edge-run.1.gz",
         "/usr/share/man/man1/metalvpc-supernode.1.gz",
+        "/usr/lib/sysusers.d/metalvpc.conf",
+        "/usr/lib/tmpfiles.d/metalvpc.conf",
     ] {
         assert!(Path::new(f).is_file(), "{f} is missing after dpkg -i");
+    }
+    // The postinst made the supernode's user (a system user without a login) and the
+    // directories both daemons share.
+    let user =
+        sh("getent passwd metalvpc", Duration::from_secs(10)).expect_ok("getent passwd metalvpc");
+    println!("user: {}", user.stdout.trim());
+    let fields: Vec<&str> = user.stdout.trim().split(':').collect();
+    assert!(fields.len() == 7 && fields[2] != "0", "{}", user.stdout);
+    assert!(
+        fields[2].parse::<u32>().unwrap() < 1000,
+        "a system uid: {}",
+        user.stdout
+    );
+    assert!(fields[6].ends_with("nologin"), "{}", user.stdout);
+    for d in ["/run/metalvpc", "/var/lib/metalvpc"] {
+        let st = sh(&format!("stat -c '%U:%G %a' {d}"), Duration::from_secs(5)).stdout;
+        assert_eq!(st.trim(), "root:metalvpc 1770", "{d}");
     }
     // The units as installed are the ones in the repository.
     for u in ["metalvpc-edge@.service", "metalvpc-supernode.service"] {
@@ -346,6 +365,10 @@ fn deb_on_this_machine() {
         "/lib/systemd/system/metalvpc-edge@.service",
         "/etc/metalvpc/edge.toml.example",
         "/usr/share/man/man1/metalvpc-edge.1.gz",
+        "/usr/lib/sysusers.d/metalvpc.conf",
+        "/usr/lib/tmpfiles.d/metalvpc.conf",
+        // Empty, so purged too.
+        "/var/lib/metalvpc",
     ] {
         assert!(
             !Path::new(f).exists(),
@@ -417,6 +440,7 @@ fn deb_under_systemd() {
 
     // install.md, "The supernode".
     must("(umask 077; metalvpc-supernode genkey > /etc/metalvpc/supernode.key)");
+    must("chown metalvpc:metalvpc /etc/metalvpc/supernode.key");
     let sn_pub = must("metalvpc-supernode pubkey < /etc/metalvpc/supernode.key").stdout;
     must("cp /etc/metalvpc/supernode.toml.example /etc/metalvpc/supernode.toml");
     // install.md, "Each server" (here the same machine: the supernode on loopback).
@@ -452,6 +476,25 @@ fn deb_under_systemd() {
     assert!(st.stdout.contains("registered over udp"), "{}", st.stdout);
     let st = must("metalvpc-supernode status --config /etc/metalvpc/supernode.toml");
     assert!(st.stdout.contains("registered"), "{}", st.stdout);
+    // The supernode runs as the user metalvpc, the edge as root.
+    let uid_of = |unit: &str| {
+        let pid = c.prop(unit, "MainPID");
+        let st = c
+            .run(
+                &["cat", &format!("/proc/{pid}/status")],
+                Duration::from_secs(5),
+            )
+            .stdout;
+        st.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|v| v.split_whitespace().nth(1))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let metalvpc = must("id -u metalvpc").stdout.trim().to_string();
+    assert_ne!(metalvpc, "0");
+    assert_eq!(uid_of("metalvpc-supernode.service"), metalvpc);
+    assert_eq!(uid_of("metalvpc-edge@prod.service"), "0");
     must("systemctl status metalvpc-edge@prod --no-pager");
     must("journalctl -u metalvpc-edge@prod --no-pager");
 
@@ -463,7 +506,16 @@ fn deb_under_systemd() {
     // install.md, "Upgrading": the new package is installed while the daemons run; they
     // keep running and the postinst names them; restarting picks up the new binary.
     let edge_pid = c.prop("metalvpc-edge@prod.service", "MainPID");
+    // As a version that ran the supernode as root left it: the key root's, mode 600.
+    must("chown root:root /etc/metalvpc/supernode.key");
     let up = must(&format!("cd /root && dpkg -i {file}"));
+    assert!(
+        up.stdout
+            .contains("/etc/metalvpc/supernode.key now belongs to the user metalvpc"),
+        "{}",
+        up.stdout
+    );
+    must("test \"$(stat -c %U:%G /etc/metalvpc/supernode.key)\" = metalvpc:metalvpc");
     assert!(
         up.stdout
             .contains("systemctl restart metalvpc-edge@prod.service"),

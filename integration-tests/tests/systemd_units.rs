@@ -162,21 +162,48 @@ fn units_keep_the_contract() {
         assert_eq!(value(u, "PrivateTmp"), "yes");
         assert_eq!(value(u, "SystemCallArchitectures"), "native");
         assert!(values(u, "SystemCallFilter").contains(&"@system-service".to_string()));
-        assert_eq!(value(u, "RuntimeDirectory"), "metalvpc");
-        assert_eq!(value(u, "RuntimeDirectoryPreserve"), "yes");
-        // State on disk (the edge's membership_cache, the supernode's enrolments) in
-        // /var/lib/metalvpc, the one writable place for it under ProtectSystem=strict.
-        assert_eq!(value(u, "StateDirectory"), "metalvpc");
-        assert_eq!(value(u, "StateDirectoryMode"), "0700");
-    }
-    // The comment that said root without capabilities "can read little else" was wrong.
-    for u in [&edge, &sn] {
+        // The management sockets (/run/metalvpc) and state on disk (the edge's
+        // membership_cache, the supernode's enrolments: /var/lib/metalvpc), the one writable
+        // place for them under ProtectSystem=strict, shared by both units.
+        assert_eq!(
+            value(u, "ReadWritePaths"),
+            "/run/metalvpc /var/lib/metalvpc"
+        );
+        // Not RuntimeDirectory=/StateDirectory=: systemd would chown the shared directories
+        // (StateDirectory recursively) to whichever unit starts, root for the edge, metalvpc
+        // for the supernode, and the other one's files would become unreadable to it.
+        for key in ["RuntimeDirectory", "StateDirectory"] {
+            assert!(values(u, key).is_empty(), "{key}= in a unit");
+        }
         assert!(
             !u.contains("can read little else"),
             "the old, wrong claim is back"
         );
-        assert!(u.contains("CAP_DAC_OVERRIDE still owns every root-owned file"));
     }
+    // The directories come from tmpfiles.d, root:metalvpc, sticky and group-writable; the
+    // user from sysusers.d.
+    let tmpfiles =
+        std::fs::read_to_string(workspace().join("packaging/metalvpc.tmpfiles")).unwrap();
+    for dir in ["/run/metalvpc", "/var/lib/metalvpc"] {
+        assert!(
+            tmpfiles
+                .lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                    == ["d", dir, "1770", "root", "metalvpc", "-"]),
+            "{tmpfiles}"
+        );
+    }
+    let sysusers =
+        std::fs::read_to_string(workspace().join("packaging/metalvpc.sysusers")).unwrap();
+    assert!(
+        sysusers.lines().any(|l| l.starts_with("u metalvpc -")),
+        "{sysusers}"
+    );
+    // The supernode runs as that user; the edge as root (CAP_NET_ADMIN, its root-owned key).
+    assert_eq!(value(&sn, "User"), "metalvpc");
+    assert_eq!(value(&sn, "Group"), "metalvpc");
+    assert!(values(&edge, "User").is_empty());
+    assert!(edge.contains("CAP_DAC_OVERRIDE still owns every root-owned file"));
     assert_eq!(value(&edge, "CapabilityBoundingSet"), "CAP_NET_ADMIN");
     assert_eq!(value(&edge, "AmbientCapabilities"), "CAP_NET_ADMIN");
     assert_eq!(value(&edge, "DevicePolicy"), "closed");
@@ -247,7 +274,8 @@ fn units_boot_under_systemd() {
         etc.join("supernode.toml"),
         format!(
             "listen = \"127.0.0.1:7654\"\nprivate_key_file = \"supernode.key\"\n\n\
-             [[community]]\nname = \"test\"\nnetwork = \"10.77.0.0/24\"\n\n\
+             [[community]]\nname = \"test\"\nnetwork = \"10.77.0.0/24\"\n\
+             address_pool = \"10.77.0.128/25\"\n\n\
              [[community.node]]\nname = \"this-host\"\npublic_key = \"{edge_pub}\"\naddress = \"10.77.0.1\"\n"
         ),
     )
@@ -277,13 +305,39 @@ fn units_boot_under_systemd() {
             "/etc/systemd/system/metalvpc-supernode.service",
         ),
         (dropin, "/etc/systemd/system/metalvpc-edge@.service.d"),
-        (etc, "/etc/metalvpc"),
+        (
+            workspace().join("packaging/metalvpc.sysusers"),
+            "/usr/lib/sysusers.d/metalvpc.conf",
+        ),
+        (
+            workspace().join("packaging/metalvpc.tmpfiles"),
+            "/usr/lib/tmpfiles.d/metalvpc.conf",
+        ),
         (edge_bin(), "/usr/bin/metalvpc-edge"),
         (supernode_bin(), "/usr/bin/metalvpc-supernode"),
     ];
+    // /etc/metalvpc writable: the supernode's key is handed to its group below.
+    let etc_bind = format!("--bind={}:/etc/metalvpc", etc.display());
     let boot_start = Instant::now();
-    let c = Container::boot(&format!("{prefix}sd"), &dir.0, &binds, &[]);
+    let c = Container::boot(&format!("{prefix}sd"), &dir.0, &binds, &[&etc_bind]);
     println!("container booted in {:?}", boot_start.elapsed());
+    // What the package's postinst does: the user metalvpc and the shared directories; and
+    // what install.md says for a supernode key: readable by the user metalvpc (here through
+    // its group, root:metalvpc 640, the other form load_private_key accepts).
+    for cmd in [
+        "systemd-sysusers metalvpc.conf",
+        "systemd-tmpfiles --create metalvpc.conf",
+        "chgrp metalvpc /etc/metalvpc/supernode.key && chmod 640 /etc/metalvpc/supernode.key",
+    ] {
+        c.run(&["sh", "-c", cmd], Duration::from_secs(20))
+            .expect_ok(cmd);
+    }
+    for d in ["/run/metalvpc", "/var/lib/metalvpc"] {
+        let st = c
+            .run(&["stat", "-c", "%U:%G %a", d], Duration::from_secs(5))
+            .stdout;
+        assert_eq!(st.trim(), "root:metalvpc 1770", "{d}");
+    }
     let edge = "metalvpc-edge@test.service";
     let sn = "metalvpc-supernode.service";
     let report = |c: &Container| {
@@ -368,9 +422,9 @@ fn units_boot_under_systemd() {
     let st: serde_json::Value = serde_json::from_str(&st.stdout)
         .unwrap_or_else(|e| panic!("status --json: {e}: {st:#?}\n{}", report(&c)));
     assert_eq!(st["registered"], true, "{st}");
+    let pid = c.prop(edge, "MainPID");
 
     // 3. Hardening as the kernel sees it.
-    let pid = c.prop(edge, "MainPID");
     let proc_status = c
         .run(
             &["cat", &format!("/proc/{pid}/status")],
@@ -407,6 +461,117 @@ fn units_boot_under_systemd() {
         sn_caps.lines().any(|l| l == "CapEff:\t0000000000000000"),
         "the supernode has no capabilities: {sn_caps}"
     );
+    // ...and runs as the user metalvpc, not root (real, effective, saved, fs uid and gid).
+    let id = |what: &str| {
+        c.run(&["id", what, "metalvpc"], Duration::from_secs(5))
+            .expect_ok("id metalvpc")
+            .stdout
+            .trim()
+            .to_string()
+    };
+    let (uid, gid) = (id("-u"), id("-g"));
+    let line = |name: &str| {
+        sn_caps
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    println!(
+        "supernode: Uid {:?} Gid {:?} (metalvpc is {uid}:{gid})",
+        line("Uid:"),
+        line("Gid:")
+    );
+    assert_ne!(uid, "0");
+    assert_eq!(line("Uid:"), vec![uid.clone(); 4], "{sn_caps}");
+    assert_eq!(line("Gid:"), vec![gid.clone(); 4], "{sn_caps}");
+
+    // 3b. Both management sockets answer, the supernode's too, and an `enrolled` command
+    // run as root writes a store the supernode (as metalvpc) can still read and replace,
+    // and reaches the running supernode (the reload it sends checks that the supernode's pid
+    // belongs to its socket's owner).
+    let sn_status = |c: &Container| -> serde_json::Value {
+        let st = c.run(
+            &[
+                "metalvpc-supernode",
+                "status",
+                "--config",
+                "/etc/metalvpc/supernode.toml",
+                "--json",
+            ],
+            Duration::from_secs(15),
+        );
+        serde_json::from_str(&st.stdout)
+            .unwrap_or_else(|e| panic!("supernode status --json: {e}: {st:#?}\n{}", report(c)))
+    };
+    sn_status(&c);
+    let ls = c
+        .run(&["ls", "-l", "/run/metalvpc"], Duration::from_secs(5))
+        .stdout;
+    println!("/run/metalvpc:\n{ls}");
+    c.run(
+        &[
+            "metalvpc-supernode",
+            "enrolled",
+            "token",
+            "create",
+            "--config",
+            "/etc/metalvpc/supernode.toml",
+            "--community",
+            "test",
+            "--ttl",
+            "1h",
+        ],
+        Duration::from_secs(20),
+    )
+    .expect_ok("metalvpc-supernode enrolled token create (as root)");
+    let store_owner = |c: &Container| {
+        c.run(
+            &[
+                "stat",
+                "-c",
+                "%U %a",
+                "/var/lib/metalvpc/test.enrolled.toml",
+            ],
+            Duration::from_secs(5),
+        )
+        .stdout
+    };
+    let owner = store_owner(&c);
+    assert_eq!(owner.trim(), "metalvpc 600", "the store is the supernode's");
+    // The edge restarted (as root) next to it takes nothing away from the supernode...
+    c.run(&["systemctl", "restart", edge], Duration::from_secs(60))
+        .expect_ok("systemctl restart the edge");
+    let owner2 = store_owner(&c);
+    assert_eq!(owner2, owner, "an edge start changed the supernode's store");
+    // ...which restarts, reads its store (one token) and answers; the edge is back too.
+    c.run(&["systemctl", "restart", sn], Duration::from_secs(60))
+        .expect_ok("systemctl restart the supernode");
+    let tokens = c
+        .run(
+            &[
+                "metalvpc-supernode",
+                "enrolled",
+                "token",
+                "list",
+                "--config",
+                "/etc/metalvpc/supernode.toml",
+            ],
+            Duration::from_secs(20),
+        )
+        .expect_ok("enrolled token list");
+    println!("after restarts: {}", tokens.stdout.trim());
+    assert_eq!(c.prop(sn, "ActiveState"), "active", "{}", report(&c));
+    assert!(
+        !c.journal(sn).contains("ermission denied"),
+        "{}",
+        report(&c)
+    );
+    sn_status(&c);
+    let back = c.wait(Duration::from_secs(30), |c| {
+        c.prop(edge, "ActiveState") == "active"
+    });
+    assert!(back.is_some(), "the edge did not come back\n{}", report(&c));
 
     // 4. Reload: delivered as SIGHUP to the same process, which says what it re-read.
     for unit in [edge, sn] {

@@ -17,7 +17,7 @@ pub use metalvpc_protocol::supernode::{MAX_ENROLLED, MAX_TOKENS};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// Default `state_dir` (the units' `StateDirectory=metalvpc`).
+/// Default `state_dir` (shared with the edges, `ReadWritePaths=` of the units).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/metalvpc";
 /// The largest store file read. What the bounds allow is well under it (about 200 bytes per
 /// node, 250 per token, 50 per revoked key: under 8 MB at every cap).
@@ -164,7 +164,7 @@ pub fn write_private(file: &Path, bytes: &[u8]) -> Result<()> {
         .mode(0o600)
         .open(&tmp)
         .with_context(|| format!("cannot write {}", tmp.display()))?;
-    owned_like_dir(&f, dir);
+    owned_like_replaced(&f, file, dir);
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
         .with_context(|| format!("cannot write {}", tmp.display()))?;
@@ -177,19 +177,84 @@ pub fn write_private(file: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Run as root (an `enrolled` command), gives a file it creates in the state directory to the
-/// directory's owner: the daemon may run as another user (systemd's `StateDirectory=` makes it
-/// the owner), and must still read and replace the store.
+/// daemon's user, who must still read and replace the store (in a sticky directory only its
+/// owner may rename over it): the directory's owner when that is not root (systemd's
+/// `StateDirectory=` with `User=`), else, for the shipped `/var/lib/metalvpc` (root:metalvpc,
+/// mode 1770), the user named like the directory's group (`metalvpc`).
 fn owned_like_dir(f: &std::fs::File, dir: &Path) {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: geteuid has no preconditions; fchown on a descriptor we own.
+    if unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    if let Some((uid, gid)) = daemon_owner(dir) {
+        unsafe { libc::fchown(f.as_raw_fd(), uid, gid) };
+    }
+}
+
+/// Run as root, gives the file that will replace `file` to `file`'s owner when that is not
+/// root (a join secret rotated in /etc/metalvpc stays the supernode's), else as
+/// [`owned_like_dir`].
+fn owned_like_replaced(f: &std::fs::File, file: &Path, dir: &Path) {
     use std::os::fd::AsRawFd as _;
     use std::os::unix::fs::MetadataExt as _;
     // SAFETY: geteuid has no preconditions; fchown on a descriptor we own.
     if unsafe { libc::geteuid() } != 0 {
         return;
     }
-    if let Ok(m) = std::fs::metadata(dir) {
-        if m.uid() != 0 || m.gid() != 0 {
+    match std::fs::metadata(file) {
+        Ok(m) if m.uid() != 0 => {
             unsafe { libc::fchown(f.as_raw_fd(), m.uid(), m.gid()) };
         }
+        _ => owned_like_dir(f, dir),
+    }
+}
+
+/// Who the supernode runs as, judged from its state directory (see [`owned_like_dir`]).
+fn daemon_owner(dir: &Path) -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::metadata(dir).ok()?;
+    if m.uid() != 0 {
+        return Some((m.uid(), m.gid()));
+    }
+    if m.gid() == 0 {
+        return None;
+    }
+    let uid = namesake_user(m.gid())?;
+    Some((uid, m.gid()))
+}
+
+/// The uid of the user named like group `gid` whose primary group it is (sysusers' `u`
+/// lines create such pairs), if any.
+fn namesake_user(gid: u32) -> Option<u32> {
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: getgrgid_r/getpwnam_r write into the structs and `buf` we own (sizes given);
+    // the name pointer points into `buf` and is read before `buf` is reused.
+    unsafe {
+        let mut gr: libc::group = std::mem::zeroed();
+        let mut res: *mut libc::group = std::ptr::null_mut();
+        if libc::getgrgid_r(gid, &mut gr, buf.as_mut_ptr(), buf.len(), &mut res) != 0
+            || res.is_null()
+        {
+            return None;
+        }
+        let name = std::ffi::CStr::from_ptr(gr.gr_name).to_owned();
+        let mut pw: libc::passwd = std::mem::zeroed();
+        let mut res: *mut libc::passwd = std::ptr::null_mut();
+        if libc::getpwnam_r(
+            name.as_ptr(),
+            &mut pw,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut res,
+        ) != 0
+            || res.is_null()
+            || pw.pw_gid != gid
+            || pw.pw_uid == 0
+        {
+            return None;
+        }
+        Some(pw.pw_uid)
     }
 }
 
@@ -388,26 +453,78 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
     }
 
+    /// Enrols one node in store `prod` of `d`; the (uid, gid) of the store and its lock.
+    fn owners_after_an_update(d: &Path) -> [(u32, u32); 2] {
+        use std::os::unix::fs::MetadataExt as _;
+        let f = path(d, "prod");
+        update(&f, |s| {
+            apply(s, &record(1, None));
+            Ok(())
+        })
+        .unwrap();
+        [f.clone(), f.with_extension("lock")].map(|file| {
+            let m = std::fs::metadata(&file).unwrap();
+            (m.uid(), m.gid())
+        })
+    }
+
     #[test]
     fn a_store_written_by_root_belongs_to_the_state_directorys_owner() {
         if unsafe { libc::geteuid() } != 0 {
             println!("SKIPPED: needs root");
             return;
         }
-        use std::os::unix::fs::MetadataExt as _;
         let d = dir("owner");
         std::fs::create_dir_all(&d).unwrap();
         std::os::unix::fs::chown(&d, Some(12345), Some(12346)).unwrap();
-        let f = path(&d, "prod");
-        update(&f, |s| {
-            apply(s, &record(1, None));
-            Ok(())
-        })
-        .unwrap();
-        for file in [f.clone(), f.with_extension("lock")] {
-            let m = std::fs::metadata(&file).unwrap();
-            assert_eq!((m.uid(), m.gid()), (12345, 12346), "{}", file.display());
+        assert_eq!(owners_after_an_update(&d), [(12345, 12346); 2]);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_store_written_by_root_in_the_shared_state_directory_belongs_to_the_groups_user() {
+        if unsafe { libc::geteuid() } != 0 {
+            println!("SKIPPED: needs root");
+            return;
         }
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        // /var/lib/metalvpc as the package makes it: root:metalvpc, mode 1770. Here the
+        // group and user `daemon` (Debian's base system) stand in for metalvpc.
+        let Some(uid) = namesake_user(1) else {
+            println!("SKIPPED: no user and group `daemon` (gid 1)");
+            return;
+        };
+        let d = dir("shared");
+        std::fs::create_dir_all(&d).unwrap();
+        std::os::unix::fs::chown(&d, Some(0), Some(1)).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o1770)).unwrap();
+        assert_eq!(owners_after_an_update(&d), [(uid, 1); 2]);
+        let mode = std::fs::metadata(path(&d, "prod")).unwrap().mode();
+        assert_eq!(mode & 0o077, 0);
+        // A directory of group root stays root's.
+        std::os::unix::fs::chown(&d, Some(0), Some(0)).unwrap();
+        assert_eq!(daemon_owner(&d), None);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_file_replaced_by_root_keeps_its_owner() {
+        if unsafe { libc::geteuid() } != 0 {
+            println!("SKIPPED: needs root");
+            return;
+        }
+        use std::os::unix::fs::MetadataExt as _;
+        // A join secret in a root-owned /etc/metalvpc, handed to the supernode's user, that
+        // `enrolled revoke --rotate-secret` replaces.
+        let d = dir("replaced");
+        std::fs::create_dir_all(&d).unwrap();
+        let f = d.join("prod.join");
+        write_private(&f, b"old secret\n").unwrap();
+        std::os::unix::fs::chown(&f, Some(12345), Some(12346)).unwrap();
+        write_private(&f, b"new secret\n").unwrap();
+        let m = std::fs::metadata(&f).unwrap();
+        assert_eq!((m.uid(), m.gid(), m.mode() & 0o777), (12345, 12346, 0o600));
+        assert_eq!(std::fs::read(&f).unwrap(), b"new secret\n");
         let _ = std::fs::remove_dir_all(&d);
     }
 

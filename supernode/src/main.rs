@@ -29,6 +29,7 @@ use std::path::PathBuf;
 ///
 /// Setting up:
 ///   (umask 077; metalvpc-supernode genkey > /etc/metalvpc/supernode.key)
+///   chown metalvpc:metalvpc /etc/metalvpc/supernode.key   # the unit runs as user metalvpc
 ///   metalvpc-supernode pubkey < /etc/metalvpc/supernode.key   # every edge needs this
 ///   cp /etc/metalvpc/supernode.toml.example /etc/metalvpc/supernode.toml   # then fill it in
 ///   metalvpc-supernode check --config /etc/metalvpc/supernode.toml
@@ -45,7 +46,7 @@ struct Cli {
 const SUPERNODE_MORE_HELP: &str = "\
 Files:
   /etc/metalvpc/supernode.toml          listen address, key, communities and their members
-  /etc/metalvpc/supernode.key           the supernode's private key, mode 600
+  /etc/metalvpc/supernode.key           the supernode's private key, mode 600, user metalvpc's
   /etc/metalvpc/supernode.toml.example  a commented example to start from
   /run/metalvpc/supernode.sock          management socket: GET /status (JSON), GET /metrics
   metalvpc-supernode.service            the systemd unit
