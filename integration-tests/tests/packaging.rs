@@ -154,6 +154,17 @@ fn filled_examples(dir: &Path, edge: &str, sn: &str) -> (PathBuf, PathBuf) {
     };
     let sn_pub = gen(sn, &dir.join("supernode.key"));
     let edge_pub = gen(edge, &dir.join("prod.key"));
+    // The administrator key of the signed membership the examples set up.
+    let admin_key = dir.join("admin.key");
+    let admin_pub = sh(
+        &format!("{sn} admin-genkey --out {}", admin_key.display()),
+        Duration::from_secs(10),
+    )
+    .expect_ok("admin-genkey")
+    .stdout
+    .trim()
+    .to_string();
+    const ADMIN: &str = "REPLACE_WITH_THE_OUTPUT_OF_metalvpc-supernode_admin-genkey";
     let edge_cfg = dir.join("prod.toml");
     let sn_cfg = dir.join("supernode.toml");
     let ex = |name: &str| std::fs::read_to_string(Path::new("/etc/metalvpc").join(name)).unwrap();
@@ -165,7 +176,8 @@ fn filled_examples(dir: &Path, edge: &str, sn: &str) -> (PathBuf, PathBuf) {
             .replace(
                 "REPLACE_WITH_THE_OUTPUT_OF_metalvpc-supernode_pubkey",
                 &sn_pub,
-            ),
+            )
+            .replace(ADMIN, &admin_pub),
     )
     .unwrap();
     let other = sh(
@@ -178,9 +190,19 @@ fn filled_examples(dir: &Path, edge: &str, sn: &str) -> (PathBuf, PathBuf) {
         &sn_cfg,
         ex("supernode.toml.example")
             .replace("REPLACE_WITH_NODE_A_metalvpc-edge_pubkey", &edge_pub)
-            .replace("REPLACE_WITH_NODE_B_metalvpc-edge_pubkey", other.trim()),
+            .replace("REPLACE_WITH_NODE_B_metalvpc-edge_pubkey", other.trim())
+            .replace(ADMIN, &admin_pub),
     )
     .unwrap();
+    sh(
+        &format!(
+            "{sn} sign --key {} --config {}",
+            admin_key.display(),
+            sn_cfg.display()
+        ),
+        Duration::from_secs(10),
+    )
+    .expect_ok("sign the example's member list");
     (edge_cfg, sn_cfg)
 }
 
@@ -443,6 +465,7 @@ fn deb_under_systemd() {
     must("chown metalvpc:metalvpc /etc/metalvpc/supernode.key");
     let sn_pub = must("metalvpc-supernode pubkey < /etc/metalvpc/supernode.key").stdout;
     must("cp /etc/metalvpc/supernode.toml.example /etc/metalvpc/supernode.toml");
+    let admin_pub = must("metalvpc-supernode admin-genkey --out /root/metalvpc-admin.key").stdout;
     // install.md, "Each server" (here the same machine: the supernode on loopback).
     must("(umask 077; metalvpc-edge genkey > /etc/metalvpc/prod.key)");
     let edge_pub = must("metalvpc-edge pubkey < /etc/metalvpc/prod.key").stdout;
@@ -451,18 +474,23 @@ fn deb_under_systemd() {
     must(&format!(
         "sed -i -e 's|REPLACE_WITH_NODE_A_metalvpc-edge_pubkey|{}|' \
          -e 's|REPLACE_WITH_NODE_B_metalvpc-edge_pubkey|{}|' -e 's|0.0.0.0:7654|127.0.0.1:7654|' \
+         -e 's|REPLACE_WITH_THE_OUTPUT_OF_metalvpc-supernode_admin-genkey|{}|' \
          /etc/metalvpc/supernode.toml",
         edge_pub.trim(),
         // node-b: a key of a server not in this test.
         must("metalvpc-edge genkey | metalvpc-edge pubkey")
             .stdout
-            .trim()
+            .trim(),
+        admin_pub.trim()
     ));
     must(&format!(
         "sed -i -e 's|REPLACE_WITH_THE_OUTPUT_OF_metalvpc-supernode_pubkey|{}|' \
+         -e 's|REPLACE_WITH_THE_OUTPUT_OF_metalvpc-supernode_admin-genkey|{}|' \
          -e 's|203.0.113.10:7654|127.0.0.1:7654|' /etc/metalvpc/prod.toml",
-        sn_pub.trim()
+        sn_pub.trim(),
+        admin_pub.trim()
     ));
+    must("metalvpc-supernode sign --key /root/metalvpc-admin.key --config /etc/metalvpc/supernode.toml");
     must("metalvpc-supernode check --config /etc/metalvpc/supernode.toml");
     must("metalvpc-edge check --config /etc/metalvpc/prod.toml");
     must("systemctl enable --now metalvpc-supernode");
@@ -500,6 +528,7 @@ fn deb_under_systemd() {
 
     // install.md, "Changing the members": reload, no restart.
     let pid = c.prop("metalvpc-supernode.service", "MainPID");
+    must("metalvpc-supernode sign --key /root/metalvpc-admin.key --config /etc/metalvpc/supernode.toml");
     must("systemctl reload metalvpc-supernode");
     assert_eq!(c.prop("metalvpc-supernode.service", "MainPID"), pid);
 

@@ -32,6 +32,8 @@ use std::path::PathBuf;
 ///   chown metalvpc:metalvpc /etc/metalvpc/supernode.key   # the unit runs as user metalvpc
 ///   metalvpc-supernode pubkey < /etc/metalvpc/supernode.key   # every edge needs this
 ///   cp /etc/metalvpc/supernode.toml.example /etc/metalvpc/supernode.toml   # then fill it in
+///   metalvpc-supernode admin-genkey --out /root/metalvpc-admin.key   # once: its admin_key
+///   metalvpc-supernode sign --key /root/metalvpc-admin.key --config /etc/metalvpc/supernode.toml
 ///   metalvpc-supernode check --config /etc/metalvpc/supernode.toml
 ///   systemctl enable --now metalvpc-supernode   # or: metalvpc-supernode run --config ...
 ///   metalvpc-supernode status --config /etc/metalvpc/supernode.toml
