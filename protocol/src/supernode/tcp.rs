@@ -152,6 +152,10 @@ impl TcpSources {
 
     /// A packet from `src` authenticated: renews its connection, if it is a TCP source.
     pub(super) fn authenticated(&mut self, now: Instant, src: SocketAddr) {
+        // Called for every authenticated packet: no hashing while no edge uses TCP.
+        if self.conns.is_empty() {
+            return;
+        }
         if let Some(c) = self.conns.get_mut(&src) {
             c.last_auth = Some(now);
         }
