@@ -91,19 +91,23 @@ pub(crate) fn sign(
             c.name
         )
     })?;
-    let version = version.unwrap_or_else(|| common::unix_micros() / 1_000_000);
-    // Versions only grow: an edge refuses a list older than one it has seen.
-    if let Ok(old) = config::read_signed_file(&out) {
-        if let Ok(old) = Membership::verify(&old, &admin.public_key()) {
-            if old.version >= version {
-                anyhow::bail!(
-                    "{}: holds version {} already; the new list needs a higher one (--version {})",
-                    out.display(),
-                    old.version,
-                    old.version + 1
-                );
-            }
-        }
+    // Versions only grow: an edge refuses a list older than one it has seen. Without
+    // --version a list gets the time in seconds, or one more than the list it replaces
+    // (signed twice in one second, or with a clock behind); --version is taken as given.
+    let old = config::read_signed_file(&out)
+        .ok()
+        .and_then(|old| Membership::verify(&old, &admin.public_key()).ok());
+    let version = version.unwrap_or_else(|| {
+        let now = common::unix_micros() / 1_000_000;
+        old.as_ref().map_or(now, |o| now.max(o.version + 1))
+    });
+    if let Some(old) = old.filter(|o| o.version >= version) {
+        anyhow::bail!(
+            "{}: holds version {} already; the new list needs a higher one (--version {})",
+            out.display(),
+            old.version,
+            old.version + 1
+        );
     }
     let m = config::membership_of(&c, version);
     m.validate()
